@@ -1,0 +1,3 @@
+"""The distribution version, read by pyproject and reported in hello frames."""
+
+__version__ = "0.3.0"

@@ -1,0 +1,1 @@
+"""ProcVision Runner: the station-side host of algorithm packages."""
