@@ -1,0 +1,1 @@
+"""The package store: offline zips installed into isolated venvs, and their lifecycle."""

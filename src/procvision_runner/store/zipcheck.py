@@ -1,0 +1,337 @@
+"""Checks on an offline package zip before anything of it touches the disk, and safe extraction.
+
+`check_zip` reads only the central directory and a few small members (manifest, requirements,
+environment file), so a hostile zip is refused before a single byte is written. `extract_zip`
+re-checks every name and counts the bytes it actually writes, because sizes in the central
+directory can lie.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from procvision_algorithm_sdk.contract import Problem, check_manifest, is_safe_name
+from procvision_algorithm_sdk.errors import (
+    INVALID_ZIP,
+    MANIFEST_MISSING,
+    WHEELS_MISSING,
+)
+
+MANIFEST = "manifest.json"
+REQUIREMENTS = "requirements.txt"
+ENV_FILE = ".procvision_env.json"
+CHECKSUMS = "checksums.sha256"
+SIGNATURE = "SIGNATURE"
+WHEELS_DIR = "wheels/"
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SMALL_MEMBER_MAX = 4 * 1024 * 1024  # manifest/requirements/env/checksums are read into memory
+# macOS archivers add these; they are never part of a package.
+_IGNORED_TOP = ("__MACOSX/",)
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Limits that keep a zip bomb or an absurd archive out of the store."""
+
+    max_entries: int = 20_000
+    max_total_bytes: int = 8 * 1024**3
+    max_entry_ratio: float = 200.0
+    # Tiny members compress absurdly well (a file of spaces); only ratios of big ones matter.
+    ratio_min_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ZipLayout:
+    """What a zip that passed `check_zip` contains; names are relative to the package root."""
+
+    prefix: str  # "" for the flat layout, "top/" when nested under one folder
+    files: tuple[str, ...]  # every regular file, root-relative, in archive order
+    manifest: dict
+    requirements: str  # "" when the zip has no requirements.txt
+    wheels: tuple[str, ...]  # file names directly under wheels/
+    env: dict | None  # .procvision_env.json, if present and a JSON object
+    has_checksums: bool
+    has_signature: bool
+    total_bytes: int
+    members: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # root-relative name -> name inside the archive
+
+    @property
+    def name(self) -> str:
+        """The manifest's package name."""
+        return str(self.manifest.get("name", ""))
+
+    @property
+    def version(self) -> str:
+        """The manifest's package version."""
+        return str(self.manifest.get("version", ""))
+
+
+def safe_name(value: object) -> bool:
+    """Return whether a name/version/pid can be used as a single path component of the store."""
+    return is_safe_name(value) and value not in {".", ".."}
+
+
+def entry_name_problem(name: str) -> str | None:
+    """Return why an archive member name is unsafe, or None when it is fine."""
+    if not name:
+        return "empty entry name"
+    if "\x00" in name or any(ord(c) < 32 for c in name):
+        return "entry name has control characters"
+    if "\\" in name:
+        return "entry name has a backslash"
+    if name.startswith("/"):
+        return "absolute entry path"
+    if _DRIVE.match(name):
+        return "entry path has a drive letter"
+    parts = name.rstrip("/").split("/")
+    if any(p == ".." for p in parts):
+        return "entry path has '..'"
+    if any(p in ("", ".") for p in parts):
+        return "entry path has an empty or '.' component"
+    return None
+
+
+def _kind_problem(info: zipfile.ZipInfo) -> str | None:
+    mode = (info.external_attr >> 16) & 0xFFFF
+    if info.create_system == 3 and mode:  # unix attributes are meaningful only from unix zips
+        fmt = stat.S_IFMT(mode)
+        if fmt == stat.S_IFLNK:
+            return "entry is a symbolic link"
+        if fmt not in (0, stat.S_IFREG, stat.S_IFDIR):
+            return "entry is a special file (device, fifo or socket)"
+    if info.flag_bits & 0x1:
+        return "entry is encrypted"
+    return None
+
+
+def _find_prefix(names: list[str]) -> tuple[str | None, str | None]:
+    """Return (prefix, problem): "" when flat, "top/" when nested under one folder."""
+    if MANIFEST in names:
+        return "", None
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1:
+        top = next(iter(tops))
+        if all(n.startswith(top + "/") for n in names) and f"{top}/{MANIFEST}" in names:
+            return top + "/", None
+    return None, "manifest.json missing at the zip root (or under its one top folder)"
+
+
+def check_zip(
+    zip_path: str | Path, limits: ZipLimits | None = None
+) -> tuple[ZipLayout | None, list[Problem]]:
+    """Check an offline package zip (integrity, entry names, limits, manifest) without extracting.
+
+    Returns the layout when there is no problem, else None and the problems (codes 2001 for the
+    archive itself, 2002 for the manifest, 2004 when requirements.txt is missing).
+    """
+    limits = limits or ZipLimits()
+    path = Path(zip_path)
+    problems: list[Problem] = []
+    if not path.is_file():
+        return None, [Problem("zip", INVALID_ZIP, f"{path} is not a file")]
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return None, [Problem("zip", INVALID_ZIP, f"not a readable zip archive: {exc}")]
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            return None, [
+                Problem(
+                    "zip",
+                    INVALID_ZIP,
+                    f"{len(infos)} entries, more than the limit of {limits.max_entries}",
+                )
+            ]
+        total = 0
+        seen: set[str] = set()
+        for info in infos:
+            where = f"zip:{info.filename!r}"
+            why = entry_name_problem(info.filename) or _kind_problem(info)
+            if why:
+                problems.append(Problem(where, INVALID_ZIP, why))
+                continue
+            key = info.filename.rstrip("/").lower()
+            if key in seen:
+                problems.append(Problem(where, INVALID_ZIP, "duplicate entry name"))
+            seen.add(key)
+            if info.is_dir():
+                continue
+            total += info.file_size
+            if (
+                info.file_size >= limits.ratio_min_bytes
+                and info.file_size > limits.max_entry_ratio * max(info.compress_size, 1)
+            ):
+                problems.append(
+                    Problem(
+                        where,
+                        INVALID_ZIP,
+                        f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 "
+                        f"exceeds {limits.max_entry_ratio:.0f}:1 (zip bomb?)",
+                    )
+                )
+        if total > limits.max_total_bytes:
+            problems.append(
+                Problem(
+                    "zip",
+                    INVALID_ZIP,
+                    f"uncompressed size {total} bytes exceeds the limit {limits.max_total_bytes}",
+                )
+            )
+        if problems:
+            return None, problems
+        try:
+            bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as exc:
+            return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc}")]
+        except NotImplementedError as exc:
+            return None, [Problem("zip", INVALID_ZIP, f"unsupported compression: {exc}")]
+        if bad is not None:
+            return None, [Problem(f"zip:{bad!r}", INVALID_ZIP, "CRC check failed")]
+
+        names = [
+            i.filename for i in infos if not any(i.filename.startswith(t) for t in _IGNORED_TOP)
+        ]
+        prefix, why = _find_prefix(names)
+        if prefix is None:
+            return None, [Problem("manifest.json", MANIFEST_MISSING, why or "manifest missing")]
+        members: dict[str, str] = {}
+        for info in infos:
+            if info.is_dir() or not info.filename.startswith(prefix):
+                continue
+            rel = info.filename[len(prefix) :]
+            if rel:
+                members[rel] = info.filename
+
+        def read_small(rel: str) -> bytes | None:
+            arc = members.get(rel)
+            if arc is None:
+                return None
+            if zf.getinfo(arc).file_size > _SMALL_MEMBER_MAX:
+                problems.append(Problem(rel, INVALID_ZIP, f"{rel} is larger than 4 MiB"))
+                return None
+            return zf.read(arc)
+
+        manifest_bytes = read_small(MANIFEST)
+        manifest: object = None
+        if manifest_bytes is None:
+            problems.append(Problem("manifest.json", MANIFEST_MISSING, "manifest.json missing"))
+        else:
+            try:
+                manifest = json.loads(manifest_bytes.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problems.append(
+                    Problem("manifest.json", MANIFEST_MISSING, f"manifest.json is not JSON: {exc}")
+                )
+        if manifest is not None:
+            # check_manifest also refuses names, versions and pids unfit for a path component
+            problems.extend(check_manifest(manifest))
+        req_bytes = read_small(REQUIREMENTS)
+        requirements = ""
+        if req_bytes is None:
+            problems.append(
+                Problem(REQUIREMENTS, WHEELS_MISSING, "requirements.txt missing from the zip")
+            )
+        else:
+            try:
+                requirements = req_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, "not UTF-8 text"))
+        env: dict | None = None
+        env_bytes = read_small(ENV_FILE)
+        if env_bytes is not None:
+            try:
+                loaded = json.loads(env_bytes.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problems.append(Problem(ENV_FILE, INVALID_ZIP, f"not JSON: {exc}"))
+            else:
+                if isinstance(loaded, dict):
+                    env = loaded
+                else:
+                    problems.append(Problem(ENV_FILE, INVALID_ZIP, "must be a JSON object"))
+        wheels = tuple(
+            rel[len(WHEELS_DIR) :]
+            for rel in members
+            if rel.startswith(WHEELS_DIR) and "/" not in rel[len(WHEELS_DIR) :]
+        )
+        if problems or not isinstance(manifest, dict):
+            return None, problems
+        return (
+            ZipLayout(
+                prefix=prefix,
+                files=tuple(members),
+                manifest=manifest,
+                requirements=requirements,
+                wheels=wheels,
+                env=env,
+                has_checksums=CHECKSUMS in members,
+                has_signature=SIGNATURE in members,
+                total_bytes=total,
+                members=members,
+            ),
+            [],
+        )
+
+
+def read_member(zip_path: str | Path, layout: ZipLayout, rel: str) -> bytes:
+    """Read one root-relative member of a checked zip into memory."""
+    with zipfile.ZipFile(zip_path) as zf:
+        return zf.read(layout.members[rel])
+
+
+def extract_zip(
+    zip_path: str | Path, dest: str | Path, layout: ZipLayout, limits: ZipLimits | None = None
+) -> None:
+    """Extract a checked zip's package root into `dest` (which must not exist yet).
+
+    Every target path is resolved and must stay inside `dest`; the bytes written per member
+    and in total are counted against the declared sizes and the limits. Raises ValueError on
+    any violation (the caller removes `dest`).
+    """
+    limits = limits or ZipLimits()
+    root = Path(dest)
+    root.mkdir(parents=True, exist_ok=False)
+    root_resolved = root.resolve()
+    written = 0
+    with zipfile.ZipFile(zip_path) as zf:
+        for rel, arc in layout.members.items():
+            why = entry_name_problem(rel)
+            if why:
+                raise ValueError(f"{rel!r}: {why}")
+            info = zf.getinfo(arc)
+            why = _kind_problem(info)
+            if why:
+                raise ValueError(f"{rel!r}: {why}")
+            target = root.joinpath(*PurePosixPath(rel).parts)
+            resolved = target.resolve()
+            if root_resolved not in resolved.parents:
+                raise ValueError(f"{rel!r} escapes the extraction directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            budget = info.file_size
+            with zf.open(info) as src, open(target, "xb") as out:
+                while True:
+                    chunk = src.read(1024 * 1024)
+                    if not chunk:
+                        break
+                    budget -= len(chunk)
+                    written += len(chunk)
+                    if budget < 0 or written > limits.max_total_bytes:
+                        raise ValueError(f"{rel!r} is larger than its declared size")
+                    out.write(chunk)
+            mode = (info.external_attr >> 16) & 0o777
+            if info.create_system == 3 and mode:
+                # keep executable bits but never setuid/setgid/sticky or world-writable
+                target.chmod((mode & 0o755) | 0o600)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Remove a directory tree, tolerating a half-deleted one."""
+    shutil.rmtree(path, ignore_errors=True)
