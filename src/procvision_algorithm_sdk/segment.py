@@ -318,7 +318,17 @@ def close_quietly(shm: SharedMemory) -> bool:
         shm.close()
         return True
     except BufferError:
-        return False
+        pass
+    # SharedMemory.close() refuses while views exist, and its __del__ would complain later: let
+    # the views keep the mapping alive on their own and detach it from this object.
+    with contextlib.suppress(AttributeError, OSError):
+        for attribute in ("_buf", "_mmap"):
+            setattr(shm, attribute, None)
+        fd = getattr(shm, "_fd", -1)
+        if fd >= 0:
+            setattr(shm, "_fd", -1)  # noqa: B010
+            os.close(fd)
+    return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,0 +1,380 @@
+"""The Runner's writer side of shared memory: a ring of pre-allocated, reused segments.
+
+Each worker gets one `SlotRing`. A frame is copied once into a free slot, the slot's name and the
+returned image_meta go into the `call` frame, and the slot is released when the result is back.
+Segments are created once, pre-faulted, reused for every frame and replaced by a larger one only
+when a larger frame arrives. The ring is the only owner of its segments and unlinks them on
+`close()` (or when it is garbage-collected / the process exits normally).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from procvision_algorithm_sdk import segment as seg
+from procvision_algorithm_sdk.logger import StructuredLogger
+
+_GRANULE = 64 * 1024
+_COLOR_SPACES = ("RGB", "BGR", "GRAY")
+_sweep_lock = threading.Lock()
+_swept = False
+_log = StructuredLogger()
+
+
+def startup_sweep(force: bool = False) -> list[str]:
+    """Unlink segments whose owner process is gone; runs once per process unless `force`."""
+    global _swept
+    with _sweep_lock:
+        if _swept and not force:
+            return []
+        _swept = True
+        removed = seg.sweep_stale_segments()
+    if removed:
+        _log.info("removed stale shared-memory segments", segments=removed, count=len(removed))
+    return removed
+
+
+def _segment_size(payload_bytes: int) -> int:
+    total = seg.HEADER_SIZE + max(payload_bytes, 1)
+    return -(-total // _GRANULE) * _GRANULE
+
+
+def _frame_geometry(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) == 2:
+        height, width, channels = shape[0], shape[1], 1
+    elif len(shape) == 3 and shape[2] in (1, 3, 4):
+        height, width, channels = shape
+    else:
+        raise ValueError(f"a frame is H x W or H x W x 1|3|4, got shape {tuple(shape)}")
+    if height <= 0 or width <= 0:
+        raise ValueError("a frame must not be empty")
+    return int(height), int(width), int(channels)
+
+
+def _retire(shm: Any) -> None:
+    with contextlib.suppress(Exception):
+        seg.mark_retired(shm.buf)
+    seg.unlink_segment(shm.name)
+    seg.close_quietly(shm)
+
+
+def _release_segments(states: list[_SlotState]) -> None:
+    for state in states:
+        if state.shm is not None:
+            _retire(state.shm)
+            state.shm = None
+
+
+@dataclass
+class _SlotState:
+    shm: Any = None  # SharedMemory; Any because its typing differs across Python versions
+    lease: int = 0  # 0 = free
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.shm is None else self.shm.size - seg.HEADER_SIZE
+
+
+class Slot:
+    """A leased slot: one segment the holder fills, sends by name, then releases."""
+
+    def __init__(self, ring: SlotRing, state: _SlotState, lease: int) -> None:
+        self._ring = ring
+        self._state = state
+        self._lease = lease
+        self._pending: tuple[tuple[int, int, int], np.dtype[Any]] | None = None
+
+    @property
+    def name(self) -> str:
+        """The segment name: the `shared_mem_id` to put in the call frame."""
+        shm = self._state.shm
+        if shm is None:
+            raise RuntimeError("slot ring was closed")
+        return str(shm.name)
+
+    @property
+    def capacity(self) -> int:
+        """Payload bytes the slot holds without growing."""
+        self._live()
+        return self._state.capacity
+
+    @property
+    def leased(self) -> bool:
+        """Whether this handle still holds the slot."""
+        return self._state.lease == self._lease
+
+    def _live(self) -> Any:
+        if self._state.lease != self._lease or self._state.shm is None:
+            raise RuntimeError("slot was released or its ring was closed")
+        return self._state.shm
+
+    def _ensure(self, nbytes: int) -> Any:
+        self._live()
+        if nbytes > self._state.capacity:
+            self._ring._grow(self._state, self._lease, nbytes)
+        return self._live()
+
+    def write_frame(
+        self, frame: np.ndarray, color_space: str = "RGB", **meta: Any
+    ) -> dict[str, Any]:
+        """Copy `frame` (H x W or H x W x 1|3|4) into the slot once; return the image_meta."""
+        array = np.asarray(frame)
+        height, width, channels = _frame_geometry(array.shape)
+        seg.dtype_code(array.dtype)
+        shm = self._ensure(array.nbytes)
+        seg.set_sequence(shm.buf, 0)
+        target = np.ndarray(
+            (height, width, channels), dtype=array.dtype, buffer=shm.buf, offset=seg.HEADER_SIZE
+        )
+        np.copyto(target, array.reshape(height, width, channels))
+        del target
+        return self._publish(shm, (height, width, channels), array.dtype, color_space, meta)
+
+    def write_encoded(
+        self, data: bytes, encoding: str, width: int, height: int, **meta: Any
+    ) -> dict[str, Any]:
+        """Copy encoded image bytes ("jpeg" or "png") into the slot; return the image_meta."""
+        code = seg.ENCODING_CODES.get(str(encoding).lower())
+        if code is None or code == seg.ENCODING_RAW:
+            raise ValueError(f"unknown image encoding {encoding!r}")
+        payload = memoryview(data).cast("B")
+        shm = self._ensure(len(payload))
+        seg.set_sequence(shm.buf, 0)
+        shm.buf[seg.HEADER_SIZE : seg.HEADER_SIZE + len(payload)] = payload
+        seq = self._ring._next_seq()
+        seg.write_header(
+            shm.buf,
+            seq=seq,
+            encoding=code,
+            height=int(height),
+            width=int(width),
+            channels=3,
+            payload_size=len(payload),
+        )
+        return self._meta(int(width), int(height), "RGB", seg.ENCODING_NAMES[code], seq, meta)
+
+    def payload_view(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        """Return a writable array over the slot's payload to fill in place; then `commit()`."""
+        height, width, channels = _frame_geometry(tuple(int(n) for n in shape))
+        dt = np.dtype(dtype)
+        seg.dtype_code(dt)
+        shm = self._ensure(height * width * channels * dt.itemsize)
+        seg.set_sequence(shm.buf, 0)
+        self._pending = ((height, width, channels), dt)
+        view = np.ndarray(
+            (height, width, channels), dtype=dt, buffer=shm.buf, offset=seg.HEADER_SIZE
+        )
+        return view if len(shape) == 3 else view[:, :, 0]
+
+    def commit(self, color_space: str = "RGB", **meta: Any) -> dict[str, Any]:
+        """Publish what was written through `payload_view()`; return the image_meta to send."""
+        if self._pending is None:
+            raise RuntimeError("commit() without payload_view()")
+        geometry, dtype = self._pending
+        self._pending = None
+        return self._publish(self._live(), geometry, dtype, color_space, meta)
+
+    def _publish(
+        self,
+        shm: Any,
+        geometry: tuple[int, int, int],
+        dtype: np.dtype[Any],
+        color_space: str,
+        meta: dict[str, Any],
+    ) -> dict[str, Any]:
+        height, width, channels = geometry
+        space = "GRAY" if channels == 1 else str(color_space).upper()
+        if space not in _COLOR_SPACES or (space == "GRAY" and channels != 1):
+            raise ValueError(f"color_space {color_space!r} does not fit {channels} channels")
+        seq = self._ring._next_seq()
+        seg.write_header(
+            shm.buf,
+            seq=seq,
+            encoding=seg.ENCODING_RAW,
+            dtype=dtype,
+            height=height,
+            width=width,
+            channels=channels,
+            payload_size=height * width * channels * dtype.itemsize,
+        )
+        return self._meta(width, height, space, "raw", seq, meta)
+
+    def _meta(
+        self, width: int, height: int, space: str, encoding: str, seq: int, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        image_meta: dict[str, Any] = {"timestamp_ms": int(time.time() * 1000)}
+        image_meta.update(extra)
+        image_meta.update(
+            width=width, height=height, color_space=space, encoding=encoding, shm_seq=seq
+        )
+        return image_meta
+
+    def release(self) -> None:
+        """Give the slot back to the ring (idempotent; a stale handle does nothing)."""
+        self._ring._release(self._state, self._lease)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class SlotRing:
+    """`count` reusable segments of one owner (one worker); thread-safe."""
+
+    def __init__(self, owner: str, count: int = 2, initial_bytes: int = 0) -> None:
+        if count < 1:
+            raise ValueError("a SlotRing needs at least one slot")
+        startup_sweep()
+        self.owner = owner
+        self._cond = threading.Condition()
+        self._states = [_SlotState() for _ in range(count)]
+        self._leases = itertools.count(1)
+        self._seqs = itertools.count(1)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release_segments, self._states)
+        if initial_bytes > 0:
+            try:
+                for state in self._states:
+                    state.shm = self._new_segment(initial_bytes)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def count(self) -> int:
+        """Number of slots."""
+        return len(self._states)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the segments currently allocated."""
+        with self._cond:
+            return [str(s.shm.name) for s in self._states if s.shm is not None]
+
+    @property
+    def bytes_allocated(self) -> int:
+        """Bytes of shared memory this ring holds."""
+        with self._cond:
+            return sum(s.shm.size for s in self._states if s.shm is not None)
+
+    @property
+    def bytes_in_use(self) -> int:
+        """Bytes of shared memory in slots currently leased."""
+        with self._cond:
+            return sum(s.shm.size for s in self._states if s.shm is not None and s.lease)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not leased right now."""
+        with self._cond:
+            return sum(1 for s in self._states if not s.lease)
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def acquire(self, nbytes: int, timeout: float) -> Slot:
+        """Lease a free slot holding `nbytes` (grown if needed); TimeoutError at the deadline."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError(f"slot ring of {self.owner} is closed")
+                free = [s for s in self._states if not s.lease]
+                if free:
+                    fitting = [s for s in free if s.capacity >= nbytes]
+                    state = fitting[0] if fitting else max(free, key=lambda s: s.capacity)
+                    lease = next(self._leases)
+                    state.lease = lease
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no free shared-memory slot for {self.owner} within {timeout:.3f}s"
+                    )
+                self._cond.wait(remaining)
+            try:
+                if state.capacity < nbytes:
+                    self._replace(state, nbytes)
+            except BaseException:
+                state.lease = 0
+                self._cond.notify()
+                raise
+        return Slot(self, state, lease)
+
+    def reclaim_all(self) -> int:
+        """Free every leased slot (its worker died); returns how many were leased."""
+        with self._cond:
+            leased = [s for s in self._states if s.lease]
+            for state in leased:
+                state.lease = 0
+                if state.shm is not None:
+                    seg.set_sequence(state.shm.buf, 0)
+            self._cond.notify_all()
+            return len(leased)
+
+    def close(self) -> None:
+        """Unlink every segment of the ring; later acquire() raises."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._finalizer()
+
+    def __enter__(self) -> SlotRing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        return next(self._seqs)
+
+    def _new_segment(self, payload_bytes: int) -> Any:
+        size = _segment_size(payload_bytes)
+        while True:
+            try:
+                shm = seg.create_segment(seg.new_segment_name(), size)
+                break
+            except FileExistsError:
+                continue
+        try:
+            seg.prefault(shm.buf)
+            seg.write_header(shm.buf, seq=0)
+        except BaseException:
+            _retire(shm)
+            raise
+        return shm
+
+    def _replace(self, state: _SlotState, nbytes: int) -> None:
+        """Swap in a larger segment (caller holds the lock); the old one is retired and unlinked."""
+        fresh = self._new_segment(nbytes)
+        old, state.shm = state.shm, fresh
+        if old is not None:
+            _retire(old)
+
+    def _grow(self, state: _SlotState, lease: int, nbytes: int) -> None:
+        with self._cond:
+            if state.lease != lease or self._closed:
+                raise RuntimeError("slot was released or its ring was closed")
+            if state.capacity < nbytes:
+                self._replace(state, nbytes)
+
+    def _release(self, state: _SlotState, lease: int) -> None:
+        with self._cond:
+            if state.lease == lease:
+                state.lease = 0
+                self._cond.notify()
+
+
+__all__ = ["Slot", "SlotRing", "startup_sweep"]
