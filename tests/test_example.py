@@ -155,7 +155,7 @@ def test_verdicts_match_ground_truth(example_class, shm_id, file, mode):
     if truth["board"] is None:
         assert pre1["data"]["calibration_rects"] == []
         assert step1["data"]["ng_reason"] == "board not found"
-        assert session.exists("board") is False
+        assert session.exists("board") and session.get("board") is None
     else:
         (calibration,) = pre1["data"]["calibration_rects"]
         assert calibration["label"] == "board"
@@ -211,9 +211,13 @@ def test_step2_without_a_board_in_the_session_locates_again(example_class, shm_i
 def test_zero_image_means_board_not_found(example_class, shm_id):
     meta = _publish(shm_id, np.zeros((1200, 1920, 3), dtype=np.uint8))
     algo = example_class()
+    sink = io.StringIO()
+    algo.logger = StructuredLogger(sink)
     session = Session("dark")
     _, step1 = _run_step(algo, 1, session, {}, shm_id, meta)
     _, step2 = _run_step(algo, 2, session, {}, shm_id, meta)
+    # Step 1 recorded "no board", so step 2 trusts it instead of searching again.
+    assert "locating again" not in sink.getvalue()
     for result in (step1, step2):
         assert result["data"]["result_status"] == "NG"
         assert result["data"]["ng_reason"] == "board not found"

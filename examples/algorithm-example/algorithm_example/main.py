@@ -387,8 +387,8 @@ class AlgorithmExample(BaseAlgorithm):
             return _error("image not available", IMAGE_LOAD_FAILED)
         if step_index == 1:
             board = self._locate(image, user_params)
-            if board is not None:
-                session.set("board", board.to_dict())
+            # None records "looked and found nothing", so step 2 does not search again.
+            session.set("board", board.to_dict() if board is not None else None)
         else:
             board = Board.from_dict(session.get("board"))
         latency = round((time.perf_counter() - started) * 1000.0, 3)
@@ -435,11 +435,11 @@ class AlgorithmExample(BaseAlgorithm):
     def _execute_locate(
         self, image: Image, session: Session, user_params: dict[str, Any]
     ) -> dict[str, Any]:
-        board = Board.from_dict(session.get("board"))
-        if board is None:
+        if session.exists("board"):
+            board = Board.from_dict(session.get("board"))
+        else:
             board = self._locate(image, user_params)
-            if board is not None:
-                session.set("board", board.to_dict())
+            session.set("board", board.to_dict() if board is not None else None)
         self.diagnostics.publish("board_found", board is not None)
         if board is None:
             self.logger.info("board not found")
@@ -460,12 +460,12 @@ class AlgorithmExample(BaseAlgorithm):
     ) -> dict[str, Any]:
         threshold = float(user_params.get("threshold", 0.7))
         mode = str(user_params.get("mode", "fast"))
-        board = Board.from_dict(session.get("board"))
-        if board is None:
+        if session.exists("board"):
+            board = Board.from_dict(session.get("board"))
+        else:
             self.logger.warning("no board location in the session; locating again")
             board = locate_board(image)
-            if board is not None:
-                session.set("board", board.to_dict())
+            session.set("board", board.to_dict() if board is not None else None)
         if board is None:
             self.diagnostics.publish("screws_missing", None)
             return {
