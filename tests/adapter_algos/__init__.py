@@ -1,0 +1,1 @@
+"""Algorithm packages the adapter tests run inside real worker processes."""
