@@ -233,8 +233,10 @@ def test_name_reused_without_retire_is_reattached() -> None:
     second = _frame(8, 8, seed=5)
     shm = seg.create_segment(name, seg.HEADER_SIZE + second.nbytes)
     try:
-        shm.buf[seg.HEADER_SIZE : seg.HEADER_SIZE + second.nbytes] = second.tobytes()
-        seg.write_header(shm.buf, seq=99, height=8, width=8, channels=3, payload_size=192)
+        buf = shm.buf
+        assert buf is not None
+        buf[seg.HEADER_SIZE : seg.HEADER_SIZE + second.nbytes] = second.tobytes()
+        seg.write_header(buf, seq=99, height=8, width=8, channels=3, payload_size=192)
         image = sm.read_image_from_shared_memory("reuse", {**meta, "shm_seq": 99}, strict=True)
         assert (image == second).all()
         del image

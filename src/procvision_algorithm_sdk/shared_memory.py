@@ -165,7 +165,7 @@ def _fail(value: Any, strict: bool, shared_mem_id: Any, cause: str, detail: str)
 
 def _zero_image(height: int, width: int) -> np.ndarray:
     # A broadcast view: allocates one pixel and, like the raw views, can never be made writable.
-    return np.broadcast_to(np.zeros(3, dtype=np.uint8), (height, width, 3))
+    return np.broadcast_to(np.frombuffer(bytes(3), dtype=np.uint8), (height, width, 3))
 
 
 def _read(name: str, meta: Mapping[str, Any], width: int, height: int) -> np.ndarray:
