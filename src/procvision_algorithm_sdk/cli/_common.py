@@ -1,0 +1,186 @@
+"""Helpers shared by the Dev Runner commands: reports, manifest and image loading, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import Problem
+from ..errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, MANIFEST_MISSING
+
+PASS = "PASS"
+FAIL = "FAIL"
+
+# Size of the generated smoke-test image: big enough for real algorithms, small enough to be fast.
+TEST_IMAGE_WIDTH = 640
+TEST_IMAGE_HEIGHT = 480
+
+
+@dataclass
+class Report:
+    """A validate report: named checks, each PASS or FAIL, in the order they ran."""
+
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def ok(self, name: str, message: str) -> None:
+        """Record a passing check."""
+        self.checks.append({"name": name, "result": PASS, "message": message})
+
+    def fail(self, name: str, message: str, code: str | None = None, where: str = "") -> None:
+        """Record a failing check with its error code and location."""
+        entry: dict[str, Any] = {"name": name, "result": FAIL, "message": message}
+        if code is not None:
+            entry["code"] = str(code)
+        if where:
+            entry["where"] = where
+        self.checks.append(entry)
+
+    def problems(self, name: str, problems: list[Problem], ok_message: str) -> bool:
+        """Record one FAIL per problem, or one PASS when there are none; return whether it passed."""
+        if not problems:
+            self.ok(name, ok_message)
+            return True
+        for problem in problems:
+            self.fail(name, problem.message, problem.code, problem.where)
+        return False
+
+    @property
+    def failed(self) -> int:
+        """Number of failing checks."""
+        return sum(1 for check in self.checks if check["result"] == FAIL)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the contract's report shape."""
+        failed = self.failed
+        return {
+            "summary": {
+                "status": FAIL if failed or not self.checks else PASS,
+                "passed": len(self.checks) - failed,
+                "failed": failed,
+            },
+            "checks": list(self.checks),
+        }
+
+
+class CliError(Exception):
+    """A user-facing failure with an error code; printed as one line, never a traceback."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+
+
+def error_result(code: str, message: str) -> dict[str, Any]:
+    """Return an ERROR call result built by the CLI itself (the algorithm never ran)."""
+    return {"status": "ERROR", "message": message, "error_code": str(code), "data": {}}
+
+
+def load_manifest(project: Path, manifest_path: str | os.PathLike[str] | None = None) -> Any:
+    """Read a project's manifest.json; CliError 2002 when it is missing or not JSON."""
+    path = Path(manifest_path) if manifest_path else project / "manifest.json"
+    if not path.is_file():
+        raise CliError(MANIFEST_MISSING, f"manifest not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CliError(MANIFEST_MISSING, f"{path} is not UTF-8: {exc}") from None
+    except ValueError as exc:
+        raise CliError(MANIFEST_MISSING, f"{path} is not valid JSON: {exc}") from None
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a PNG/JPEG/BMP file into an H x W x 3 uint8 RGB array; CliError 1002 otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    image_path = Path(path)
+    if not image_path.is_file():
+        raise CliError(IMAGE_LOAD_FAILED, f"image not found: {image_path}")
+    try:
+        with Image.open(image_path) as img:
+            fmt = img.format
+            if fmt not in ("PNG", "JPEG", "BMP"):
+                raise CliError(
+                    IMAGE_LOAD_FAILED,
+                    f"{image_path}: unsupported image format {fmt} (use PNG, JPEG or BMP)",
+                )
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except CliError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CliError(IMAGE_LOAD_FAILED, f"{image_path} is not a readable image: {exc}") from None
+    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise CliError(IMAGE_LOAD_FAILED, f"{image_path} decoded to an empty image")
+    return np.ascontiguousarray(array)
+
+
+def make_test_image(width: int = TEST_IMAGE_WIDTH, height: int = TEST_IMAGE_HEIGHT) -> np.ndarray:
+    """Return a deterministic RGB test image: gradients, a bright board and dark dots."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[..., 0] = (xs * 255 // max(width - 1, 1)).astype(np.uint8)
+    image[..., 1] = (ys * 255 // max(height - 1, 1)).astype(np.uint8)
+    image[..., 2] = 96
+    top, left = height // 4, width // 4
+    image[top : height - top, left : width - left] = (40, 160, 60)
+    for cx, cy in ((left + 20, top + 20), (width - left - 20, height - top - 20)):
+        image[(xs - cx) ** 2 + (ys - cy) ** 2 <= 64] = (200, 200, 200)
+    return image
+
+
+def parse_params(text: str | None) -> dict[str, Any]:
+    """Parse --params: inline JSON or @file; CliError 1006 on anything but a JSON object."""
+    if text is None or text == "":
+        return {}
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(INVALID_PARAMS, f"cannot read params file {path}: {exc}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CliError(INVALID_PARAMS, f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CliError(INVALID_PARAMS, '--params must be a JSON object like {"threshold": 0.5}')
+    return value
+
+
+def dump_json(value: Any) -> str:
+    """Render a value as indented JSON, keeping non-ASCII text readable."""
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def print_json(value: Any) -> None:
+    """Print a value as JSON on stdout."""
+    sys.stdout.write(dump_json(value) + "\n")
+    sys.stdout.flush()
+
+
+def progress(message: str) -> None:
+    """Show a progress line on stderr, only when stderr is a terminal."""
+    try:
+        interactive = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    if interactive:
+        sys.stderr.write(f"... {message}\n")
+        sys.stderr.flush()
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Print a validate report, one line per check, then the summary."""
+    for check in report["checks"]:
+        mark = "[PASS]" if check["result"] == PASS else "[FAIL]"
+        code = f" ({check['code']})" if check.get("code") else ""
+        where = f" at {check['where']}" if check.get("where") else ""
+        print(f"{mark} {check['name']}{code}{where}: {check['message']}")
+    summary = report["summary"]
+    print(f"{summary['status']}: {summary['passed']} passed, {summary['failed']} failed")

@@ -1,0 +1,102 @@
+"""Fresh, isolated import of a project's entry point inside the current process."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Return 'Type: message (file:line in func)' for the innermost frame, no traceback dump."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" ({Path(last.filename).name}:{last.lineno} in {last.name})"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
+
+
+def _within(path: str, root: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+def purge_modules(project: Path, top_level: str | None) -> None:
+    """Drop every module imported from `project` (or under `top_level`) from sys.modules."""
+    root = project.resolve()
+    for name, module in list(sys.modules.items()):
+        if top_level and (name == top_level or name.startswith(top_level + ".")):
+            sys.modules.pop(name, None)
+            continue
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and _within(file, root):
+            sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+
+
+@contextlib.contextmanager
+def fresh_import_context(project: Path, top_level: str | None) -> Iterator[None]:
+    """Make `project` importable from source only, for the duration of one check.
+
+    Byte-code is neither read nor written (a pycache prefix pointing at an empty directory),
+    so a file rewritten within the same second is never served from a stale .pyc.
+    """
+    root = str(project.resolve())
+    purge_modules(project, top_level)
+    saved_prefix = sys.pycache_prefix
+    saved_dont_write = sys.dont_write_bytecode
+    with tempfile.TemporaryDirectory(prefix="pv-validate-pyc-") as empty:
+        sys.pycache_prefix = empty
+        sys.dont_write_bytecode = True
+        sys.path.insert(0, root)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(root)
+            sys.pycache_prefix = saved_prefix
+            sys.dont_write_bytecode = saved_dont_write
+            purge_modules(project, top_level)
+
+
+def import_entry(entry_point: str) -> tuple[ModuleType, Any]:
+    """Import 'module.path:ClassName'; return the module and the attribute (raises on failure)."""
+    module_name, _, attr = entry_point.partition(":")
+    module = importlib.import_module(module_name)
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return module, target
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send algorithm prints to stderr so the CLI's own stdout (--json) stays clean."""
+    sys.stdout.flush()
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+    sys.stderr.flush()
+
+
+def project_top_level(entry_point: object) -> str | None:
+    """Return the top-level package name of an entry point, if it looks like one."""
+    if not isinstance(entry_point, str) or ":" not in entry_point:
+        return None
+    top = entry_point.split(":", 1)[0].split(".", 1)[0]
+    return top if top.isidentifier() else None
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment variable is set to a truthy value."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,43 @@
+"""The target environment of a package: python version, implementation, ABI, wheel platform."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import sysconfig
+from typing import Any
+
+
+def current_platform_tag() -> str:
+    """Return a wheel platform tag for this machine (pip expands manylinux tags downwards)."""
+    machine = platform.machine().lower() or "x86_64"
+    if sys.platform.startswith("linux"):
+        arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+        libc, version = platform.libc_ver()
+        if libc == "glibc" and version:
+            major, _, rest = version.partition(".")
+            minor = rest.split(".")[0] or "0"
+            return f"manylinux_{major}_{minor}_{arch}"
+        return f"musllinux_1_2_{arch}" if libc != "glibc" else f"manylinux2014_{arch}"
+    if sys.platform == "win32":
+        return {"amd64": "win_amd64", "x86_64": "win_amd64", "arm64": "win_arm64"}.get(
+            machine, "win32"
+        )
+    if sys.platform == "darwin":
+        release = platform.mac_ver()[0] or "11.0"
+        major = release.split(".")[0]
+        minor = "0" if int(major) >= 11 else release.split(".")[1]
+        return f"macosx_{major}_{minor}_{'arm64' if machine == 'arm64' else 'x86_64'}"
+    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
+
+
+def current_target() -> dict[str, Any]:
+    """Return the `.procvision_env.json` content describing this interpreter."""
+    major, minor = sys.version_info[:2]
+    impl = "cp" if sys.implementation.name == "cpython" else sys.implementation.name[:2]
+    return {
+        "python_version": f"{major}.{minor}",
+        "implementation": impl,
+        "abi": f"{impl}{major}{minor}",
+        "wheels_platform": current_platform_tag(),
+    }

@@ -1,0 +1,537 @@
+"""`procvision-cli package`: build the offline zip of contract section 8 from a project."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .._version import __version__
+from ..contract import check_manifest
+from ..errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
+from ._common import CliError, load_manifest, print_json, progress
+from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
+from ._target import current_target
+
+CHECKSUMS = "checksums.sha256"
+SIGNATURE = "SIGNATURE"
+ENV_FILE = ".procvision_env.json"
+PIP_TIMEOUT_S = 1800.0
+SDK_BUILD_TIMEOUT_S = 600.0
+
+_EXCLUDED_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    "build",
+    "dist",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".cache",
+    ".idea",
+    ".vscode",
+    "wheels",
+    ".eggs",
+    "node_modules",
+    ".ipynb_checkpoints",
+}
+_EXCLUDED_SUFFIXES = (".zip", ".pyc", ".pyo", ".whl", ".egg-info", ".DS_Store")
+# Files the package step regenerates at the root.
+_REGENERATED = {"requirements.txt", ENV_FILE, CHECKSUMS, SIGNATURE}
+_FIXED_DATE = (2020, 1, 1, 0, 0, 0)
+
+
+def _excluded_dir(path: Path) -> bool:
+    name = path.name
+    return (
+        name in _EXCLUDED_DIRS
+        or name.endswith(".egg-info")
+        or (path / "pyvenv.cfg").exists()  # a virtual environment under any name
+    )
+
+
+def project_files(project: Path, skip: set[Path]) -> list[str]:
+    """Return the project files that go into the package, root-relative, sorted."""
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(project, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not (here / d).is_symlink() and not _excluded_dir(here / d)
+        )
+        for name in sorted(filenames):
+            path = here / name
+            rel = path.relative_to(project).as_posix()
+            if path.is_symlink() or name.endswith(_EXCLUDED_SUFFIXES):
+                continue
+            if rel in _REGENERATED or path.resolve() in skip:
+                continue
+            if "\\" in rel or any(ord(c) < 32 for c in rel):
+                raise CliError(INVALID_ZIP, f"file name {rel!r} cannot go into a package")
+            files.append(rel)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# the SDK's own wheel
+
+
+def _sdk_source_root() -> Path | None:
+    """Return the source checkout of an editable SDK install, if that is what runs."""
+    try:
+        dist = importlib.metadata.distribution(SDK_PROJECT)
+        text = dist.read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        text = None
+    if text:
+        with contextlib.suppress(ValueError, AttributeError):
+            info = json.loads(text)
+            url = urlparse(info.get("url", ""))
+            if url.scheme == "file" and (info.get("dir_info") or {}).get("editable"):
+                root = Path(unquote(url.path))
+                if (root / "pyproject.toml").is_file():
+                    return root
+    # Running from a checkout without an install record: src/procvision_algorithm_sdk/cli/..
+    here = Path(__file__).resolve().parents[3]
+    return here if (here / "pyproject.toml").is_file() and (here / "src").is_dir() else None
+
+
+def _source_digest(root: Path) -> tuple[str, list[Path]]:
+    files = [root / "pyproject.toml"]
+    for extra in ("setup.cfg", "MANIFEST.in", "README.md", "LICENSE"):
+        if (root / extra).is_file():
+            files.append(root / extra)
+    for path in sorted((root / "src").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+            if not path.name.endswith((".pyc", ".pyo")):
+                files.append(path)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16], files
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache for SDK wheels built from a source checkout."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "procvision-cli"
+
+
+def find_sdk_wheel(explicit: str | None, cache: Path | None) -> Path:
+    """Return the SDK wheel to ship: --sdk-wheel, or one built from the editable checkout."""
+    explicit = explicit or os.environ.get("PROCVISION_SDK_WHEEL")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file() or not path.name.startswith("procvision_algorithm_sdk-"):
+            raise CliError(WHEELS_MISSING, f"--sdk-wheel {path} is not an SDK wheel file")
+        return path
+    root = _sdk_source_root()
+    if root is None:
+        candidates = sorted(
+            (cache or default_cache_dir()).glob(f"procvision_algorithm_sdk-{__version__}-*.whl")
+        )
+        if candidates:
+            return candidates[-1]
+        raise CliError(
+            WHEELS_MISSING,
+            "cannot find the SDK wheel: pass --sdk-wheel PATH (procvision_algorithm_sdk-*.whl)",
+        )
+    key, files = _source_digest(root)
+    store = (cache or default_cache_dir()) / f"sdk-{__version__}-{key}"
+    built = sorted(store.glob("procvision_algorithm_sdk-*.whl")) if store.is_dir() else []
+    if built:
+        return built[0]
+    progress(f"building the SDK wheel from {root}")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pv-sdk-build-") as tmp:
+        source = Path(tmp) / "src-copy"
+        for path in files:
+            target = source / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        if not (source / "README.md").exists():
+            # pyproject names a readme; a checkout without one must still build
+            (source / "README.md").write_text("ProcVision algorithm SDK\n", encoding="utf-8")
+        out = Path(tmp) / "out"
+        _run_pip(
+            ["wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
+            "building the SDK wheel",
+            SDK_BUILD_TIMEOUT_S,
+        )
+        wheels = sorted(out.glob("procvision_algorithm_sdk-*.whl"))
+        if not wheels:
+            raise CliError(WHEELS_MISSING, "building the SDK wheel produced no wheel")
+        staging = Path(tempfile.mkdtemp(prefix=f".{store.name}-", dir=store.parent))
+        shutil.copy2(wheels[0], staging / wheels[0].name)
+        try:
+            staging.rename(store)
+        except OSError:  # another build finished first: use its wheel
+            shutil.rmtree(staging, ignore_errors=True)
+    built = sorted(store.glob("procvision_algorithm_sdk-*.whl"))
+    if not built:
+        raise CliError(WHEELS_MISSING, f"SDK wheel cache {store} is empty")
+    return built[0]
+
+
+def sdk_dependencies(wheel: Path) -> list[str]:
+    """Return the SDK wheel's unconditional Requires-Dist lines (numpy, Pillow)."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        text = zf.read(meta).decode("utf-8")
+    deps = []
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist:"):
+            value = line.split(":", 1)[1].strip()
+            if "extra ==" not in value:
+                deps.append(value)
+    return deps
+
+
+# ---------------------------------------------------------------------------------------------
+# pip
+
+
+def _run_pip(args: list[str], what: str, timeout_s: float = PIP_TIMEOUT_S) -> str:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise CliError(WHEELS_MISSING, f"{what}: pip did not finish in {timeout_s:.0f} s") from None
+    except OSError as exc:
+        raise CliError(WHEELS_MISSING, f"{what}: cannot run pip: {exc}") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise CliError(WHEELS_MISSING, f"{what} failed:\n{tail}")
+    return proc.stdout
+
+
+def download_wheels(
+    lines: list[str], dest: Path, target: dict[str, Any], cache: Path | None
+) -> None:
+    """`pip download --only-binary=:all:` for the target into the empty `dest` directory."""
+    if not lines:
+        return
+    req_file = dest.parent / "download-requirements.txt"
+    req_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = [
+        "download",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        "--platform",
+        str(target["wheels_platform"]),
+        "--python-version",
+        str(target["python_version"]),
+        "--implementation",
+        str(target["implementation"]),
+        "--abi",
+        str(target["abi"]),
+        "-r",
+        str(req_file),
+    ]
+    if cache is not None and cache.is_dir():
+        try:  # everything may already be cached: no registry round trip at all
+            _run_pip([*base, "--no-index", "--find-links", str(cache)], "pip download (cache)")
+            return
+        except CliError:
+            for stale in dest.iterdir():
+                stale.unlink()
+        progress("downloading wheels (cache incomplete)")
+        _run_pip([*base, "--find-links", str(cache)], "pip download")
+        cache.mkdir(parents=True, exist_ok=True)
+        for wheel in dest.glob("*.whl"):
+            if not (cache / wheel.name).exists():
+                tmp = cache / f".{wheel.name}.{os.getpid()}.tmp"
+                shutil.copyfile(wheel, tmp)
+                os.replace(tmp, cache / wheel.name)
+        return
+    progress("downloading wheels")
+    _run_pip(base, "pip download")
+
+
+# ---------------------------------------------------------------------------------------------
+# the package
+
+
+def resolve_target(project: Path, overrides: dict[str, str | None]) -> dict[str, Any]:
+    """The target environment: the project's .procvision_env.json, this interpreter, options."""
+    target = current_target()
+    env_path = project / ENV_FILE
+    if env_path.is_file():
+        try:
+            env = json.loads(env_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CliError(INVALID_ZIP, f"{env_path} is not valid JSON: {exc}") from None
+        if isinstance(env, dict):
+            target.update({k: str(v) for k, v in env.items() if k in target and v})
+    for key, value in overrides.items():
+        if value:
+            target[key] = value
+    version = str(target["python_version"])
+    if re.fullmatch(r"\d{2,3}", version):  # "311" -> "3.11"
+        version = f"{version[0]}.{version[1:]}"
+    if not re.fullmatch(r"\d+\.\d+", version):
+        raise CliError(INVALID_ZIP, f"python version {version!r} must look like 3.11")
+    target["python_version"] = version
+    impl = str(target["implementation"])
+    if overrides.get("python_version") and not overrides.get("abi"):
+        target["abi"] = f"{impl}{version.replace('.', '')}"
+    for key, value in target.items():
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", str(value)):
+            raise CliError(INVALID_ZIP, f"target {key} {value!r} is not a valid tag")
+    return target
+
+
+def build_package(
+    project: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    requirements: str | os.PathLike[str] | None = None,
+    *,
+    platform: str | None = None,
+    python_version: str | None = None,
+    implementation: str | None = None,
+    abi: str | None = None,
+    skip_download: bool = False,
+    sign_key: str | os.PathLike[str] | None = None,
+    wheel_cache: str | os.PathLike[str] | None = None,
+    sdk_wheel: str | None = None,
+) -> dict[str, Any]:
+    """Build the offline zip; return a summary. CliError with a code on any failure."""
+    started = time.monotonic()
+    root = Path(project)
+    if not root.is_dir():
+        raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
+    manifest = load_manifest(root)
+    problems = check_manifest(manifest)
+    if problems:
+        raise CliError(problems[0].code, f"{problems[0].where}: {problems[0].message}")
+    req_path = Path(requirements) if requirements else root / "requirements.txt"
+    if requirements and not req_path.is_file():
+        raise CliError(WHEELS_MISSING, f"requirements file not found: {req_path}")
+    req_text = req_path.read_text(encoding="utf-8") if req_path.is_file() else ""
+    reqs = normalise(req_text, req_path.name)
+    target = resolve_target(
+        root,
+        {
+            "wheels_platform": platform,
+            "python_version": python_version,
+            "implementation": implementation,
+            "abi": abi,
+        },
+    )
+    cache = Path(wheel_cache).resolve() if wheel_cache else None
+    sdk = find_sdk_wheel(sdk_wheel, cache)
+    out = Path(output) if output else Path.cwd() / f"{manifest['name']}-{manifest['version']}.zip"
+    out = out.resolve()
+
+    user = [r for r in reqs.items if r.name != canonical(SDK_PROJECT)]
+    with tempfile.TemporaryDirectory(prefix="pv-package-") as tmp:
+        wheels_dir = Path(tmp) / "wheels"
+        wheels_dir.mkdir()
+        if skip_download:
+            source = root / "wheels"
+            for wheel in sorted(source.glob("*.whl")) if source.is_dir() else []:
+                shutil.copyfile(wheel, wheels_dir / wheel.name)
+        else:
+            lines = [r.line() for r in user]
+            if not reqs.hash_mode:
+                lines += [d for d in sdk_dependencies(sdk) if _dep_name(d) not in reqs.names()]
+            progress(f"resolving {len(lines)} requirement(s) for {target['wheels_platform']}")
+            download_wheels(lines, wheels_dir, target, cache)
+        for stale in wheels_dir.glob("procvision_algorithm_sdk-*.whl"):
+            stale.unlink()
+        shutil.copyfile(sdk, wheels_dir / sdk.name)
+        sdk_hash = hashlib.sha256(sdk.read_bytes()).hexdigest()
+        sdk_req = Requirement(
+            canonical(SDK_PROJECT),
+            f"{SDK_PROJECT}=={_wheel_version(sdk.name)}",
+            (f"sha256:{sdk_hash}",) if reqs.hash_mode else (),
+        )
+        final = Requirements([*user, sdk_req], reqs.notes)
+        req_out = (
+            "# Generated by procvision-cli package; installed offline from wheels/.\n"
+            + "".join(r.line() + "\n" for r in final.items)
+        )
+        progress("writing the zip")
+        entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    return {
+        "status": "OK",
+        "zip": str(out),
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "size": out.stat().st_size,
+        "sha256": digest,
+        "files": entries["files"],
+        "wheels": entries["wheels"],
+        "requirements": [r.line() for r in final.items],
+        "target": target,
+        "signed": sign_key is not None,
+        "notes": final.notes,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def _dep_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    return canonical(match.group(0)) if match else requirement
+
+
+def _wheel_version(filename: str) -> str:
+    return filename.split("-")[1]
+
+
+def _entry(name: str, compress: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+    info.external_attr = 0o644 << 16
+    info.create_system = 3
+    info.compress_type = compress
+    return info
+
+
+def _write_zip(
+    root: Path,
+    out: Path,
+    manifest: dict[str, Any],
+    requirements_text: str,
+    target: dict[str, Any],
+    wheels_dir: Path,
+    sign_key: str | os.PathLike[str] | None,
+) -> dict[str, list[str]]:
+    """Write the zip atomically (temp file + rename); return its file and wheel lists."""
+    generated: dict[str, bytes] = {
+        "requirements.txt": requirements_text.encode("utf-8"),
+        ENV_FILE: (json.dumps(target, indent=2) + "\n").encode("utf-8"),
+    }
+    sources = {rel: root / rel for rel in project_files(root, {out})}
+    wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
+    for name in wheels:
+        sources[f"wheels/{name}"] = wheels_dir / name
+    names = sorted(set(sources) | set(generated))
+    signature_key = _load_signing_key(sign_key) if sign_key is not None else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        checksum_lines = []
+        with zipfile.ZipFile(tmp_name, "w") as zf:
+            for name in names:
+                data = generated[name] if name in generated else sources[name].read_bytes()
+                stored = name.endswith(".whl")
+                zf.writestr(
+                    _entry(name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED), data
+                )
+                checksum_lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}")
+            checksums = ("\n".join(checksum_lines) + "\n").encode("utf-8")
+            zf.writestr(_entry(CHECKSUMS, zipfile.ZIP_DEFLATED), checksums)
+            if signature_key is not None:
+                signature = signature_key.sign(checksums).hex() + "\n"
+                zf.writestr(_entry(SIGNATURE, zipfile.ZIP_DEFLATED), signature.encode("ascii"))
+        os.replace(tmp_name, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return {"files": names, "wheels": wheels}
+
+
+def _load_signing_key(path: str | os.PathLike[str]) -> Any:
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    except ImportError:
+        raise CliError(
+            INVALID_ZIP, "--sign needs the 'cryptography' package: pip install cryptography"
+        ) from None
+    try:
+        key = load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CliError(INVALID_ZIP, f"cannot read the signing key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CliError(INVALID_ZIP, f"{path} is not an Ed25519 private key")
+    return key
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the package command."""
+    parser = subparsers.add_parser(
+        "package",
+        help="build the offline package zip",
+        description="Build the offline zip: manifest, requirements.txt, wheels/ for the target "
+        "platform (with the SDK's own wheel), the source, checksums.sha256, optional SIGNATURE.",
+    )
+    parser.add_argument("project", help="project directory")
+    parser.add_argument("-o", "--output", help="zip path (default: ./<name>-<version>.zip)")
+    parser.add_argument("-r", "--requirements", help="requirements file (default: project's)")
+    parser.add_argument("-w", "--platform", help="wheel platform tag, e.g. manylinux2014_x86_64")
+    parser.add_argument("-p", "--python-version", help="target python, e.g. 3.10")
+    parser.add_argument("-i", "--implementation", help="target implementation, e.g. cp")
+    parser.add_argument("-b", "--abi", help="target ABI, e.g. cp310")
+    parser.add_argument(
+        "-s",
+        "--skip-download",
+        action="store_true",
+        help="do not download: ship the wheels already in <project>/wheels",
+    )
+    parser.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM) to sign with")
+    parser.add_argument(
+        "--wheel-cache", metavar="DIR", help="reuse and fill this directory of downloaded wheels"
+    )
+    parser.add_argument("--sdk-wheel", metavar="WHL", help="ship this SDK wheel")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    try:
+        summary = build_package(
+            args.project,
+            args.output,
+            args.requirements,
+            platform=args.platform,
+            python_version=args.python_version,
+            implementation=args.implementation,
+            abi=args.abi,
+            skip_download=args.skip_download,
+            sign_key=args.sign,
+            wheel_cache=args.wheel_cache,
+            sdk_wheel=args.sdk_wheel,
+        )
+    except CliError as exc:
+        if args.json:
+            print_json({"status": "ERROR", "error_code": exc.code, "message": exc.message})
+        else:
+            print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"package {summary['zip']} ({summary['size']} bytes, sha256 {summary['sha256'][:16]})")
+    print(
+        f"  {len(summary['files'])} files, {len(summary['wheels'])} wheels"
+        f"{', signed' if summary['signed'] else ''}"
+    )
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    return 0

@@ -1,0 +1,222 @@
+"""`procvision-cli run`: one step (or every step) of a project on a real image, via the adapter."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import check_manifest, find_step, validate_user_params
+from ..errors import INVALID_PARAMS, INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+from ._common import CliError, error_result, load_image, load_manifest, parse_params, print_json
+from ._loader import describe_exception
+
+
+def _runner_config(**overrides: Any) -> Any:
+    """Return a RunnerConfig for a developer machine: one worker, no synthetic warm-up."""
+    from procvision_runner.config import RunnerConfig
+
+    settings: dict[str, Any] = {"workers_per_package": 1, "warmup_calls": 0}
+    settings.update(overrides)
+    return RunnerConfig(**settings)
+
+
+@contextlib.contextmanager
+def open_runner(project: Path, **config: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Start a Runner with the project loaded; yield it and the algorithm's get_info()."""
+    from procvision_runner import Runner
+
+    with Runner(_runner_config(**config)) as runner:
+        key = runner.load(project.resolve())
+        yield runner, runner.package_info(key)
+
+
+def prepare(
+    project: Path, pid: str, params: dict[str, Any], steps: list[int], image: np.ndarray
+) -> dict[str, Any]:
+    """Check the inputs before starting a worker; return the manifest (CliError otherwise)."""
+    if not project.is_dir():
+        raise CliError(MANIFEST_MISSING, f"project directory not found: {project}")
+    manifest = load_manifest(project)
+    problems = check_manifest(manifest)
+    if problems:
+        first = problems[0]
+        raise CliError(first.code, f"{first.where}: {first.message}")
+    pids = manifest["supported_pids"]
+    if pid not in pids:
+        raise CliError(INVALID_PID, f"pid {pid!r} is not supported; supported pids: {pids}")
+    height, width = image.shape[:2]
+    for index in steps:
+        step = find_step(manifest, index)
+        if manifest.get("steps") and step is None:
+            known = [s.get("index") for s in manifest["steps"] if isinstance(s, dict)]
+            raise CliError(INVALID_PARAMS, f"step {index} does not exist; steps: {known}")
+        _, param_problems = validate_user_params(
+            (step or {}).get("params") or [], params, width, height
+        )
+        if param_problems:
+            first = param_problems[0]
+            raise CliError(first.code, f"step {index}: {first.where}: {first.message}")
+    return manifest
+
+
+def step_list(manifest: dict[str, Any], step: int | None, all_steps: bool) -> list[int]:
+    """Return the steps to run: --all-steps in index order, else --step (default 1)."""
+    if all_steps:
+        steps = manifest.get("steps") or []
+        indexes = sorted(s["index"] for s in steps if isinstance(s, dict) and "index" in s)
+        return indexes or [1]
+    return [step if step is not None else 1]
+
+
+def run_steps(
+    project: str | os.PathLike[str],
+    pid: str,
+    image_path: str | os.PathLike[str],
+    params: dict[str, Any] | None = None,
+    *,
+    step: int | None = None,
+    all_steps: bool = False,
+    session_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run the steps through a real adapter worker; return one entry per step (CliError on input)."""
+    root = Path(project)
+    image = load_image(image_path)
+    params = dict(params or {})
+    if not root.is_dir():
+        raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
+    steps = step_list(load_manifest(root), step, all_steps)
+    prepare(root, pid, params, steps, image)
+    session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
+    outcomes: list[dict[str, Any]] = []
+    with open_runner(root) as (runner, _info):
+        for index in steps:
+            result = runner.run_step(pid, index, image, user_params=params, session_id=session)
+            outcomes.append({"step_index": index, **result})
+        with contextlib.suppress(Exception):
+            runner.close_session(session)
+    return outcomes
+
+
+def run(
+    project: str | os.PathLike[str],
+    pid: str,
+    image_path: str | os.PathLike[str],
+    params_json: str | None = None,
+) -> dict[str, Any]:
+    """Seed API: run step 1; return {"pre_execute": ..., "execute": ...} (never raises)."""
+    try:
+        params = parse_params(params_json)
+        outcome = run_steps(project, pid, image_path, params)[0]
+        return {"pre_execute": outcome["pre_execute"], "execute": outcome["execute"]}
+    except CliError as exc:
+        return {"pre_execute": error_result(exc.code, exc.message), "execute": None}
+    except Exception as exc:  # the Runner refused the package (RunnerError) or a bug of ours
+        code = str(getattr(exc, "error_code", "") or UNKNOWN_ERROR)
+        return {"pre_execute": error_result(code, describe_exception(exc)), "execute": None}
+
+
+def _timing(result: dict[str, Any] | None) -> str:
+    timings = (result or {}).get("timings") or {}
+    if not timings:
+        return ""
+    parts = [
+        f"{key[:-3]} {timings[key]:.1f} ms"
+        for key in ("total_ms", "algorithm_ms", "transfer_ms", "queue_ms")
+        if isinstance(timings.get(key), (int, float))
+    ]
+    return ", ".join(parts)
+
+
+def print_outcome(outcome: dict[str, Any]) -> None:
+    """Human output of one step: verdict, ng_reason, rect counts, latency per phase."""
+    index = outcome["step_index"]
+    pre, result = outcome.get("pre_execute") or {}, outcome.get("execute")
+    print(f"step {index}")
+    line = f"  pre_execute: {pre.get('status')}"
+    if pre.get("status") != "OK":
+        line += f" ({pre.get('error_code')}) {pre.get('message') or ''}"
+    calib = (pre.get("data") or {}).get("calibration_rects")
+    if isinstance(calib, list):
+        line += f", {len(calib)} calibration rects"
+    print(line + (f"  [{_timing(pre)}]" if _timing(pre) else ""))
+    if result is None:
+        print("  execute: not called (pre_execute did not succeed)")
+        return
+    data = result.get("data") or {}
+    line = f"  execute: {result.get('status')}"
+    if result.get("status") != "OK":
+        line += f" ({result.get('error_code')}) {result.get('message') or ''}"
+    print(line + (f"  [{_timing(result)}]" if _timing(result) else ""))
+    if result.get("status") == "OK":
+        print(f"  verdict: {data.get('result_status')}")
+        if data.get("ng_reason"):
+            print(f"  ng_reason: {data['ng_reason']}")
+        counts = [
+            f"{len(data[key])} {key}"
+            for key in ("defect_rects", "position_rects")
+            if isinstance(data.get(key), list)
+        ]
+        if counts:
+            print("  rects: " + ", ".join(counts))
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the run command."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run a step on an image through a real adapter process",
+        description="Write the image into shared memory and call pre_execute then execute "
+        "through the adapter. Exit 0 iff every execute status is OK.",
+    )
+    parser.add_argument("project", help="project directory")
+    parser.add_argument("--pid", required=True, help="product id (must be in supported_pids)")
+    parser.add_argument("--image", required=True, help="PNG, JPEG or BMP file")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--step", type=int, default=None, help="step index (default 1)")
+    group.add_argument("--all-steps", action="store_true", help="every step, in one session")
+    parser.add_argument("--params", help="user_params as JSON, or @file.json")
+    parser.add_argument("--session", help="session id (default: a new one)")
+    parser.add_argument("--save-overlay", metavar="PNG", help="draw the result rects on the image")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(handler=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    try:
+        params = parse_params(args.params)
+        outcomes = run_steps(
+            args.project,
+            args.pid,
+            args.image,
+            params,
+            step=args.step,
+            all_steps=args.all_steps,
+            session_id=args.session,
+        )
+    except CliError as exc:
+        if args.json:
+            print_json({"status": "ERROR", "error_code": exc.code, "message": exc.message})
+        else:
+            print(f"error ({exc.code}): {exc.message}")
+        return 1
+    if args.save_overlay:
+        from .overlay import save_overlay
+
+        save_overlay(args.image, outcomes, args.save_overlay)
+    ok = all((o.get("execute") or {}).get("status") == "OK" for o in outcomes)
+    if args.json:
+        payload: Any = outcomes[0] if len(outcomes) == 1 else {"steps": outcomes}
+        print_json(payload)
+    else:
+        for outcome in outcomes:
+            print_outcome(outcome)
+        if args.save_overlay:
+            print(f"overlay saved to {args.save_overlay}")
+    return 0 if ok else 1
