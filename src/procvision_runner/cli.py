@@ -1,0 +1,332 @@
+"""`procvision-runner`: the station's command line for the package store and one-off inspections.
+
+Exit status: 0 success, 1 refused or failed (`error <code>: <message>` on stderr), 2 usage.
+Commands are rows of COMMANDS (name, help, add_arguments, handler); `build_parser()` builds the
+argparse parser from them, `main()` dispatches through them. Add a command by appending a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from procvision_algorithm_sdk.errors import (
+    IMAGE_LOAD_FAILED,
+    INVALID_PARAMS,
+    INVALID_PID,
+    UNKNOWN_ERROR,
+    ProcVisionError,
+)
+
+from .store import PackageManager, PackageStore, StoreConfig, StoreError, default_root
+
+
+@dataclass
+class Command:
+    """One subcommand: how to parse it and what runs it (returns the exit status)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None) -> tuple[Any, StoreConfig]:
+    """Read a JSON or TOML config: `runner` table -> RunnerConfig, `store` table -> StoreConfig.
+
+    Other tables belong to other parts (the HTTP service) and are left alone here.
+    """
+    from .config import RunnerConfig
+
+    if path is None:
+        return None, StoreConfig()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(INVALID_PARAMS, f"cannot read config {p}: {exc}") from exc
+    try:
+        if p.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            doc: Any = tomllib.loads(text)
+        else:
+            doc = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(INVALID_PARAMS, f"config {p} does not parse: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise StoreError(INVALID_PARAMS, f"config {p} must be an object/table")
+    loose = sorted(k for k, v in doc.items() if not isinstance(v, dict))
+    if loose:
+        raise StoreError(
+            INVALID_PARAMS, f"config {p}: settings belong in [runner] or [store], not {loose}"
+        )
+    runner_cfg = RunnerConfig.from_dict(doc["runner"]) if "runner" in doc else None
+    store_values = dict(doc.get("store", {}))
+    keys = store_values.get("trusted_keys_dir")
+    if isinstance(keys, str) and not Path(keys).is_absolute():
+        store_values["trusted_keys_dir"] = str((p.parent / keys).resolve())
+    return runner_cfg, StoreConfig.from_dict(store_values)
+
+
+def _manager(args: argparse.Namespace, runner: Any = None) -> PackageManager:
+    runner_cfg, store_cfg = load_config(getattr(args, "config", None))
+    root = Path(args.store) if getattr(args, "store", None) else default_root()
+    store = PackageStore(root, lock_timeout_s=store_cfg.lock_timeout_s).open()
+    return PackageManager(store, runner, config=store_cfg, runner_config=runner_cfg)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _args_install(p: argparse.ArgumentParser) -> None:
+    p.add_argument("zip", help="offline package zip")
+    p.add_argument("--replace", action="store_true", help="reinstall an inactive version")
+    p.add_argument("--json", action="store_true", help="print the registry entry as JSON")
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Install a zip into the store."""
+    entry = _manager(args).install(Path(args.zip), replace=args.replace)
+    if args.json:
+        _print_json(entry)
+    else:
+        print(f"installed {entry['name']} {entry['version']} (pids {entry['supported_pids']})")
+    return 0
+
+
+def _args_bind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--pid", action="append", required=True, help="repeat for several pids")
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    """Bind pids to an installed version."""
+    out = _manager(args).activate(args.name, args.version, args.pid)
+    print(f"activated {out['name']} {out['version']} for {', '.join(out['pids'])}")
+    return 0
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    """Rebind pids to another version."""
+    out = _manager(args).switch(args.name, args.version, args.pid)
+    prev = ", ".join(f"{p} was {b['name']} {b['version']}" for p, b in out["previous"].items())
+    print(
+        f"switched {', '.join(out['pids'])} to {out['name']} {out['version']}"
+        + (f" ({prev})" if prev else "")
+    )
+    return 0
+
+
+def _args_pid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pid", required=True)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Re-bind a pid to its previous version."""
+    out = _manager(args).rollback(args.pid)
+    was = out["rolled_back_from"]
+    print(
+        f"rolled {args.pid} back to {out['name']} {out['version']} "
+        f"(from {was['name']} {was['version']})"
+    )
+    return 0
+
+
+def cmd_deactivate(args: argparse.Namespace) -> int:
+    """Unbind a pid."""
+    out = _manager(args).deactivate(args.pid)
+    print(f"deactivated {out['pid']} (was {out['name']} {out['version']})")
+    return 0
+
+
+def _args_uninstall(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true", help="unbind its pids and stop it first")
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    """Remove an installed version."""
+    out = _manager(args).uninstall(args.name, args.version, force=args.force)
+    extra = f" (deactivated {', '.join(out['deactivated'])})" if out["deactivated"] else ""
+    print(f"uninstalled {out['name']} {out['version']}{extra}")
+    return 0
+
+
+def _args_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Show installed versions and pid bindings."""
+    manager = _manager(args)
+    packages, active = manager.list(), manager.active()
+    if args.json:
+        _print_json({"packages": packages, "active": active})
+        return 0
+    if not packages:
+        print("no packages installed")
+    for p in packages:
+        pids = ",".join(p["active_pids"]) or "-"
+        print(
+            f"{p['name']:<24} {p['version']:<12} {p['state']:<9} pids={pids:<16} {p['created_at']}"
+        )
+    return 0
+
+
+def _args_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pid", required=True)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
+    p.add_argument("--params", help="user_params as JSON, or @file")
+    p.add_argument("--session", help="session id (default: a fresh one)")
+    p.add_argument("--json", action="store_true", help="print the Runner's result dict")
+
+
+def _read_params(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+        value = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise StoreError(INVALID_PARAMS, f"--params: {exc}") from exc
+    if not isinstance(value, dict):
+        raise StoreError(INVALID_PARAMS, "--params must be a JSON object")
+    return value
+
+
+def _read_image(path: str) -> Any:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise StoreError(IMAGE_LOAD_FAILED, f"cannot read image {path}: {exc}") from exc
+
+
+def _describe(phase: str, result: dict | None) -> str:
+    if result is None:
+        return f"{phase}: not run"
+    text = f"{phase}: {result.get('status')}"
+    data = result.get("data") or {}
+    if isinstance(data, dict) and data.get("result_status"):
+        text += f" result_status={data['result_status']}"
+        if data.get("ng_reason"):
+            text += f" ng_reason={data['ng_reason']!r}"
+        if data.get("defect_rects"):
+            text += f" defects={len(data['defect_rects'])}"
+    if result.get("error_code"):
+        text += f" error_code={result['error_code']}"
+    if result.get("message"):
+        text += f" message={result['message']!r}"
+    ms = (result.get("timings") or {}).get("total_ms")
+    if ms is not None:
+        text += f" ({ms:.1f} ms)"
+    return text
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Run one step on one image through the active version of a pid."""
+    from .runner import Runner
+
+    params = _read_params(args.params)
+    frame = _read_image(args.image)
+    runner_cfg, _ = load_config(args.config)
+    with Runner(runner_cfg) as runner:
+        manager = _manager(args, runner)
+        if args.pid not in manager.active():
+            raise StoreError(INVALID_PID, f"{args.pid} is not bound to any package")
+        manager.start([args.pid])
+        result = runner.run_step(
+            args.pid, args.step, frame, user_params=params, session_id=args.session
+        )
+    if args.json:
+        print(json.dumps(result, sort_keys=True, default=str))
+    else:
+        pkg = result.get("package") or {}
+        print(
+            f"{Path(args.image).name} pid={args.pid} step={args.step} "
+            f"package={pkg.get('name')} {pkg.get('version')}"
+        )
+        print("  " + _describe("pre_execute", result.get("pre_execute")))
+        print("  " + _describe("execute", result.get("execute")))
+    last = result.get("execute") or result.get("pre_execute") or {}
+    if last.get("status") != "OK":
+        code = last.get("error_code") or UNKNOWN_ERROR
+        print(f"error {code}: {last.get('message') or 'the step did not succeed'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS: list[Command] = [
+    Command("install", "install an offline package zip", _args_install, cmd_install),
+    Command("activate", "bind pids to an installed version", _args_bind, cmd_activate),
+    Command("switch", "rebind pids to another version, no call lost", _args_bind, cmd_switch),
+    Command("rollback", "re-bind a pid to its previous version", _args_pid, cmd_rollback),
+    Command("deactivate", "unbind a pid", _args_pid, cmd_deactivate),
+    Command("uninstall", "remove an installed version", _args_uninstall, cmd_uninstall),
+    Command("list", "installed versions and bindings", _args_list, cmd_list),
+    Command("inspect", "run one step on an image file", _args_inspect, cmd_inspect),
+    # the HTTP service adds: Command("serve", ..., _args_serve, cmd_serve)
+]
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "--store",
+        default=default,
+        help="store directory (default: $PROCVISION_HOME, else ./.procvision)",
+    )
+    p.add_argument("--config", default=default, help="JSON or TOML file: [runner] and [store]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every row of COMMANDS (global options before or after it)."""
+    parser = argparse.ArgumentParser(
+        prog="procvision-runner", description="ProcVision station runner: packages and inspection"
+    )
+    _global_options(parser, None)
+    shared = argparse.ArgumentParser(add_help=False)
+    _global_options(shared, argparse.SUPPRESS)  # after the command too, without clobbering
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, parents=[shared])
+        command.add_arguments(p)
+        p.set_defaults(handler=command.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `procvision-runner`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ProcVisionError as exc:
+        print(f"error {exc.error_code}: {exc.message or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error 9999: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
