@@ -1,0 +1,127 @@
+"""RunnerConfig: every timing and size the Runner uses (contract section 7 defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from procvision_algorithm_sdk.errors import INVALID_PARAMS
+
+
+@dataclass
+class RunnerConfig:
+    """Runner settings; all times in milliseconds unless the name says otherwise."""
+
+    pre_execute_timeout_ms: int = 10000
+    execute_timeout_ms: int = 30000
+    startup_timeout_ms: int = 60000  # spawn to hello, and the info call
+    setup_timeout_ms: int = 60000
+    hook_timeout_ms: int = 10000  # reset, on_step_start, on_step_finish, teardown
+    heartbeat_interval_ms: int = 5000
+    heartbeat_grace_ms: int = 2000
+    max_retries: int = 2  # advertised to callers; the Runner itself never re-runs a call
+    max_defects: int = 20
+    workers_per_package: int = 1
+    queue_size: int = 32  # callers allowed to wait for a worker of one package
+    queue_timeout_ms: int = 10000
+    kill_grace_ms: int = 2000  # SIGTERM to SIGKILL
+    shutdown_timeout_ms: int = 5000  # shutdown frame to exit, before SIGTERM
+    restart_backoff_initial_ms: int = 200
+    restart_backoff_max_ms: int = 30000
+    crash_loop_failures: int = 5
+    crash_loop_window_s: float = 60.0
+    warmup_calls: int = 1  # synthetic pre+execute runs per step after setup
+    warmup_shape: tuple[int, ...] = (1200, 1920, 3)
+    slots_per_worker: int = 2
+    slot_initial_bytes: int = 0
+    session_ttl_s: float = 3600.0
+    session_log_lines: int = 500
+    stderr_tail_lines: int = 40
+    log_level: str = "info"  # PROC_LOG_LEVEL for the workers
+    extra_env: dict[str, str] = field(default_factory=dict)  # explicit variables for workers
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            from .runner import RunnerError
+
+            raise RunnerError("invalid runner config: " + "; ".join(problems), INVALID_PARAMS)
+
+    def problems(self) -> list[str]:
+        """Return what is wrong with these settings (empty when usable)."""
+        out: list[str] = []
+        positive = (
+            "pre_execute_timeout_ms",
+            "execute_timeout_ms",
+            "startup_timeout_ms",
+            "setup_timeout_ms",
+            "hook_timeout_ms",
+            "heartbeat_interval_ms",
+            "heartbeat_grace_ms",
+            "workers_per_package",
+            "kill_grace_ms",
+            "shutdown_timeout_ms",
+            "crash_loop_failures",
+            "slots_per_worker",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                out.append(f"{name} must be a positive integer, not {value!r}")
+        for name in ("queue_size", "warmup_calls", "max_defects", "slot_initial_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                out.append(f"{name} must be a non-negative integer, not {value!r}")
+        if not isinstance(self.extra_env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.extra_env.items()
+        ):
+            out.append("extra_env must map str to str")
+        shape = tuple(self.warmup_shape)
+        if len(shape) not in (2, 3) or not all(isinstance(n, int) and n > 0 for n in shape):
+            out.append(f"warmup_shape must be (H, W) or (H, W, 3), not {self.warmup_shape!r}")
+        self.warmup_shape = shape
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunnerConfig:
+        """Build a config from a mapping; unknown keys are an error (typos must not pass)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            from .runner import RunnerError
+
+            raise RunnerError(f"unknown runner config keys: {unknown}", INVALID_PARAMS)
+        kwargs = dict(values)
+        if "warmup_shape" in kwargs:
+            kwargs["warmup_shape"] = tuple(kwargs["warmup_shape"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunnerConfig:
+        """Load a config from a JSON or TOML file (a `[runner]` table is used when present)."""
+        p = Path(path)
+        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
+            values: Any = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+        if isinstance(values, dict) and isinstance(values.get("runner"), dict):
+            values = values["runner"]
+        if not isinstance(values, dict):
+            from .runner import RunnerError
+
+            raise RunnerError(f"{p}: a runner config must be an object", INVALID_PARAMS)
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as plain JSON-able values."""
+        out = dataclasses.asdict(self)
+        out["warmup_shape"] = list(self.warmup_shape)
+        return out

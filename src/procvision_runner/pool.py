@@ -1,0 +1,474 @@
+"""N workers of one package version: bounded queue, backpressure, restarts, crash-loop breaker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from procvision_algorithm_sdk.contract import validate_user_params
+from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT
+
+from .config import RunnerConfig
+from .worker import Spawner, Worker, WorkerSpec, WorkerStartError, error_frame
+
+log = logging.getLogger("procvision.runner")
+
+STARTING, READY, FAILED, DRAINING, STOPPED = "STARTING", "READY", "FAILED", "DRAINING", "STOPPED"
+
+
+class PoolCounters:
+    """Runner-wide counters shared by every pool (read by stats())."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.restarts = 0
+        self.timeouts = 0
+        self.crashes = 0
+        self.heartbeat_losses = 0
+        self.crash_loops = 0
+        self.busy_rejections = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Increment one counter."""
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the counters as a dict."""
+        with self.lock:
+            return {
+                k: getattr(self, k)
+                for k in (
+                    "restarts",
+                    "timeouts",
+                    "crashes",
+                    "heartbeat_losses",
+                    "crash_loops",
+                    "busy_rejections",
+                )
+            }
+
+
+class Pool:
+    """The workers of one package version and the queue of callers waiting for one."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        config: RunnerConfig,
+        spawner: Spawner,
+        workers: int,
+        on_log: Callable[[dict[str, Any]], None],
+        counters: PoolCounters,
+        ring_factory: Callable[[str], Any],
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.target = workers
+        self.state = STARTING
+        self.info: dict[str, Any] | None = None
+        self.failed_code: str | None = None
+        self.failed_message: str | None = None
+        self._spawner = spawner
+        self._on_log = on_log
+        self._counters = counters
+        self._ring_factory = ring_factory
+        self._cond = threading.Condition()
+        self._workers: list[Worker] = []
+        self._idle: list[Worker] = []
+        self._waiters = 0
+        self._starting = 0
+        self._seq = 0
+        self._failures: deque[float] = deque()
+        self._consecutive = 0
+        self._next_restart_at = 0.0
+        self._counted: set[str] = set()
+        self._start_threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ start/stop
+
+    def start(self) -> None:
+        """Start and warm `target` workers; on any start failure the pool is FAILED."""
+        results: list[Worker | WorkerStartError] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            try:
+                worker: Worker | WorkerStartError = self._start_worker()
+            except WorkerStartError as exc:
+                worker = exc
+            with lock:
+                results.append(worker)
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(self.target)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        errors = [r for r in results if isinstance(r, WorkerStartError)]
+        started = [r for r in results if isinstance(r, Worker)]
+        with self._cond:
+            self._workers.extend(started)
+            self._idle.extend(started)
+            if errors:
+                self._fail(errors[0].error_code, f"worker start failed: {errors[0].message}")
+            else:
+                self.state = READY
+            self._cond.notify_all()
+        if errors:
+            self._stop_workers(started)
+
+    def _start_worker(self) -> Worker:
+        """Spawn one worker, run setup, fetch info once, warm it up; WorkerStartError on failure."""
+        with self._cond:
+            self._seq += 1
+            worker_id = f"{self.spec.name}@{self.spec.version}#{self._seq}-{uuid.uuid4().hex[:4]}"
+        worker = Worker(worker_id, self.spec, self.config, self._spawner, self._on_log)
+        try:
+            worker.slots = self._ring_factory(worker_id)
+            worker.start()
+            if self.info is None:
+                result = worker.call("info", {}, self.config.startup_timeout_ms)
+                info = (result.get("data") or {}).get("info")
+                if result.get("status") != "OK" or not isinstance(info, dict):
+                    raise WorkerStartError(
+                        f"get_info failed: {result.get('message') or 'no info in the result'}",
+                        str(result.get("error_code") or INVALID_RESULT),
+                    )
+                self.info = info
+            self._warm_up(worker)
+        except BaseException:
+            worker.terminate("start failed")
+            self._dispose(worker)
+            raise
+        return worker
+
+    def _warm_up(self, worker: Worker) -> None:
+        """Run synthetic pre+execute calls per step; results and sessions are discarded."""
+        cfg = self.config
+        info = self.info or {}
+        pids = info.get("supported_pids") or []
+        if cfg.warmup_calls <= 0 or not pids:
+            return
+        steps = [s for s in info.get("steps") or [] if isinstance(s, dict)] or [
+            {"index": 1, "params": []}
+        ]
+        frame = np.zeros(cfg.warmup_shape, dtype=np.uint8)
+        height, width = frame.shape[:2]
+        slot = worker.slots.acquire(frame.nbytes, cfg.startup_timeout_ms / 1000)
+        try:
+            meta = slot.write_frame(frame, "RGB")
+            for step in steps:
+                params, problems = validate_user_params(step.get("params") or [], {}, width, height)
+                if problems:
+                    continue
+                for _ in range(cfg.warmup_calls):
+                    session = {"id": f"warmup-{uuid.uuid4().hex[:12]}", "context": {}}
+                    for phase, timeout in (
+                        ("pre", cfg.pre_execute_timeout_ms),
+                        ("execute", cfg.execute_timeout_ms),
+                    ):
+                        result = worker.call(
+                            phase,
+                            {
+                                "step_index": step.get("index"),
+                                "pid": str(pids[0]),
+                                "session": session,
+                                "user_params": params,
+                                "shared_mem_id": slot.name,
+                                "image_meta": meta,
+                            },
+                            timeout,
+                        )
+                        if worker.state != "READY" or worker.retire:
+                            raise WorkerStartError(f"warm-up {phase}: {result.get('message')}")
+                        if result.get("status") != "OK":
+                            break
+        finally:
+            slot.release()
+
+    def _dispose(self, worker: Worker) -> None:
+        """Reap a worker that has exited (or kill it) and unlink its slots."""
+        worker.reap()
+        if worker.slots is not None:
+            with contextlib.suppress(Exception):
+                worker.slots.reclaim_all()
+            with contextlib.suppress(Exception):
+                worker.slots.close()
+
+    def _stop_workers(self, workers: list[Worker]) -> None:
+        timeout = self.config.shutdown_timeout_ms / 1000
+        threads = [
+            threading.Thread(target=w.shutdown, args=(timeout,), daemon=True) for w in workers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for worker in workers:
+            self._dispose(worker)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until no call is queued or in flight; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            if self.state not in (FAILED, STOPPED):
+                self.state = DRAINING
+            while self._waiters or any(w.leased for w in self._workers):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.1))
+        return True
+
+    def stop(self) -> None:
+        """Shut every worker down (teardown), reap them and unlink their slots."""
+        with self._cond:
+            self.state = STOPPED if self.state != FAILED else FAILED
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        self._stop_workers(workers)
+        for thread in list(self._start_threads):
+            thread.join(timeout=self.config.startup_timeout_ms / 1000)
+
+    # ------------------------------------------------------------------ calls
+
+    def busy_error(self, message: str) -> dict[str, Any]:
+        """The backpressure answer: 1005, retryable, `data.busy` true."""
+        frame = error_frame(message, TIMEOUT, retryable=True)
+        frame["data"] = {"busy": True}
+        return frame
+
+    def unavailable(self) -> dict[str, Any] | None:
+        """The immediate error for a FAILED or stopped pool, else None."""
+        if self.state == FAILED:
+            return error_frame(
+                f"package {self.spec.name} {self.spec.version} is FAILED: {self.failed_message}",
+                self.failed_code or TIMEOUT,
+                retryable=False,
+            )
+        if self.state == STOPPED:
+            return error_frame(
+                f"package {self.spec.name} {self.spec.version} was unloaded",
+                TIMEOUT,
+                retryable=True,
+            )
+        return None
+
+    def acquire(
+        self, timeout_s: float, prefer: str | None = None
+    ) -> tuple[Worker | None, dict[str, Any] | None]:
+        """Take an idle worker (preferring `prefer`), waiting in the bounded queue."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            queued = False
+            try:
+                while True:
+                    error = self.unavailable()
+                    if error is not None:
+                        return None, error
+                    self._idle = [w for w in self._idle if w.state == "READY" and not w.retire]
+                    if self._idle:
+                        chosen = next((w for w in self._idle if w.id == prefer), self._idle[0])
+                        self._idle.remove(chosen)
+                        chosen.leased = True
+                        return chosen, None
+                    if not queued:
+                        if self._waiters >= self.config.queue_size:
+                            self._counters.add("busy_rejections")
+                            return None, self.busy_error(
+                                f"busy: {self._waiters} calls already queued for "
+                                f"{self.spec.name} {self.spec.version} "
+                                f"(queue_size {self.config.queue_size})"
+                            )
+                        self._waiters += 1
+                        queued = True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._counters.add("busy_rejections")
+                        return None, self.busy_error(
+                            f"busy: no worker of {self.spec.name} {self.spec.version} became free "
+                            f"within the queue timeout of {self.config.queue_timeout_ms} ms"
+                        )
+                    self._cond.wait(remaining)
+            finally:
+                if queued:
+                    self._waiters -= 1
+
+    def release(self, worker: Worker) -> None:
+        """Give a worker back after a call; a retiring or dead one is terminated and replaced."""
+        if worker.retire and worker.state == "READY":
+            worker.terminate("restart requested by the algorithm (FatalError)")
+        with self._cond:
+            worker.leased = False
+            if worker.state == "READY" and worker in self._workers:
+                self._idle.append(worker)
+            elif worker.state == "READY":  # the pool stopped meanwhile
+                threading.Thread(
+                    target=worker.shutdown,
+                    args=(self.config.shutdown_timeout_ms / 1000,),
+                    daemon=True,
+                ).start()
+            self._cond.notify_all()
+
+    def call_succeeded(self) -> None:
+        """A call completed normally: the restart backoff starts from the beginning again."""
+        self._consecutive = 0
+
+    # ------------------------------------------------------------------ supervision
+
+    def tick(self, now: float) -> None:
+        """Heartbeats, kill escalation, reaping, replacements; run by the supervisor thread."""
+        with self._cond:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.tick(now)
+            if worker.state == "READY" and not worker.heartbeat(now):
+                self._counters.add("heartbeat_losses")
+                worker.lose(
+                    f"heartbeat lost: no pong for more than "
+                    f"{self.config.heartbeat_interval_ms + self.config.heartbeat_grace_ms} ms"
+                )
+            if worker.state == "DEAD" and worker.id not in self._counted:
+                self._counted.add(worker.id)
+                self._worker_lost(worker, now)
+            if worker.state == "DEAD" and worker.exited() and not worker.leased:
+                with self._cond:
+                    if worker in self._workers:
+                        self._workers.remove(worker)
+                    if worker in self._idle:
+                        self._idle.remove(worker)
+                self._dispose(worker)
+                self._counted.discard(worker.id)
+        self._maybe_restart(now)
+
+    def _worker_lost(self, worker: Worker, now: float) -> None:
+        reason = worker.failure or "worker exited"
+        if "timed out" in reason:
+            self._counters.add("timeouts")
+        elif "heartbeat" not in reason:
+            self._counters.add("crashes")
+        log.warning(
+            "worker %s (pid %s) of %s %s lost: %s",
+            worker.id,
+            worker.pid,
+            self.spec.name,
+            self.spec.version,
+            reason,
+        )
+        self._record_failure(now, TIMEOUT, reason)
+
+    def _record_failure(self, now: float, code: str, reason: str) -> None:
+        with self._cond:
+            self._failures.append(now)
+            while self._failures and now - self._failures[0] > self.config.crash_loop_window_s:
+                self._failures.popleft()
+            self._consecutive += 1
+            backoff_ms = min(
+                self.config.restart_backoff_initial_ms * (2 ** (self._consecutive - 1)),
+                self.config.restart_backoff_max_ms,
+            )
+            self._next_restart_at = now + backoff_ms / 1000
+            if len(self._failures) >= self.config.crash_loop_failures and self.state in (
+                READY,
+                DRAINING,
+            ):
+                self._counters.add("crash_loops")
+                self._fail(
+                    code,
+                    f"crash loop: {len(self._failures)} worker failures within "
+                    f"{self.config.crash_loop_window_s:g} s; last: {reason}",
+                )
+                doomed = list(self._workers)
+            else:
+                doomed = []
+            self._cond.notify_all()
+        for worker in doomed:
+            worker.terminate("package FAILED")
+
+    def _fail(self, code: str, message: str) -> None:
+        """Mark the pool FAILED (caller holds the condition)."""
+        self.state = FAILED
+        self.failed_code = code
+        self.failed_message = message
+        log.error("package %s %s FAILED: %s", self.spec.name, self.spec.version, message)
+
+    def _maybe_restart(self, now: float) -> None:
+        with self._cond:
+            if self.state not in (READY, DRAINING) or now < self._next_restart_at:
+                return
+            live = sum(1 for w in self._workers if w.state != "DEAD")
+            if live + self._starting >= self.target:
+                return
+            self._starting += 1
+            self._counters.add("restarts")
+            thread = threading.Thread(target=self._replace, daemon=True)
+            self._start_threads = [t for t in self._start_threads if t.is_alive()]
+            self._start_threads.append(thread)
+        thread.start()
+
+    def _replace(self) -> None:
+        try:
+            worker = self._start_worker()
+        except WorkerStartError as exc:
+            with self._cond:
+                self._starting -= 1
+            self._record_failure(time.monotonic(), exc.error_code, f"restart failed: {exc}")
+            return
+        except Exception as exc:  # never let a replacement thread die silently
+            log.exception("replacement worker failed")
+            with self._cond:
+                self._starting -= 1
+            self._record_failure(time.monotonic(), TIMEOUT, f"restart failed: {exc}")
+            return
+        with self._cond:
+            self._starting -= 1
+            keep = self.state in (READY, DRAINING)
+            if keep:
+                self._workers.append(worker)
+                self._idle.append(worker)
+                self._cond.notify_all()
+        if not keep:
+            self._stop_workers([worker])
+
+    # ------------------------------------------------------------------ introspection
+
+    def workers(self) -> list[Worker]:
+        """The current workers (any state)."""
+        with self._cond:
+            return list(self._workers)
+
+    def shm_bytes(self) -> int:
+        """Bytes of shared memory held by this pool's slot rings."""
+        total = 0
+        for worker in self.workers():
+            with contextlib.suppress(Exception):
+                total += int(worker.slots.bytes_in_use)
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        """State, workers and info for packages()/stats()."""
+        with self._cond:
+            waiters = self._waiters
+        out: dict[str, Any] = {
+            "name": self.spec.name,
+            "version": self.spec.version,
+            "state": self.state,
+            "workers": [w.info() for w in self.workers()],
+            "target_workers": self.target,
+            "queued": waiters,
+            "info": self.info,
+        }
+        if self.state == FAILED:
+            out["error"] = {"error_code": self.failed_code, "message": self.failed_message}
+        return out

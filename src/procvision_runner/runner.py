@@ -1,0 +1,778 @@
+"""Runner: routes pid -> package version -> pool, and runs steps on resident workers.
+
+Errors caused by a call's input or by a worker come back as result dicts with codes; RunnerError
+is raised only for misuse of load/route/unload.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from procvision_algorithm_sdk import segment
+from procvision_algorithm_sdk.contract import (
+    check_execute_result,
+    check_manifest,
+    check_pre_execute_result,
+    find_step,
+    validate_user_params,
+)
+from procvision_algorithm_sdk.errors import (
+    ACTIVATION_CONFLICT,
+    IMAGE_LOAD_FAILED,
+    INCOMPATIBLE_PYTHON,
+    INVALID_PARAMS,
+    INVALID_PID,
+    INVALID_RESULT,
+    MANIFEST_MISSING,
+    TIMEOUT,
+    ProcVisionError,
+    is_retryable,
+)
+
+from .config import RunnerConfig
+from .pool import FAILED, STOPPED, Pool, PoolCounters
+from .sessions import SessionStore
+from .slots import SlotRing
+from .worker import Spawner, Worker, WorkerSpec, error_frame
+
+log = logging.getLogger("procvision.runner")
+worker_log = logging.getLogger("procvision.worker")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+# The adapter checks the defect count against the max_defects a call carries; the Runner sends a
+# limit no result reaches, then cuts to its own limit with a warning instead of failing the call.
+_ADAPTER_DEFECT_LIMIT = 1_000_000
+_KNOWN_SESSIONS_PER_WORKER = 512  # below the adapter's session cache (1024)
+_PROTOCOL_KEYS = ("type", "request_id", "timestamp_ms", "session_delta", "restart_worker")
+
+
+class PackageKey(NamedTuple):
+    """A loaded package version."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One answered phase, for metrics observers."""
+
+    pid: str
+    name: str | None
+    version: str | None
+    phase: str
+    status: str
+    error_code: str | None
+    queue_ms: float
+    transfer_ms: float
+    algorithm_ms: float
+    total_ms: float
+
+
+class RunnerError(ProcVisionError):
+    """Misuse of the Runner's management API (load, route, unload); carries a code."""
+
+    def __init__(self, message: str, error_code: str = INVALID_PARAMS) -> None:
+        super().__init__(message, error_code=error_code)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class Runner:
+    """Resident supervised workers per package version, pid routing, sessions, results."""
+
+    def __init__(self, config: RunnerConfig | None = None) -> None:
+        self.config = config or RunnerConfig()
+        self.swept = segment.sweep_stale_segments()
+        self._lock = threading.RLock()
+        self._pools: dict[PackageKey, Pool] = {}
+        self._manifests: dict[PackageKey, dict[str, Any]] = {}
+        self._routes: dict[str, PackageKey] = {}
+        self._observers: list[Callable[[CallRecord], None]] = []
+        self._counters = PoolCounters()
+        self._sessions = SessionStore(self.config.session_ttl_s, self.config.session_log_lines)
+        self._spawner = Spawner()
+        self._closed = False
+        self._stop = threading.Event()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="procvision-supervisor", daemon=True
+        )
+        self._supervisor.start()
+        ref = weakref.ref(self)
+        self._atexit = lambda: r.close() if (r := ref()) is not None else None
+        atexit.register(self._atexit)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ management
+
+    def load(
+        self,
+        path: str | Path,
+        python: str | None = None,
+        *,
+        activate: bool = True,
+        workers: int | None = None,
+    ) -> PackageKey:
+        """Start and warm a pool for the unpacked package at `path`; route its pids if asked.
+
+        A package whose workers cannot start is kept in state FAILED (see packages()) and its
+        routed pids answer with that error; RunnerError is raised only for misuse.
+        """
+        self._check_open()
+        root = Path(path).resolve()
+        manifest = self._read_manifest(root)
+        key = PackageKey(manifest["name"], manifest["version"])
+        count = self.config.workers_per_package if workers is None else workers
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise RunnerError(f"workers must be a positive integer, not {count!r}")
+        interpreter = sys.executable if python is None else str(python)
+        if python is not None and not Path(interpreter).is_file():
+            raise RunnerError(
+                f"python interpreter {interpreter} does not exist", INCOMPATIBLE_PYTHON
+            )
+        pids = [str(p) for p in manifest["supported_pids"]]
+        with self._lock:
+            existing = self._pools.get(key)
+            if activate:
+                self._check_conflicts(pids, key)
+            if existing is not None and existing.state not in (FAILED, STOPPED):
+                if activate:
+                    self._routes.update(dict.fromkeys(pids, key))
+                return key
+        if existing is not None:
+            existing.stop()
+        spec = WorkerSpec(key.name, key.version, root, interpreter)
+        pool = Pool(
+            spec,
+            self.config,
+            self._spawner,
+            count,
+            self._on_log,
+            self._counters,
+            lambda owner: SlotRing(
+                owner, self.config.slots_per_worker, self.config.slot_initial_bytes
+            ),
+        )
+        with self._lock:
+            self._pools[key] = pool
+            self._manifests[key] = manifest
+        pool.start()
+        with self._lock:
+            if self._closed:
+                pool.stop()
+                raise RunnerError("the runner was closed while the package was loading")
+            if activate:
+                self._check_conflicts(pids, key)
+                self._routes.update(dict.fromkeys(pids, key))
+        return key
+
+    def _read_manifest(self, root: Path) -> dict[str, Any]:
+        path = root / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise RunnerError(f"{path} not found", MANIFEST_MISSING) from exc
+        except (OSError, ValueError) as exc:
+            raise RunnerError(f"{path} is not readable JSON: {exc}", MANIFEST_MISSING) from exc
+        problems = check_manifest(manifest)
+        if problems:
+            text = "; ".join(f"{p.where}: {p.message}" for p in problems[:5])
+            raise RunnerError(f"invalid manifest {path}: {text}", problems[0].code)
+        return dict(manifest)
+
+    def _check_conflicts(self, pids: Iterable[str], key: PackageKey) -> None:
+        clash = {p: self._routes[p] for p in pids if self._routes.get(p, key) != key}
+        if clash:
+            bound = ", ".join(f"{p} -> {k.name} {k.version}" for p, k in sorted(clash.items()))
+            raise RunnerError(f"pids already routed elsewhere: {bound}", ACTIVATION_CONFLICT)
+
+    def route(self, pids: Iterable[str], key: PackageKey | None) -> None:
+        """Bind pids to a loaded package (all at once), or unbind them with None."""
+        wanted = [str(p) for p in pids]
+        with self._lock:
+            if key is None:
+                for pid in wanted:
+                    self._routes.pop(pid, None)
+                return
+            key = PackageKey(*key)
+            if key not in self._pools:
+                raise RunnerError(f"package {key.name} {key.version} is not loaded", INVALID_PID)
+            supported = {str(p) for p in self._manifests[key]["supported_pids"]}
+            missing = [p for p in wanted if p not in supported]
+            if missing:
+                raise RunnerError(
+                    f"pids {missing} are not in the supported_pids of {key.name} {key.version}",
+                    INVALID_PID,
+                )
+            self._routes.update(dict.fromkeys(wanted, key))
+
+    def unload(self, key: PackageKey, drain_timeout_s: float = 30.0) -> None:
+        """Unroute a package, wait for its in-flight calls, then stop its workers."""
+        key = PackageKey(*key)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                raise RunnerError(f"package {key.name} {key.version} is not loaded", INVALID_PID)
+            for pid in [p for p, k in self._routes.items() if k == key]:
+                del self._routes[pid]
+        if not pool.drain(drain_timeout_s):
+            log.warning("unload of %s %s: calls still running after drain", *key)
+        pool.stop()
+        with self._lock:
+            if self._pools.get(key) is pool:
+                del self._pools[key]
+                self._manifests.pop(key, None)
+
+    def routes(self) -> dict[str, PackageKey]:
+        """Return the current pid -> package routing."""
+        with self._lock:
+            return dict(self._routes)
+
+    def packages(self) -> list[dict[str, Any]]:
+        """Loaded packages: name, version, state, workers, info, routed pids."""
+        with self._lock:
+            pools = list(self._pools.items())
+            routes = dict(self._routes)
+        out = []
+        for key, pool in pools:
+            item = pool.describe()
+            item["pids"] = sorted(p for p, k in routes.items() if k == key)
+            out.append(item)
+        return out
+
+    def package_info(self, key: PackageKey) -> dict[str, Any]:
+        """Return the algorithm's get_info() of a loaded package."""
+        with self._lock:
+            pool = self._pools.get(PackageKey(*key))
+        if pool is None:
+            raise RunnerError(f"package {key[0]} {key[1]} is not loaded", INVALID_PID)
+        return dict(pool.info or {})
+
+    def add_call_observer(self, fn: Callable[[CallRecord], None]) -> None:
+        """Call `fn` with a CallRecord after every answered phase."""
+        with self._lock:
+            self._observers.append(fn)
+
+    # ------------------------------------------------------------------ calls
+
+    def run_step(
+        self,
+        pid: str,
+        step_index: int,
+        frame: Any,
+        *,
+        user_params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        session_context: dict[str, Any] | None = None,
+        color_space: str = "RGB",
+        camera_id: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Run pre_execute, then execute unless pre returned ERROR, on one worker."""
+        results = self._invoke(
+            ("pre", "execute"),
+            pid,
+            step_index,
+            frame,
+            user_params,
+            session_id,
+            session_context,
+            color_space,
+            camera_id,
+            timestamp_ms,
+        )
+        return {"pre_execute": results[0], "execute": results[1] if len(results) > 1 else None}
+
+    def pre_execute(
+        self,
+        pid: str,
+        step_index: int,
+        frame: Any,
+        *,
+        user_params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        session_context: dict[str, Any] | None = None,
+        color_space: str = "RGB",
+        camera_id: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Run only pre_execute of a step."""
+        return self._invoke(
+            ("pre",),
+            pid,
+            step_index,
+            frame,
+            user_params,
+            session_id,
+            session_context,
+            color_space,
+            camera_id,
+            timestamp_ms,
+        )[0]
+
+    def execute(
+        self,
+        pid: str,
+        step_index: int,
+        frame: Any,
+        *,
+        user_params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        session_context: dict[str, Any] | None = None,
+        color_space: str = "RGB",
+        camera_id: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Run only execute of a step."""
+        return self._invoke(
+            ("execute",),
+            pid,
+            step_index,
+            frame,
+            user_params,
+            session_id,
+            session_context,
+            color_space,
+            camera_id,
+            timestamp_ms,
+        )[0]
+
+    def _invoke(
+        self,
+        phases: tuple[str, ...],
+        pid: Any,
+        step_index: Any,
+        frame: Any,
+        user_params: Any,
+        session_id: Any,
+        session_context: Any,
+        color_space: Any,
+        camera_id: Any,
+        timestamp_ms: Any,
+    ) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        first = phases[0]
+        pid_text = pid if isinstance(pid, str) else repr(pid)
+
+        def fail(code: str, message: str, key: PackageKey | None = None) -> list[dict[str, Any]]:
+            result = self._result(error_frame(message, code), key, first, {}, started)
+            self._observe(pid_text, key, first, result)
+            return [result]
+
+        with self._lock:
+            key = self._routes.get(pid) if isinstance(pid, str) else None
+            pool = self._pools.get(key) if key is not None else None
+        if key is None or pool is None:
+            return fail(INVALID_PID, f"pid {pid_text} is not routed to any loaded package")
+        unavailable = pool.unavailable()
+        if unavailable is not None:
+            result = self._result(unavailable, key, first, {}, started)
+            self._observe(pid_text, key, first, result)
+            return [result]
+        problem = _frame_problem(frame)
+        if problem is not None:
+            return fail(IMAGE_LOAD_FAILED, problem, key)
+        height, width = int(frame.shape[0]), int(frame.shape[1])
+        space = color_space.upper() if isinstance(color_space, str) else None
+        if space not in ("RGB", "BGR", "GRAY"):
+            return fail(
+                INVALID_PARAMS, f"color_space must be RGB, BGR or GRAY, not {color_space!r}", key
+            )
+        extra_meta: dict[str, Any] = {}
+        if camera_id is not None:
+            if not isinstance(camera_id, (str, int)) or isinstance(camera_id, bool):
+                return fail(INVALID_PARAMS, f"camera_id must be a str, not {camera_id!r}", key)
+            extra_meta["camera_id"] = camera_id
+        if timestamp_ms is not None:
+            if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool):
+                return fail(
+                    INVALID_PARAMS, f"timestamp_ms must be an int, not {timestamp_ms!r}", key
+                )
+            extra_meta["timestamp_ms"] = timestamp_ms
+        if not isinstance(step_index, int) or isinstance(step_index, bool) or step_index < 1:
+            return fail(
+                INVALID_PARAMS, f"step_index must be an integer >= 1, not {step_index!r}", key
+            )
+        info = pool.info or {}
+        specs: Any = []
+        if isinstance(info.get("steps"), list) and info["steps"]:
+            step = find_step(info, step_index)
+            if step is None:
+                return fail(
+                    INVALID_PARAMS,
+                    f"step {step_index} is not defined by {key.name} {key.version}",
+                    key,
+                )
+            specs = step.get("params") or []
+        params, problems = validate_user_params(
+            specs, {} if user_params is None else user_params, width, height
+        )
+        if problems:
+            text = "; ".join(f"{p.where}: {p.message}" for p in problems[:5])
+            return fail(problems[0].code, f"invalid user_params: {text}", key)
+        if session_id is not None and (not isinstance(session_id, str) or not session_id):
+            return fail(
+                INVALID_PARAMS, f"session_id must be a non-empty str, not {session_id!r}", key
+            )
+        if session_context is not None and not isinstance(session_context, dict):
+            return fail(INVALID_PARAMS, "session_context must be a dict", key)
+
+        stored = session_id is not None
+        sid: str = session_id if isinstance(session_id, str) else f"call-{uuid.uuid4().hex}"
+        context = dict(session_context or {})
+        record = self._sessions.touch(sid, context) if stored else None
+        if record is not None:
+            record.packages.add((key.name, key.version))
+            context = record.context
+
+        worker, error = pool.acquire(
+            self.config.queue_timeout_ms / 1000, record.last_worker if record else None
+        )
+        queue_ms = _ms(time.perf_counter() - started)
+        if worker is None:
+            assert error is not None
+            result = self._result(error, key, first, {"queue_ms": queue_ms}, started)
+            self._observe(pid_text, key, first, result)
+            return [result]
+        results: list[dict[str, Any]] = []
+        slot = None
+        try:
+            t_slot = time.perf_counter()
+            try:
+                slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
+                meta = slot.write_frame(frame, space, **extra_meta)
+            except (TimeoutError, RuntimeError, ValueError) as exc:
+                code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
+                result = self._result(
+                    error_frame(f"cannot place the frame in shared memory: {exc}", code),
+                    key,
+                    first,
+                    {"queue_ms": queue_ms},
+                    started,
+                )
+                self._observe(pid_text, key, first, result)
+                return [result]
+            transfer_ms = _ms(time.perf_counter() - t_slot)
+            if record is not None:
+                record.last_worker = worker.id
+            phase_start = started
+            for phase in phases:
+                fields: dict[str, Any] = {
+                    "step_index": step_index,
+                    "pid": pid,
+                    "session": {"id": sid, "context": context},
+                    "user_params": params,
+                    "shared_mem_id": slot.name,
+                    "image_meta": meta,
+                    "max_defects": _ADAPTER_DEFECT_LIMIT,
+                }
+                version = 0
+                if stored:
+                    state, version = self._sessions.snapshot(sid)
+                    if worker.known_sessions.get(sid) != version:
+                        fields["session_state"] = state
+                timeout = (
+                    self.config.pre_execute_timeout_ms
+                    if phase == "pre"
+                    else self.config.execute_timeout_ms
+                )
+                answer = worker.call(phase, fields, timeout)
+                if stored:
+                    self._track_session(worker, sid, version, answer)
+                timings = (
+                    {"queue_ms": queue_ms, "transfer_ms": transfer_ms}
+                    if phase == first
+                    else {"queue_ms": 0.0, "transfer_ms": 0.0}
+                )
+                result = self._result(answer, key, phase, timings, phase_start, width, height)
+                phase_start = time.perf_counter()
+                results.append(result)
+                self._observe(pid_text, key, phase, result)
+                if result["status"] == "OK":
+                    pool.call_succeeded()
+                if phase == "pre" and result["status"] != "OK":
+                    break
+                if worker.state != "READY":
+                    break
+            return results
+        finally:
+            if slot is not None:
+                slot.release()
+            pool.release(worker)
+
+    def _track_session(
+        self, worker: Worker, sid: str, version: int, answer: dict[str, Any]
+    ) -> None:
+        """Apply the result's delta and remember which state version the worker now holds."""
+        known = worker.known_sessions
+        known.pop(sid, None)
+        if answer.get("type") != "result" or answer.get("session_id") != sid:
+            return  # the worker never saw the session (or died): restore it next time
+        new_version = self._sessions.apply(sid, answer.get("session_delta"))
+        known[sid] = new_version if new_version is not None else version
+        while len(known) > _KNOWN_SESSIONS_PER_WORKER:
+            known.pop(next(iter(known)))
+
+    def _result(
+        self,
+        frame: dict[str, Any],
+        key: PackageKey | None,
+        phase: str,
+        timings: dict[str, float],
+        started: float,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> dict[str, Any]:
+        """Turn a result frame into the plain result dict callers get, re-checking it."""
+        data = frame.get("data")
+        result: dict[str, Any] = {
+            "status": frame.get("status") if frame.get("status") in ("OK", "ERROR") else "ERROR",
+            "message": frame.get("message") or "",
+            "error_code": None if frame.get("error_code") is None else str(frame["error_code"]),
+            "data": dict(data) if isinstance(data, dict) else {},
+            "debug": frame.get("debug"),
+            "diagnostics": frame.get("diagnostics") or {},
+            "warnings": [],
+        }
+        for extra in ("original", "problems", "extra"):
+            if extra in frame:
+                result[extra] = frame[extra]
+        worker_timings = frame.get("timings") if isinstance(frame.get("timings"), dict) else {}
+        if frame.get("request_id") is not None and result["status"] == "OK":
+            self._recheck(result, phase, width, height)
+        if (
+            result["status"] == "ERROR"
+            and frame.get("type") == "error"
+            and not result["error_code"]
+        ):
+            result["error_code"] = TIMEOUT
+        code = result["error_code"]
+        retry = frame.get("retryable")
+        result["retryable"] = bool(retry) if retry is not None else is_retryable(code)
+        if result["status"] == "OK":
+            result["retryable"] = False
+        all_timings = {k: v for k, v in (worker_timings or {}).items() if k != "algorithm_ms"}
+        all_timings.update(
+            queue_ms=timings.get("queue_ms", 0.0),
+            transfer_ms=timings.get("transfer_ms", 0.0),
+            algorithm_ms=float((worker_timings or {}).get("algorithm_ms") or 0.0),
+            total_ms=_ms(time.perf_counter() - started),
+        )
+        result["timings"] = all_timings
+        result["package"] = {"name": key.name, "version": key.version} if key else None
+        return result
+
+    def _recheck(
+        self, result: dict[str, Any], phase: str, width: int | None, height: int | None
+    ) -> None:
+        """Check a worker's OK result again; cut excess defect_rects with a warning."""
+        data = {k: v for k, v in result["data"].items() if k not in ("phase", "step_index")}
+        limit = self.config.max_defects
+        rects = data.get("defect_rects")
+        if phase == "execute" and isinstance(rects, list) and len(rects) > limit:
+            warning = f"defect_rects cut from {len(rects)} to max_defects={limit}"
+            result["warnings"].append(warning)
+            log.warning("%s", warning)
+            data["defect_rects"] = rects[:limit]
+            result["data"]["defect_rects"] = rects[:limit]
+        view = {
+            "status": result["status"],
+            "message": result["message"],
+            "error_code": result["error_code"],
+            "data": data,
+        }
+        if result["debug"] is not None:
+            view["debug"] = result["debug"]
+        if phase == "execute":
+            problems = check_execute_result(view, width, height, limit)
+        elif phase == "pre":
+            problems = check_pre_execute_result(view, width, height)
+        else:
+            problems = []
+        if problems:
+            first = problems[0]
+            result["original"] = dict(view)
+            result["problems"] = [p.to_dict() for p in problems]
+            result["status"] = "ERROR"
+            result["error_code"] = (
+                first.code if first.code in ("1007", INVALID_RESULT) else INVALID_RESULT
+            )
+            result["message"] = f"invalid {phase} result: {first.where}: {first.message}"
+
+    def _observe(
+        self, pid: str, key: PackageKey | None, phase: str, result: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            observers = list(self._observers)
+        if not observers:
+            return
+        timings = result.get("timings") or {}
+        record = CallRecord(
+            pid=pid,
+            name=key.name if key else None,
+            version=key.version if key else None,
+            phase=phase,
+            status=result.get("status", "ERROR"),
+            error_code=result.get("error_code"),
+            queue_ms=float(timings.get("queue_ms", 0.0)),
+            transfer_ms=float(timings.get("transfer_ms", 0.0)),
+            algorithm_ms=float(timings.get("algorithm_ms", 0.0)),
+            total_ms=float(timings.get("total_ms", 0.0)),
+        )
+        for fn in observers:
+            try:
+                fn(record)
+            except Exception:
+                log.exception("call observer failed")
+
+    # ------------------------------------------------------------------ sessions
+
+    def reset(self, session_id: str) -> None:
+        """Restart a detection run: clear its state and call the algorithm's reset hook."""
+        record = self._sessions.get(session_id)
+        if record is None:
+            return
+        version = self._sessions.clear(session_id) or 0
+        with self._lock:
+            pools = [self._pools.get(PackageKey(*k)) for k in record.packages]
+        for pool in pools:
+            if pool is None or pool.unavailable() is not None:
+                continue
+            worker, _error = pool.acquire(self.config.queue_timeout_ms / 1000, record.last_worker)
+            if worker is None:
+                log.warning("reset of session %s: %s", session_id, _error and _error["message"])
+                continue
+            try:
+                answer = worker.call(
+                    "reset",
+                    {"session": {"id": session_id, "context": record.context}, "session_state": {}},
+                    self.config.hook_timeout_ms,
+                )
+                self._track_session(worker, session_id, version, answer)
+                if answer.get("status") != "OK":
+                    log.warning("reset of session %s: %s", session_id, answer.get("message"))
+            finally:
+                pool.release(worker)
+
+    def close_session(self, session_id: str) -> None:
+        """Forget a session's state and log history."""
+        self._sessions.close(session_id)
+
+    def session_logs(self, session_id: str) -> list[dict[str, Any]]:
+        """Return the session's recent worker log records (bounded, oldest first)."""
+        return self._sessions.logs(session_id)
+
+    def _on_log(self, record: dict[str, Any]) -> None:
+        session_id = record.get("session_id")
+        if session_id:
+            self._sessions.add_log(str(session_id), record)
+        level = _LEVELS.get(str(record.get("level", "info")).lower(), logging.INFO)
+        if worker_log.isEnabledFor(level):
+            worker_log.log(
+                level,
+                "[%s %s %s] %s",
+                record.get("package"),
+                record.get("version"),
+                record.get("worker"),
+                record.get("message"),
+                extra={"procvision": record},
+            )
+
+    # ------------------------------------------------------------------ supervision
+
+    def _supervise(self) -> None:
+        interval = min(0.1, self.config.heartbeat_interval_ms / 4000)
+        last_expiry = 0.0
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                pools = list(self._pools.values())
+            for pool in pools:
+                try:
+                    pool.tick(now)
+                except Exception:
+                    log.exception("supervisor tick failed for %s", pool.spec.name)
+            if now - last_expiry > 1.0:
+                last_expiry = now
+                self._sessions.expire()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (restarts, timeouts, crash loops, ...), worker states, shm bytes in use."""
+        with self._lock:
+            pools = list(self._pools.values())
+        out: dict[str, Any] = dict(self._counters.as_dict())
+        out["shm_bytes_in_use"] = sum(p.shm_bytes() for p in pools)
+        out["sessions"] = len(self._sessions)
+        out["packages"] = [p.describe() for p in pools]
+        out["workers"] = [
+            dict(w.info(), package=p.spec.name, version=p.spec.version)
+            for p in pools
+            for w in p.workers()
+        ]
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunnerError("the runner is closed")
+
+    def close(self) -> None:
+        """Shut every worker down, reap them, unlink every slot; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools = list(self._pools.values())
+            self._routes.clear()
+        threads = [threading.Thread(target=p.stop, daemon=True) for p in pools]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._stop.set()
+        self._supervisor.join(timeout=5)
+        with self._lock:
+            self._pools.clear()
+        self._spawner.stop()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self._atexit)
+
+
+def _frame_problem(frame: Any) -> str | None:
+    """Why `frame` is not an H x W x 3 (or H x W, H x W x 1) uint8 ndarray, or None."""
+    if not isinstance(frame, np.ndarray):
+        return f"frame must be a numpy ndarray, not {type(frame).__name__}"
+    if frame.dtype != np.uint8:
+        return f"frame must have dtype uint8, not {frame.dtype}"
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3)):
+        return f"frame must be H x W x 3 or H x W, not shape {frame.shape}"
+    if frame.size == 0:
+        return f"frame is empty (shape {frame.shape})"
+    return None

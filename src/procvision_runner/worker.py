@@ -1,0 +1,617 @@
+"""One supervised adapter process: spawn, handshake, calls with deadlines, heartbeat, kill/reap.
+
+Workers die with the Runner. On Linux each child asks the kernel for SIGKILL when its parent
+thread exits (prctl PR_SET_PDEATHSIG, set between fork and exec); because the kernel ties that
+signal to the *thread* that forked, every worker is spawned from one long-lived `Spawner` thread
+that lives exactly as long as the Runner. The adapter also exits on stdin EOF. On Windows the
+equivalent is a job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; it is not implemented here,
+so on Windows only the stdin-EOF path applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from procvision_algorithm_sdk import protocol
+from procvision_algorithm_sdk.errors import MODEL_NOT_FOUND, PROTOCOL_ERROR, TIMEOUT
+
+from .config import RunnerConfig
+
+log = logging.getLogger("procvision.runner")
+
+ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "TZ")
+ENV_PREFIX_ALLOWLIST = ("LC_",)
+MAX_LOG_LINE = 64 * 1024
+_READ_BLOCK = 64 * 1024
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        _prctl = None
+
+
+def worker_env(root: Path, config: RunnerConfig) -> dict[str, str]:
+    """Return the filtered environment of a worker: an allowlist plus the PROC_* we set."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)
+    }
+    env.update(config.extra_env)
+    env["PROC_ALGO_ROOT"] = str(root)
+    env["PROC_LOG_LEVEL"] = config.log_level
+    return env
+
+
+def _child_setup_for(parent_pid: int) -> Callable[[], None]:
+    def _child_setup() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(70)
+
+    return _child_setup
+
+
+class Spawner:
+    """A long-lived thread that starts every worker (PR_SET_PDEATHSIG is per forking thread)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[
+            tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]] | None
+        ]
+        self._requests = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="procvision-spawner", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            make, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(make())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def spawn(self, argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float) -> Any:
+        """Start a process with piped stdio on the spawner thread; return its Popen."""
+
+        def make() -> subprocess.Popen[bytes]:
+            kwargs: dict[str, Any] = {}
+            if os.name == "nt":  # pragma: no cover - Windows
+                kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+            else:
+                kwargs["preexec_fn"] = _child_setup_for(os.getpid())
+                kwargs["start_new_session"] = True  # a Ctrl-C at the terminal is the Runner's
+            return subprocess.Popen(
+                argv,
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                **kwargs,
+            )
+
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((make, future))
+        return future.result(timeout=timeout_s)
+
+    def stop(self) -> None:
+        """End the thread (only after every worker is reaped: its exit kills children)."""
+        self._requests.put(None)
+        self._thread.join(timeout=5)
+
+
+class WorkerStartError(Exception):
+    """A worker failed to start; carries the code and whether retrying can help."""
+
+    def __init__(self, message: str, error_code: str = TIMEOUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    phase: str
+    event: threading.Event = field(default_factory=threading.Event)
+    frame: dict[str, Any] | None = None
+    lost: str | None = None  # set when the worker died or missed its heartbeat
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker runs: the package's python and root, and its identity for logs."""
+
+    name: str
+    version: str
+    root: Path
+    python: str
+
+
+def error_frame(message: str, code: str, **extra: Any) -> dict[str, Any]:
+    """A result-shaped frame for failures the Runner itself detects."""
+    frame = protocol.result(None, "ERROR", message, code, {})
+    frame.update(extra)
+    return frame
+
+
+class Worker:
+    """One adapter process and the threads that read its stdout (frames) and stderr (logs)."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        spec: WorkerSpec,
+        config: RunnerConfig,
+        spawner: Spawner,
+        on_log: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.id = worker_id
+        self.spec = spec
+        self.config = config
+        self._spawner = spawner
+        self._on_log = on_log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.state = "STARTING"  # STARTING, READY, DEAD, STOPPED
+        self.failure: str | None = None  # why it died, when it died unexpectedly
+        self.started_at = time.monotonic()
+        self.calls = 0
+        self.in_call = False
+        self.leased = False  # handed to a caller by the pool (across pre and execute)
+        self.slots: Any = None  # the SlotRing, attached by the pool
+        self.known_sessions: dict[str, int] = {}  # session id -> state version it holds
+        self.retire = False  # the pool replaces it after the current call
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._pending: _Pending | None = None
+        self._hello = threading.Event()
+        self._hello_frame: dict[str, Any] | None = None
+        self._start_error: dict[str, Any] | None = None
+        self._eof = threading.Event()
+        self._stderr_done = threading.Event()
+        self._shutdown_ack = threading.Event()
+        self._tail: deque[str] = deque(maxlen=config.stderr_tail_lines)
+        self._current_session: str | None = None
+        self._current_trace: str | None = None
+        self._last_pong = time.monotonic()
+        self._next_ping = time.monotonic()
+        self._kill_at: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Spawn, wait for hello, send ours, run setup; WorkerStartError on any failure."""
+        cfg = self.config
+        argv = [self.spec.python, "-m", "procvision_algorithm_sdk.adapter"]
+        env = worker_env(self.spec.root, cfg)
+        startup_s = cfg.startup_timeout_ms / 1000
+        try:
+            self.proc = self._spawner.spawn(argv, self.spec.root, env, startup_s)
+        except Exception as exc:
+            self.state = "DEAD"
+            raise WorkerStartError(f"cannot start {argv[0]}: {exc}", MODEL_NOT_FOUND) from exc
+        proc = self.proc
+        assert proc is not None and proc.stdin and proc.stdout and proc.stderr
+        self.pid = proc.pid
+        if os.name != "nt":
+            os.set_blocking(proc.stdin.fileno(), False)
+        for target, name in ((self._read_stdout, "out"), (self._read_stderr, "err")):
+            thread = threading.Thread(target=target, name=f"{self.id}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if not self._hello.wait(startup_s):
+            self.terminate("no hello")
+            raise WorkerStartError(f"worker sent no hello within {cfg.startup_timeout_ms} ms")
+        if self._start_error is not None:
+            err = self._start_error
+            self._wait_exit(2.0)
+            self.terminate("start error")
+            raise WorkerStartError(
+                f"worker failed to start: {err.get('message')}{self._tail_text()}",
+                str(err.get("error_code") or MODEL_NOT_FOUND),
+            )
+        if self._hello_frame is None:
+            raise WorkerStartError("worker exited before hello: " + self.describe_exit())
+        hello = protocol.hello_from_runner(
+            _runner_version(), cfg.heartbeat_interval_ms, cfg.heartbeat_grace_ms
+        )
+        if not self._send(hello, time.monotonic() + startup_s):
+            raise WorkerStartError("worker closed its stdin: " + self.describe_exit())
+        self._last_pong = time.monotonic()
+        self._next_ping = self._last_pong + cfg.heartbeat_interval_ms / 1000
+        self.state = "READY"
+        result = self.call("setup", {}, cfg.setup_timeout_ms)
+        if result.get("status") != "OK":
+            self.terminate("setup failed")
+            raise WorkerStartError(
+                f"setup failed: {result.get('message')}",
+                str(result.get("error_code") or TIMEOUT),
+            )
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, phase: str, fields: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
+        """Run one phase and return its result frame; failures come back as ERROR frames."""
+        request_id = uuid.uuid4().hex
+        session = fields.get("session") or {}
+        context = session.get("context") or {}
+        pending = _Pending(request_id, phase)
+        with self._lock:
+            if self.state != "READY" or self._pending is not None:
+                return error_frame(
+                    f"worker {self.id} is not available ({self.state.lower()})", TIMEOUT
+                )
+            self._pending = pending
+            self.in_call = True
+            self._current_session = session.get("id")
+            trace = context.get("trace_id") if isinstance(context, dict) else None
+            self._current_trace = str(trace) if trace is not None else None
+        try:
+            message = protocol.call(request_id, phase, **fields)
+            deadline = time.monotonic() + timeout_ms / 1000
+            try:
+                sent = self._send(message, deadline)
+            except protocol.FrameTooLarge as exc:
+                return error_frame(f"call frame too large: {exc}", PROTOCOL_ERROR)
+            if not sent:
+                if self._eof.is_set() or self.proc is None or self.proc.poll() is not None:
+                    return self._crashed(phase)
+                self.terminate("stdin blocked")
+                return self._timed_out(phase, timeout_ms)
+            pending.event.wait(max(0.0, deadline - time.monotonic()))
+            if pending.frame is not None:
+                self.calls += 1
+                if pending.frame.get("restart_worker"):
+                    self.retire = True
+                return pending.frame
+            if pending.lost == "heartbeat":
+                return error_frame(
+                    f"{phase} failed: worker heartbeat lost (no pong for more than "
+                    f"{self.config.heartbeat_interval_ms + self.config.heartbeat_grace_ms} ms)",
+                    TIMEOUT,
+                    retryable=True,
+                )
+            if pending.lost is not None:
+                return self._crashed(phase)
+            self.terminate(f"{phase} timed out")
+            return self._timed_out(phase, timeout_ms)
+        finally:
+            with self._lock:
+                self._pending = None
+                self.in_call = False
+                self._current_session = None
+                self._current_trace = None
+
+    def _timed_out(self, phase: str, timeout_ms: int) -> dict[str, Any]:
+        self.failure = self.failure or f"{phase} timed out"
+        return error_frame(f"{phase} timed out after {timeout_ms} ms", TIMEOUT, retryable=True)
+
+    def _crashed(self, phase: str) -> dict[str, Any]:
+        self._stderr_done.wait(1.0)  # let the last lines arrive before quoting them
+        detail = self.describe_exit()
+        self.failure = self.failure or f"crashed ({detail})"
+        self.mark_dead()
+        return error_frame(
+            f"worker crashed during {phase} ({detail}){self._tail_text()}",
+            TIMEOUT,
+            retryable=True,
+        )
+
+    def _send(self, message: dict[str, Any], deadline: float) -> bool:
+        """Write one frame before `deadline`; False when the pipe is gone or stays full."""
+        data = protocol.encode_frame(message)
+        proc = self.proc
+        if proc is None or proc.stdin is None:
+            return False
+        fd = proc.stdin.fileno()
+        with self._write_lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    continue
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, OSError, ValueError):
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([], [fd], [], min(remaining, 0.5))
+        return True
+
+    # ------------------------------------------------------------------ supervision
+
+    def heartbeat(self, now: float) -> bool:
+        """Send a ping when due; return False when the worker missed its grace period."""
+        if self.state != "READY":
+            return True
+        cfg = self.config
+        if now - self._last_pong > (cfg.heartbeat_interval_ms + cfg.heartbeat_grace_ms) / 1000:
+            return False
+        if now >= self._next_ping:
+            self._next_ping = now + cfg.heartbeat_interval_ms / 1000
+            self._send(protocol.ping(uuid.uuid4().hex[:12]), now + 0.05)
+        return True
+
+    def lose(self, reason: str) -> None:
+        """Declare the worker gone (heartbeat lost): wake its caller and terminate it."""
+        self.failure = self.failure or reason
+        with self._lock:
+            pending = self._pending
+            if pending is not None:
+                pending.lost = "heartbeat"
+                pending.event.set()
+        self.terminate(reason)
+
+    def mark_dead(self) -> None:
+        """Take the worker out of service (it will not accept calls)."""
+        with self._lock:
+            if self.state not in ("STOPPED",):
+                self.state = "DEAD"
+
+    def terminate(self, reason: str) -> None:
+        """SIGTERM now, SIGKILL after the grace period (escalated by `tick`)."""
+        self.failure = self.failure or reason
+        self.mark_dead()
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + self.config.kill_grace_ms / 1000
+            with contextlib.suppress(OSError):
+                proc.terminate()
+
+    def tick(self, now: float) -> None:
+        """Escalate a pending termination to SIGKILL once its grace period is over."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if self._kill_at is not None and now >= self._kill_at:
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+    def exited(self) -> bool:
+        """Whether the process has been reaped (or never started)."""
+        return self.proc is None or self.proc.poll() is not None
+
+    def _wait_exit(self, timeout_s: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def describe_exit(self) -> str:
+        """Say how the process ended: exit code or signal name (waits up to 1 s for it)."""
+        code = self._wait_exit(1.0)
+        if code is None:
+            return "closed its pipes but is still running"
+        if code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Ask for teardown and exit; SIGTERM, then SIGKILL, when it does not comply; reap."""
+        proc = self.proc
+        if proc is None:
+            self.state = "STOPPED"
+            return
+        if proc.poll() is None and not self._eof.is_set() and not self.in_call:
+            self._send(protocol.shutdown(uuid.uuid4().hex[:12]), time.monotonic() + 0.5)
+            self._shutdown_ack.wait(timeout_s)
+            self._wait_exit(timeout_s)
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.terminate()
+            if self._wait_exit(self.config.kill_grace_ms / 1000) is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                self._wait_exit(5.0)
+        self.reap()
+        with self._lock:
+            self.state = "STOPPED"
+
+    def reap(self) -> None:
+        """Close our pipe ends and join the reader threads (the process has exited)."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            self._wait_exit(5.0)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    # ------------------------------------------------------------------ readers
+
+    def _read_stdout(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        fd = proc.stdout.fileno()
+        try:
+            while True:
+                try:
+                    message = protocol.read_frame(fd)
+                except protocol.BadFrame as exc:
+                    self._log_runner("warning", f"bad frame from worker: {exc}")
+                    continue
+                if message is None:
+                    break
+                self._dispatch(message)
+        except (protocol.ProtocolError, EOFError, OSError, ValueError) as exc:
+            self._log_runner("error", f"worker protocol stream broken: {exc}")
+        finally:
+            self._eof.set()
+            self._hello.set()
+            self._shutdown_ack.set()
+            with self._lock:
+                pending = self._pending
+                if pending is not None and pending.frame is None:
+                    pending.lost = pending.lost or "eof"
+                    pending.event.set()
+                if self.state == "READY":
+                    self.state = "DEAD"
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "pong":
+            self._last_pong = time.monotonic()
+            return
+        if kind == "hello" and self._hello_frame is None:
+            self._hello_frame = message
+            self._last_pong = time.monotonic()
+            self._hello.set()
+            return
+        if kind in ("result", "error"):
+            self._last_pong = time.monotonic()  # any frame proves liveness
+            with self._lock:
+                pending = self._pending
+                if pending is not None and message.get("request_id") == pending.request_id:
+                    pending.frame = message
+                    pending.event.set()
+                    return
+            if kind == "error" and self._hello_frame is None:
+                self._start_error = message
+                self._hello.set()
+                return
+            self._log_runner("warning", f"unmatched {kind} frame: {message.get('message')}")
+            return
+        if kind == "shutdown":
+            self._shutdown_ack.set()
+            return
+        self._log_runner("warning", f"unknown frame type {kind!r} from worker")
+
+    def _read_stderr(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stderr is not None
+        fd = proc.stderr.fileno()
+        rest = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, _READ_BLOCK)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                if len(rest) > MAX_LOG_LINE:
+                    lines.append(rest[:MAX_LOG_LINE] + b" [line truncated]")
+                    rest = b""
+                for line in lines:
+                    self._emit_line(line)
+            if rest:
+                self._emit_line(rest)
+        finally:
+            self._stderr_done.set()
+
+    def _emit_line(self, raw: bytes) -> None:
+        if len(raw) > MAX_LOG_LINE:
+            raw = raw[:MAX_LOG_LINE] + b" [line truncated]"
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if not text.strip():
+            return
+        self._tail.append(text if len(text) <= 400 else text[:400] + "...")
+        record: dict[str, Any] | None = None
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(text)
+                if isinstance(parsed, dict):
+                    record = parsed
+        if record is None:
+            record = {"level": "info", "message": text, "stream": "text"}
+        record["package"] = self.spec.name
+        record["version"] = self.spec.version
+        record["worker"] = self.id
+        record["worker_pid"] = self.pid
+        record["session_id"] = self._current_session
+        record["trace_id"] = self._current_trace
+        try:
+            self._on_log(record)
+        except Exception:  # a log sink must never stop the reader (the worker would stall)
+            log.exception("worker log sink failed")
+
+    def _log_runner(self, level: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self._on_log(
+                {
+                    "level": level,
+                    "message": message,
+                    "source": "runner",
+                    "package": self.spec.name,
+                    "version": self.spec.version,
+                    "worker": self.id,
+                    "worker_pid": self.pid,
+                    "session_id": self._current_session,
+                    "trace_id": self._current_trace,
+                }
+            )
+
+    def _tail_text(self, lines: int = 8) -> str:
+        tail = list(self._tail)[-lines:]
+        return ("; last stderr: " + " | ".join(tail)) if tail else ""
+
+    def info(self) -> dict[str, Any]:
+        """A snapshot for stats()."""
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "state": self.state,
+            "calls": self.calls,
+            "busy": self.in_call,
+            "failure": self.failure,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+        }
+
+
+def _runner_version() -> str:
+    from procvision_algorithm_sdk._version import __version__
+
+    return __version__

@@ -1,0 +1,90 @@
+"""Runner test algorithm: user_params["mode"] picks a behaviour, including every fault."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from procvision_algorithm_sdk import BaseAlgorithm, FatalError, read_image_from_shared_memory
+
+_MANIFEST = json.loads((Path(__file__).parent / "manifest.json").read_text())
+
+
+class Faulty(BaseAlgorithm):
+    """Echoes its tag and the frame it read; faults on request."""
+
+    def get_info(self) -> dict[str, Any]:
+        return {
+            "name": _MANIFEST["name"],
+            "version": _MANIFEST["version"],
+            "supported_pids": _MANIFEST["supported_pids"],
+            "steps": _MANIFEST["steps"],
+        }
+
+    def pre_execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
+        image = read_image_from_shared_memory(shared_mem_id, image_meta)
+        session.set(f"pre_{step_index}", int(image[0, 0, 0]))
+        return {"status": "OK", "message": "ready", "data": {}}
+
+    def execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
+        mode = user_params.get("mode", "ok")
+        image = read_image_from_shared_memory(shared_mem_id, image_meta)
+        data: dict[str, Any] = {
+            "result_status": "OK",
+            "tag": user_params.get("tag"),
+            "pixel": int(image[0, 0, 0]),
+            "shape": list(image.shape),
+            "worker_pid": os.getpid(),
+            "user_params": user_params,
+        }
+        if mode == "sleep":
+            time.sleep(60)
+        elif mode == "busy":
+            while True:
+                pass
+        elif mode == "segfault":
+            ctypes.string_at(0)
+        elif mode == "exit":
+            os._exit(7)
+        elif mode == "fatal":
+            raise FatalError("the device is gone")
+        elif mode == "spam":
+            block = "x" * 1023 + "\n"
+            for _ in range(10 * 1024):  # 10 MB to stdout and 10 MB to stderr
+                sys.stdout.write(block)
+                sys.stderr.write(block)
+            sys.stdout.flush()
+        elif mode == "defects":
+            rect = {"x": 0, "y": 0, "width": 1, "height": 1}
+            data.update(
+                result_status="NG", ng_reason="many", defect_rects=[rect] * user_params["count"]
+            )
+        elif mode == "bad":
+            data["result_status"] = "MAYBE"
+        elif mode == "remember":
+            session.set("remembered", user_params.get("tag"))
+        elif mode == "recall":
+            data["recalled"] = session.get("remembered")
+            data["pre"] = session.get(f"pre_{step_index}")
+        elif mode == "log":
+            self.logger.info("hello from execute", tag=user_params.get("tag"))
+        return {"status": "OK", "data": data}
+
+
+class SetupExit(Faulty):
+    """Dies inside setup."""
+
+    def setup(self) -> None:
+        os._exit(5)
+
+
+class SetupRaise(Faulty):
+    """Raises inside setup."""
+
+    def setup(self) -> None:
+        raise RuntimeError("model file is corrupt")
