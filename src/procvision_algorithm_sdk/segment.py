@@ -395,6 +395,19 @@ def sweep_stale_segments() -> list[str]:
     return removed
 
 
+def payload_array(buf: Any, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+    """An array over the payload of `buf`.
+
+    Built with np.frombuffer, which holds a buffer export: the mapping then cannot be closed
+    under the array (np.ndarray(buffer=...) holds none, and a closed mapping would segfault).
+    """
+    dt = np.dtype(dtype)
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return np.frombuffer(buf, dtype=dt, count=count, offset=HEADER_SIZE).reshape(shape)
+
+
 def prefault(buf: Any) -> None:
     """Touch every page of a fresh segment so the first frame does not pay the page faults."""
     pages = np.frombuffer(buf, dtype=np.uint8)

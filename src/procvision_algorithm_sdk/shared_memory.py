@@ -370,9 +370,7 @@ def write_image_array_to_shared_memory(
     with _owned_lock:
         shm = _owned_segment(name, seg.HEADER_SIZE + array.nbytes)
         seg.set_sequence(shm.buf, 0)
-        target = np.ndarray(
-            (height, width, channels), dtype=array.dtype, buffer=shm.buf, offset=seg.HEADER_SIZE
-        )
+        target = seg.payload_array(shm.buf, (height, width, channels), array.dtype)
         np.copyto(target, array.reshape(height, width, channels))
         del target
         seq = next(_seq)

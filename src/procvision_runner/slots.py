@@ -131,9 +131,7 @@ class Slot:
         seg.dtype_code(array.dtype)
         shm = self._ensure(array.nbytes)
         seg.set_sequence(shm.buf, 0)
-        target = np.ndarray(
-            (height, width, channels), dtype=array.dtype, buffer=shm.buf, offset=seg.HEADER_SIZE
-        )
+        target = seg.payload_array(shm.buf, (height, width, channels), array.dtype)
         np.copyto(target, array.reshape(height, width, channels))
         del target
         return self._publish(shm, (height, width, channels), array.dtype, color_space, meta)
@@ -169,9 +167,7 @@ class Slot:
         shm = self._ensure(height * width * channels * dt.itemsize)
         seg.set_sequence(shm.buf, 0)
         self._pending = ((height, width, channels), dt)
-        view = np.ndarray(
-            (height, width, channels), dtype=dt, buffer=shm.buf, offset=seg.HEADER_SIZE
-        )
+        view = seg.payload_array(shm.buf, (height, width, channels), dt)
         return view if len(shape) == 3 else view[:, :, 0]
 
     def commit(self, color_space: str = "RGB", **meta: Any) -> dict[str, Any]:
