@@ -5,6 +5,7 @@ Every read has a deadline; `close()` always reaps the process.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -113,7 +114,9 @@ class AdapterProcess:
         assert frame.get("request_id") == request_id, frame
         return frame
 
-    def step(self, phase: str, step_index: int = 1, session_id: str = "s1", **fields: Any) -> dict[str, Any]:
+    def step(
+        self, phase: str, step_index: int = 1, session_id: str = "s1", **fields: Any
+    ) -> dict[str, Any]:
         """A pre/execute call with a session and pid filled in."""
         fields.setdefault("pid", "P1")
         fields.setdefault("session", {"id": session_id, "context": {"product_code": "PC"}})
@@ -154,10 +157,8 @@ class AdapterProcess:
         self.proc.wait(timeout=READ_DEADLINE_S)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         self._stderr.close()
 
     def __enter__(self) -> AdapterProcess:
