@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import sys
 import sysconfig
 from typing import Any
@@ -41,3 +42,37 @@ def current_target() -> dict[str, Any]:
         "abi": f"{impl}{major}{minor}",
         "wheels_platform": current_platform_tag(),
     }
+
+
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+def expand_platforms(tag: str) -> list[str]:
+    """Return `tag` and every older manylinux/musllinux tag a machine of that level accepts.
+
+    pip's `--platform` and a wheel's tags match exactly; a manylinux_2_36 machine also runs
+    manylinux_2_17 (manylinux2014) wheels, so a target names the whole ladder.
+    """
+    legacy = re.fullmatch(r"(manylinux1|manylinux2010|manylinux2014)_(.+)", tag)
+    if legacy:
+        major, minor = _LEGACY_MANYLINUX[legacy.group(1)]
+        arch = legacy.group(2)
+    else:
+        match = re.fullmatch(r"(manylinux|musllinux)_(\d+)_(\d+)_(.+)", tag)
+        if not match:
+            return [tag]
+        if match.group(1) == "musllinux":
+            arch = match.group(4)
+            top = int(match.group(3))
+            return [f"musllinux_{match.group(2)}_{m}_{arch}" for m in range(top, -1, -1)]
+        major, minor, arch = int(match.group(2)), int(match.group(3)), match.group(4)
+    if major != 2:
+        return [tag]
+    lowest = 5 if arch in ("x86_64", "i686") else 17
+    out: list[str] = []
+    for m in range(minor, lowest - 1, -1):
+        out.append(f"manylinux_2_{m}_{arch}")
+        for name, (_, legacy_minor) in _LEGACY_MANYLINUX.items():
+            if legacy_minor == m:
+                out.append(f"{name}_{arch}")
+    return out or [tag]

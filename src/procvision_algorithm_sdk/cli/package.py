@@ -24,7 +24,7 @@ from ..contract import check_manifest
 from ..errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
 from ._common import CliError, load_manifest, print_json, progress
 from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
-from ._target import current_target
+from ._target import current_target, expand_platforms
 
 CHECKSUMS = "checksums.sha256"
 SIGNATURE = "SIGNATURE"
@@ -239,8 +239,7 @@ def download_wheels(
         "--only-binary=:all:",
         "--dest",
         str(dest),
-        "--platform",
-        str(target["wheels_platform"]),
+        *(f"--platform={tag}" for tag in expand_platforms(str(target["wheels_platform"]))),
         "--python-version",
         str(target["python_version"]),
         "--implementation",

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..contract import check_manifest, find_step, validate_user_params
-from ..errors import INVALID_PARAMS, INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+from ..contract import check_manifest
+from ..errors import INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
 from ._common import CliError, error_result, load_image, load_manifest, parse_params, print_json
 from ._loader import describe_exception
 
@@ -37,10 +35,8 @@ def open_runner(project: Path, **config: Any) -> Iterator[tuple[Any, dict[str, A
         yield runner, runner.package_info(key)
 
 
-def prepare(
-    project: Path, pid: str, params: dict[str, Any], steps: list[int], image: np.ndarray
-) -> dict[str, Any]:
-    """Check the inputs before starting a worker; return the manifest (CliError otherwise)."""
+def prepare(project: Path, pid: str) -> dict[str, Any]:
+    """Check project and pid before starting a worker (the Runner checks user_params: 1006)."""
     if not project.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {project}")
     manifest = load_manifest(project)
@@ -51,18 +47,6 @@ def prepare(
     pids = manifest["supported_pids"]
     if pid not in pids:
         raise CliError(INVALID_PID, f"pid {pid!r} is not supported; supported pids: {pids}")
-    height, width = image.shape[:2]
-    for index in steps:
-        step = find_step(manifest, index)
-        if manifest.get("steps") and step is None:
-            known = [s.get("index") for s in manifest["steps"] if isinstance(s, dict)]
-            raise CliError(INVALID_PARAMS, f"step {index} does not exist; steps: {known}")
-        _, param_problems = validate_user_params(
-            (step or {}).get("params") or [], params, width, height
-        )
-        if param_problems:
-            first = param_problems[0]
-            raise CliError(first.code, f"step {index}: {first.where}: {first.message}")
     return manifest
 
 
@@ -85,14 +69,14 @@ def run_steps(
     all_steps: bool = False,
     session_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the steps through a real adapter worker; return one entry per step (CliError on input)."""
+    """Run steps through a real adapter worker; one entry per step (CliError on bad input)."""
     root = Path(project)
     image = load_image(image_path)
     params = dict(params or {})
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
     steps = step_list(load_manifest(root), step, all_steps)
-    prepare(root, pid, params, steps, image)
+    prepare(root, pid)
     session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
     outcomes: list[dict[str, Any]] = []
     with open_runner(root) as (runner, _info):
@@ -200,11 +184,13 @@ def _command(args: argparse.Namespace) -> int:
             all_steps=args.all_steps,
             session_id=args.session,
         )
-    except CliError as exc:
+    except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
+        code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
+        message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
         if args.json:
-            print_json({"status": "ERROR", "error_code": exc.code, "message": exc.message})
+            print_json({"status": "ERROR", "error_code": code, "message": message})
         else:
-            print(f"error ({exc.code}): {exc.message}")
+            print(f"error ({code}): {message}")
         return 1
     if args.save_overlay:
         from .overlay import save_overlay
