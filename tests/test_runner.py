@@ -1,0 +1,534 @@
+"""Runner tests: real adapter processes, real shared memory, real faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from procvision_algorithm_sdk.segment import SEGMENT_PREFIX
+from procvision_runner import Runner, RunnerConfig, RunnerError
+
+ALGOS = Path(__file__).parent / "runner_algos"
+FAULTY = ALGOS / "faulty"
+FRAME = np.full((24, 32, 3), 7, dtype=np.uint8)
+
+
+def _config(**overrides: Any) -> RunnerConfig:
+    values: dict[str, Any] = {
+        "execute_timeout_ms": 1500,
+        "pre_execute_timeout_ms": 1500,
+        "startup_timeout_ms": 20000,
+        "setup_timeout_ms": 20000,
+        "queue_timeout_ms": 20000,
+        "kill_grace_ms": 500,
+        "heartbeat_interval_ms": 500,
+        "heartbeat_grace_ms": 1000,
+        "restart_backoff_initial_ms": 20,
+        "restart_backoff_max_ms": 200,
+        "warmup_calls": 0,
+        "warmup_shape": (16, 16, 3),
+    }
+    values.update(overrides)
+    return RunnerConfig(**values)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live (non-zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _our_segments(pid: int | None = None) -> set[str]:
+    prefix = f"{SEGMENT_PREFIX}{os.getpid() if pid is None else pid}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+
+
+def _wait_for(predicate: Any, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class Tracked:
+    """A Runner plus every worker pid it ever reported, checked clean after close()."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.pids: set[int] = set()
+
+    def worker_pids(self) -> list[int]:
+        pids = [w["pid"] for w in self.runner.stats()["workers"] if w["pid"]]
+        self.pids.update(pids)
+        return pids
+
+    def ready_pids(self) -> list[int]:
+        pids = [
+            w["pid"] for w in self.runner.stats()["workers"] if w["state"] == "READY" and w["pid"]
+        ]
+        self.pids.update(pids)
+        return pids
+
+    def calls(self) -> int:
+        return sum(w["calls"] for w in self.runner.stats()["workers"])
+
+
+@pytest.fixture
+def make_runner() -> Iterator[Any]:
+    made: list[Tracked] = []
+    before = _our_segments()
+
+    def make(**overrides: Any) -> Tracked:
+        tracked = Tracked(Runner(_config(**overrides)))
+        made.append(tracked)
+        return tracked
+
+    yield make
+    for tracked in made:
+        tracked.worker_pids()
+        tracked.runner.close()
+        stray = [p for p in tracked.pids if _alive(p)]
+        assert not stray, f"worker processes left after close(): {stray}"
+    assert _our_segments() - before == set(), "shared-memory segments left after close()"
+
+
+def _package(tmp_path: Path, name: str, entry: str, pids: list[str] | None = None) -> Path:
+    """A copy of the faulty package under another name/entry point."""
+    root = tmp_path / name
+    shutil.copytree(FAULTY, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.update(name=name, entry_point=entry)
+    if pids is not None:
+        manifest["supported_pids"] = pids
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _ok(result: dict[str, Any] | None) -> dict[str, Any]:
+    assert result is not None
+    assert result["status"] == "OK", result
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "words"),
+    [
+        ("sleep", "1005", "execute timed out after 1500 ms"),
+        ("busy", "1005", "execute timed out after 1500 ms"),
+        ("segfault", "1005", "SIGSEGV"),
+        ("exit", "1005", "exit code 7"),
+        ("fatal", "1009", "the device is gone"),
+    ],
+)
+def test_fault_gives_coded_result_then_next_call_succeeds(
+    make_runner: Any, mode: str, code: str, words: str
+) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    first_pid = tracked.worker_pids()[0]
+    out = runner.run_step("f1", 1, FRAME, user_params={"mode": mode})
+    _ok(out["pre_execute"])
+    result = out["execute"]
+    assert result["status"] == "ERROR"
+    assert result["error_code"] == code
+    assert words in result["message"]
+    if code == "1005":
+        assert result["retryable"] is True
+    after = runner.run_step("f1", 1, FRAME, user_params={"tag": "next"})
+    assert _ok(after["execute"])["data"]["tag"] == "next"
+    assert after["execute"]["data"]["worker_pid"] != first_pid  # a replacement answered
+    assert _wait_for(lambda: not _alive(first_pid))
+    stats = runner.stats()
+    assert stats["restarts"] >= 1
+    tracked.worker_pids()
+
+
+def test_worker_sigkilled_mid_call(make_runner: Any) -> None:
+    tracked = make_runner(execute_timeout_ms=30000)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    victim = tracked.worker_pids()[0]
+
+    def kill_when_busy() -> None:
+        if _wait_for(lambda: any(w["busy"] for w in runner.stats()["workers"])):
+            time.sleep(0.1)
+            os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    result = runner.run_step("f1", 1, FRAME, user_params={"mode": "sleep"})["execute"]
+    killer.join()
+    assert result["error_code"] == "1005"
+    assert "SIGKILL" in result["message"]
+    _ok(runner.run_step("f1", 1, FRAME)["execute"])
+    assert runner.stats()["crashes"] >= 1
+
+
+def test_ten_megabytes_of_output_never_stalls(make_runner: Any) -> None:
+    tracked = make_runner(execute_timeout_ms=60000)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    result = runner.run_step("f1", 1, FRAME, user_params={"mode": "spam"}, session_id="spam")
+    _ok(result["execute"])
+    logs = runner.session_logs("spam")
+    assert 0 < len(logs) <= runner.config.session_log_lines
+    _ok(runner.run_step("f1", 1, FRAME, user_params={"tag": "after"})["execute"])
+
+
+def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
+    tracked = make_runner(crash_loop_failures=3)
+    runner = tracked.runner
+    key = runner.load(FAULTY)
+    for _ in range(3):
+        out = runner.run_step("f1", 1, FRAME, user_params={"mode": "segfault"})
+        tracked.worker_pids()
+        assert out["pre_execute"]["status"] == "ERROR" or out["execute"]["error_code"] == "1005"
+    assert _wait_for(lambda: runner.packages()[0]["state"] == "FAILED")
+    started = time.monotonic()
+    result = runner.run_step("f1", 1, FRAME)["pre_execute"]
+    assert result["status"] == "ERROR"
+    assert "FAILED" in result["message"] and "crash loop" in result["message"]
+    assert result["retryable"] is False
+    assert time.monotonic() - started < runner.config.queue_timeout_ms / 1000  # not queued
+    assert runner.stats()["crash_loops"] == 1
+    assert runner.package_info(key)["name"] == "faulty"
+
+
+@pytest.mark.parametrize(
+    ("entry", "code", "words"),
+    [
+        ("faulty_algo:SetupExit", "1005", "exit code 5"),
+        ("faulty_algo:SetupRaise", "1009", "model file is corrupt"),
+        ("faulty_algo:DoesNotExist", "1003", "DoesNotExist"),
+        ("no_such_module:Algo", "1003", "no_such_module"),
+    ],
+)
+def test_start_failures_mark_package_failed(
+    make_runner: Any, tmp_path: Path, entry: str, code: str, words: str
+) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    root = _package(tmp_path, "broken", entry)
+    key = runner.load(root)
+    package = runner.packages()[0]
+    assert package["state"] == "FAILED"
+    assert package["error"]["error_code"] == code
+    assert words in package["error"]["message"]
+    result = runner.run_step("f1", 1, FRAME)["pre_execute"]
+    assert result["status"] == "ERROR" and result["error_code"] == code
+    assert "FAILED" in result["message"] and words in result["message"]
+    assert runner.routes()["f1"] == key
+    assert runner.stats()["restarts"] == 0  # no restart storm
+
+
+# ---------------------------------------------------------------------------------------------
+# pools, routing, params, results
+
+
+def test_many_threads_each_get_their_own_result(make_runner: Any) -> None:
+    tracked = make_runner(queue_size=16)
+    runner = tracked.runner
+    runner.load(FAULTY, workers=2)
+    answers: dict[str, list[dict[str, Any]]] = {}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        for i in range(50):
+            tag = f"t{n}-{i}"
+            frame = np.full((8, 8, 3), (n * 50 + i) % 256, dtype=np.uint8)
+            out = runner.run_step("f1", 1, frame, user_params={"tag": tag})
+            with lock:
+                answers.setdefault(tag, []).append(out)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 400
+    pids = set()
+    for tag, outs in answers.items():
+        assert len(outs) == 1
+        data = _ok(outs[0]["execute"])["data"]
+        n, i = (int(x) for x in tag[1:].split("-"))
+        assert data["tag"] == tag
+        assert data["pixel"] == (n * 50 + i) % 256
+        pids.add(data["worker_pid"])
+    assert len(pids) == 2
+    assert runner.stats()["shm_bytes_in_use"] == 0
+
+
+def test_full_queue_answers_busy_at_once(make_runner: Any) -> None:
+    tracked = make_runner(queue_size=0)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    slow: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: slow.update(runner.run_step("f1", 1, FRAME, user_params={"mode": "sleep"}))
+    )
+    thread.start()
+    assert _wait_for(lambda: any(w["busy"] for w in runner.stats()["workers"]))
+    busy = runner.run_step("f1", 1, FRAME)["pre_execute"]
+    thread.join()
+    tracked.worker_pids()
+    assert busy["error_code"] == "1005" and busy["retryable"] is True
+    assert busy["data"]["busy"] is True and "busy" in busy["message"]
+    assert slow["execute"]["error_code"] == "1005"
+    assert runner.stats()["busy_rejections"] == 1
+
+
+def test_routing_and_unknown_pid(make_runner: Any, tmp_path: Path) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    key = runner.load(FAULTY)
+    calls = tracked.calls()
+    result = runner.run_step("nope", 1, FRAME)
+    assert result["execute"] is None
+    assert result["pre_execute"]["error_code"] == "1001"
+    assert tracked.calls() == calls  # no worker touched
+    other = _package(tmp_path, "other", "faulty_algo:Faulty")
+    with pytest.raises(RunnerError) as conflict:
+        runner.load(other)
+    assert conflict.value.error_code == "2006"
+    key2 = runner.load(other, activate=False)
+    runner.route(["f2"], key2)
+    assert runner.routes() == {"f1": key, "f2": key2}
+    assert runner.run_step("f2", 1, FRAME)["execute"]["package"]["name"] == "other"
+    with pytest.raises(RunnerError):
+        runner.route(["zzz"], key2)
+    runner.route(["f1"], None)
+    assert runner.execute("f1", 1, FRAME)["error_code"] == "1001"
+    tracked.worker_pids()
+    runner.unload(key2)
+    assert runner.run_step("f2", 1, FRAME)["pre_execute"]["error_code"] == "1001"
+    assert [p["name"] for p in runner.packages()] == ["faulty"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"user_params": {"mode": "nope"}}, "1006"),
+        ({"user_params": {"threshold": 2.0}}, "1006"),
+        ({"user_params": {"count": "3"}}, "1006"),
+        ({"user_params": ["x"]}, "1006"),
+        ({"frame": [[1, 2], [3, 4]]}, "1002"),
+        ({"frame": np.zeros((4, 4, 3), dtype=np.float32)}, "1002"),
+        ({"frame": np.zeros((4, 4, 4), dtype=np.uint8)}, "1002"),
+        ({"frame": np.zeros((0, 4, 3), dtype=np.uint8)}, "1002"),
+        ({"step": 9}, "1006"),
+        ({"step": "1"}, "1006"),
+        ({"color_space": "HSV"}, "1006"),
+        ({"session_id": 5}, "1006"),
+    ],
+)
+def test_bad_input_is_a_coded_result_before_any_worker_call(
+    make_runner: Any, kwargs: dict[str, Any], code: str
+) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    calls = tracked.calls()
+    frame = kwargs.pop("frame", FRAME)
+    step = kwargs.pop("step", 1)
+    out = runner.run_step("f1", step, frame, **kwargs)
+    assert out["execute"] is None
+    assert out["pre_execute"]["status"] == "ERROR"
+    assert out["pre_execute"]["error_code"] == code
+    assert tracked.calls() == calls
+
+
+def test_defaults_applied_and_gray_frames(make_runner: Any) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    gray = np.full((10, 12), 42, dtype=np.uint8)
+    data = _ok(runner.execute("f1", 1, gray, user_params={"tag": "g"}))["data"]
+    assert data["user_params"] == {"tag": "g", "mode": "ok", "count": 0, "threshold": 0.5}
+    assert data["pixel"] == 42 and data["shape"] == [10, 12, 3]
+
+
+def test_results_checked_and_defects_cut(make_runner: Any) -> None:
+    tracked = make_runner(max_defects=5)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    cut = _ok(runner.execute("f1", 1, FRAME, user_params={"mode": "defects", "count": 8}))
+    assert len(cut["data"]["defect_rects"]) == 5
+    assert cut["warnings"] and "cut from 8 to" in cut["warnings"][0]
+    bad = runner.execute("f1", 1, FRAME, user_params={"mode": "bad"})
+    assert bad["status"] == "ERROR" and bad["error_code"] == "1008"
+    assert "result_status" in bad["message"]
+    assert bad["original"]["data"]["result_status"] == "MAYBE"
+
+
+# ---------------------------------------------------------------------------------------------
+# sessions and logs
+
+
+def test_session_survives_worker_restart(make_runner: Any) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    first = runner.run_step(
+        "f1", 1, FRAME, user_params={"mode": "remember", "tag": "board-A"}, session_id="s1"
+    )
+    old_pid = _ok(first["execute"])["data"]["worker_pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    assert _wait_for(lambda: old_pid not in tracked.ready_pids() and tracked.ready_pids())
+    second = runner.run_step("f1", 2, FRAME, session_id="s1")
+    data = _ok(second["execute"])["data"]
+    assert data["worker_pid"] != old_pid
+    assert data["recalled"] == "board-A"
+    assert data["pre"] == 7  # pre of step 2 ran on the same worker, same session
+    runner.reset("s1")
+    third = runner.run_step("f1", 2, FRAME, session_id="s1")
+    assert _ok(third["execute"])["data"]["recalled"] is None
+    runner.close_session("s1")
+    assert runner.stats()["sessions"] == 0
+
+
+def test_sessions_expire_after_idle_ttl(make_runner: Any) -> None:
+    tracked = make_runner(session_ttl_s=0.2)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    runner.run_step("f1", 1, FRAME, user_params={"mode": "remember", "tag": "x"}, session_id="t")
+    assert _wait_for(lambda: runner.stats()["sessions"] == 0, 10)
+    again = runner.run_step("f1", 2, FRAME, session_id="t")
+    assert _ok(again["execute"])["data"]["recalled"] is None
+
+
+def test_logs_annotated_per_session_and_forwarded(
+    make_runner: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    caplog.set_level(logging.INFO, logger="procvision.worker")
+    runner.run_step(
+        "f1",
+        1,
+        FRAME,
+        user_params={"mode": "log", "tag": "L"},
+        session_id="logged",
+        session_context={"trace_id": "tr-9"},
+    )
+    records = [r for r in runner.session_logs("logged") if r.get("message") == "hello from execute"]
+    assert records, runner.session_logs("logged")
+    record = records[0]
+    assert record["tag"] == "L"
+    assert record["package"] == "faulty" and record["version"] == "1.0.0"
+    assert record["session_id"] == "logged" and record["trace_id"] == "tr-9"
+    assert record["worker"] and record["worker_pid"] in tracked.worker_pids()
+    assert _wait_for(lambda: any("hello from execute" in r.getMessage() for r in caplog.records), 5)
+
+
+def test_warmup_runs_before_first_call_and_observers(make_runner: Any) -> None:
+    tracked = make_runner(warmup_calls=2)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    # setup + info + 2 steps x 2 runs x (pre + execute)
+    assert tracked.calls() == 2 + 2 * 2 * 2
+    assert runner.stats()["sessions"] == 0  # warm-up sessions are not kept
+    seen: list[Any] = []
+    runner.add_call_observer(seen.append)
+    runner.run_step("f1", 1, FRAME)
+    assert [(r.phase, r.status, r.name) for r in seen] == [
+        ("pre", "OK", "faulty"),
+        ("execute", "OK", "faulty"),
+    ]
+    assert seen[0].total_ms >= seen[0].algorithm_ms
+
+
+def test_worker_environment_is_filtered(make_runner: Any, monkeypatch: Any) -> None:
+    from procvision_runner.worker import worker_env
+
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    config = _config(extra_env={"CUDA_VISIBLE_DEVICES": "0"})
+    env = worker_env(FAULTY, config)
+    assert "SECRET_TOKEN" not in env
+    assert env["LC_ALL"] == "C.UTF-8"
+    assert env["PROC_ALGO_ROOT"] == str(FAULTY) and env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert all(
+        k
+        in (
+            "PATH",
+            "HOME",
+            "LANG",
+            "TMPDIR",
+            "TEMP",
+            "TMP",
+            "SYSTEMROOT",
+            "TZ",
+            "CUDA_VISIBLE_DEVICES",
+        )
+        or k.startswith(("LC_", "PROC_"))
+        for k in env
+    )
+    tracked = make_runner()
+    tracked.runner.load(FAULTY)
+    pid = tracked.worker_pids()[0]
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        assert b"SECRET_TOKEN" not in handle.read()
+
+
+_KILLED_RUNNER = """
+import json, sys, time
+import numpy as np
+from procvision_runner import Runner, RunnerConfig
+runner = Runner(RunnerConfig(warmup_calls=0, heartbeat_interval_ms=500))
+runner.load(sys.argv[1], workers=2)
+runner.run_step("f1", 1, np.zeros((8, 8, 3), np.uint8))
+stats = runner.stats()
+names = [n for p in runner._pools.values() for w in p.workers() for n in w.slots.names]
+print(json.dumps({"pids": [w["pid"] for w in stats["workers"]], "segments": names}), flush=True)
+time.sleep(120)
+"""
+
+
+def test_sigkilled_runner_leaves_no_worker_and_next_runner_sweeps(tmp_path: Path) -> None:
+    script = tmp_path / "victim.py"
+    script.write_text(_KILLED_RUNNER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(FAULTY)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        report = json.loads(line)
+        assert len(report["pids"]) == 2 and report["segments"]
+        assert all(_alive(p) for p in report["pids"])
+        proc.kill()
+        proc.wait(timeout=10)
+        assert _wait_for(lambda: not any(_alive(p) for p in report["pids"]))
+        present = set(os.listdir("/dev/shm"))
+        assert set(report["segments"]) <= present  # SIGKILL left them behind
+        with Runner(_config()):
+            pass
+        assert not set(report["segments"]) & set(os.listdir("/dev/shm"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
