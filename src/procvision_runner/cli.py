@@ -262,7 +262,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True, default=str))
     else:
-        pkg = result.get("package") or {}
+        first = result.get("pre_execute") or {}
+        pkg = result.get("package") or first.get("package") or {}
         print(
             f"{Path(args.image).name} pid={args.pid} step={args.step} "
             f"package={pkg.get('name')} {pkg.get('version')}"
@@ -277,6 +278,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _args_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, help="TCP port (default 8765)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP service (procvision_runner.service) until SIGINT/SIGTERM."""
+    from .service import serve_from_args
+
+    return serve_from_args(args)
+
+
 COMMANDS: list[Command] = [
     Command("install", "install an offline package zip", _args_install, cmd_install),
     Command("activate", "bind pids to an installed version", _args_bind, cmd_activate),
@@ -286,7 +299,7 @@ COMMANDS: list[Command] = [
     Command("uninstall", "remove an installed version", _args_uninstall, cmd_uninstall),
     Command("list", "installed versions and bindings", _args_list, cmd_list),
     Command("inspect", "run one step on an image file", _args_inspect, cmd_inspect),
-    # the HTTP service adds: Command("serve", ..., _args_serve, cmd_serve)
+    Command("serve", "run the HTTP service (management, inspection)", _args_serve, cmd_serve),
 ]
 
 

@@ -2,13 +2,13 @@
 
 One `ServiceMetrics` per app owns its own `CollectorRegistry` (never the global one), so several
 apps in one process (tests) never clash. Call counters and latency histograms are fed by the
-Runner's call observer; worker and package gauges are read from `Runner.stats()` and
-`Runner.packages()` at scrape time.
+Runner's call observer; worker and package gauges are read from `Runner.stats()` at scrape
+time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -61,16 +61,15 @@ class _RunnerCollector(Collector):
         self._runner = runner
 
     def collect(self) -> Iterator[Metric]:
-        """Yield gauges and counters built from `Runner.stats()` and `Runner.packages()`."""
+        """Yield gauges and counters built from `Runner.stats()`."""
         try:
             stats = self._runner.stats() or {}
         except Exception:  # a closing Runner must not break the scrape
             stats = {}
-        try:
-            packages = list(self._runner.packages())
-        except Exception:
+        packages = stats.get("packages")
+        if not isinstance(packages, list):
             packages = []
-        yield from _stats_metrics(stats, packages)
+        yield from _stats_metrics(stats, [p for p in packages if isinstance(p, Mapping)])
 
 
 def _number(value: object) -> float:
@@ -80,72 +79,58 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def _per_package(stats: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    """The per-package entries of a stats dict (a list or a mapping keyed by "name@version")."""
-    entries = stats.get("packages")
-    if isinstance(entries, Mapping):
-        return [e for e in entries.values() if isinstance(e, Mapping)]
-    if isinstance(entries, list):
-        return [e for e in entries if isinstance(e, Mapping)]
-    return []
+# Runner-wide event counters of Runner.stats(): (stat key, metric name, help).
+_EVENT_COUNTERS = (
+    ("restarts", "procvision_worker_restarts", "Workers restarted after a crash or a kill"),
+    ("timeouts", "procvision_call_timeouts", "Calls that passed their deadline"),
+    ("crashes", "procvision_worker_crashes", "Workers that died unexpectedly"),
+    ("heartbeat_losses", "procvision_heartbeat_losses", "Workers that stopped answering pings"),
+    ("crash_loops", "procvision_crash_loops", "Packages marked FAILED by the crash-loop breaker"),
+    ("busy_rejections", "procvision_busy_rejections", "Calls refused because a queue was full"),
+)
 
 
-def _stats_metrics(stats: Mapping[str, Any], packages: list[dict[str, Any]]) -> Iterator[Metric]:
-    restarts = CounterMetricFamily(
-        "procvision_worker_restarts", "Worker restarts", labels=["name", "version"]
-    )
-    timeouts = CounterMetricFamily(
-        "procvision_call_timeouts", "Calls that passed their deadline", labels=["name", "version"]
-    )
-    crash_loops = CounterMetricFamily(
-        "procvision_crash_loops", "Crash-loop breaker trips", labels=["name", "version"]
-    )
+def _stats_metrics(stats: Mapping[str, Any], packages: list[Mapping[str, Any]]) -> Iterator[Metric]:
+    for key, name, doc in _EVENT_COUNTERS:
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], _number(stats.get(key)))
+        yield counter
+
     workers = GaugeMetricFamily(
-        "procvision_workers", "Workers by state", labels=["name", "version", "state"]
+        "procvision_workers",
+        "Workers by package version and state",
+        labels=["name", "version", "state"],
     )
-    per_package = list(_per_package(stats))
-    for entry in per_package:
-        name, version = _label(entry.get("name")), _label(entry.get("version"))
-        restarts.add_metric([name, version], _number(entry.get("restarts")))
-        timeouts.add_metric([name, version], _number(entry.get("timeouts")))
-        crash_loops.add_metric([name, version], _number(entry.get("crash_loops")))
-        states = entry.get("workers")
-        if isinstance(states, Mapping):
-            for state, count in states.items():
-                workers.add_metric([name, version, _label(state)], _number(count))
-        elif isinstance(states, list):
-            counts: dict[str, int] = {}
-            for w in states:
-                state = _label(w.get("state") if isinstance(w, Mapping) else w)
-                counts[state] = counts.get(state, 0) + 1
-            for state, count in counts.items():
-                workers.add_metric([name, version, state], count)
-    if not per_package:
-        # A Runner that only reports totals still gets its numbers exported.
-        restarts.add_metric(["", ""], _number(stats.get("restarts")))
-        timeouts.add_metric(["", ""], _number(stats.get("timeouts")))
-        crash_loops.add_metric(["", ""], _number(stats.get("crash_loops")))
-    yield restarts
-    yield timeouts
-    yield crash_loops
-    yield workers
-
-    shm = GaugeMetricFamily(
-        "procvision_shared_memory_bytes", "Shared-memory bytes held by image slots"
+    queued = GaugeMetricFamily(
+        "procvision_queued_calls", "Calls waiting for a worker", labels=["name", "version"]
     )
-    shm.add_metric([], _number(stats.get("shm_bytes", stats.get("shared_memory_bytes"))))
-    yield shm
-
     state_gauge = GaugeMetricFamily(
         "procvision_package_state",
         "1 for the current state of each loaded package version",
         labels=["name", "version", "state"],
     )
     for pkg in packages:
-        state_gauge.add_metric(
-            [_label(pkg.get("name")), _label(pkg.get("version")), _label(pkg.get("state"))], 1.0
-        )
+        name, version = _label(pkg.get("name")), _label(pkg.get("version"))
+        state_gauge.add_metric([name, version, _label(pkg.get("state"))], 1.0)
+        queued.add_metric([name, version], _number(pkg.get("queued")))
+        counts: dict[str, int] = {}
+        for worker in pkg.get("workers") or []:
+            state = _label(worker.get("state") if isinstance(worker, Mapping) else worker)
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in sorted(counts.items()):
+            workers.add_metric([name, version, state], count)
+    yield workers
+    yield queued
     yield state_gauge
+
+    shm = GaugeMetricFamily(
+        "procvision_shared_memory_bytes", "Shared-memory bytes held by image slots"
+    )
+    shm.add_metric([], _number(stats.get("shm_bytes_in_use")))
+    yield shm
+    sessions = GaugeMetricFamily("procvision_sessions", "Sessions the Runner keeps state for")
+    sessions.add_metric([], _number(stats.get("sessions")))
+    yield sessions
 
 
 class ServiceMetrics:

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from procvision_algorithm_sdk.errors import (
     INCOMPATIBLE_PYTHON,
     INSTALL_FAILED,
     INVALID_PARAMS,
+    INVALID_PID,
     INVALID_ZIP,
     MANIFEST_MISSING,
     UNKNOWN_ERROR,
@@ -195,11 +197,13 @@ _BAD_PACKAGE = {INVALID_ZIP, MANIFEST_MISSING, INCOMPATIBLE_PYTHON, WHEELS_MISSI
 
 
 def store_error_status(code: str) -> int:
-    """HTTP status for a store refusal: 409 conflicts, 400 bad packages, 404 unknown, else 422."""
+    """HTTP status for a store refusal: 409 conflicts, 400 bad packages, 500 unknown, else 422."""
     if code in (ACTIVATION_CONFLICT, UNSAFE_UNINSTALL):
         return 409
     if code in _BAD_PACKAGE:
         return 400
+    if code == UNKNOWN_ERROR:
+        return 500
     return 422
 
 
@@ -436,7 +440,8 @@ async def receive_upload(request: Request, directory: Path, limit: int) -> Path:
     ctype, params = parse_options_header(content_type)
     directory.mkdir(parents=True, exist_ok=True)
     # The client's filename is never used: the store sees only this server-chosen name.
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".zip", dir=directory)
+    # The pid in the name tells a store reconcile whose upload this is.
+    fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=".zip", dir=directory)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -612,6 +617,16 @@ def readiness(manager: Any, runner: Any, startup: _Startup) -> dict[str, Any]:
     }
 
 
+def session_exists(runner: Any, session_id: str) -> bool:
+    """Whether the Runner keeps state for this session (expired sessions do not count)."""
+    probe = getattr(runner, "has_session", None)
+    if callable(probe):
+        return bool(probe(session_id))
+    # The Runner's API has no existence query yet; its session table answers the same question.
+    sessions = getattr(runner, "_sessions", None)
+    return sessions is not None and sessions.get(session_id) is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # The app
 
@@ -756,6 +771,10 @@ def create_app(
         if not any(str(e.get("version")) == version for e in entries):
             raise ApiError(404, INVALID_PARAMS, f"{name} {version} is not installed")
 
+    async def known_session(session_id: str) -> None:
+        if not await run_in_threadpool(session_exists, runner, session_id):
+            raise ApiError(404, INVALID_PARAMS, f"no session {session_id!r}")
+
     # -- management -----------------------------------------------------------------------
 
     @app.post(
@@ -823,7 +842,12 @@ def create_app(
     )
     async def rollback(body: RollbackRequest) -> dict[str, Any]:
         """Roll a pid back."""
-        return dict(await managed(manager.rollback, body.pid))
+        try:
+            return dict(await managed(manager.rollback, body.pid))
+        except ProcVisionError as exc:
+            if str(exc.error_code) == INVALID_PID:  # the pid has no mapping: nothing to roll
+                raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
+            raise
 
     @app.delete(
         "/algorithms/{name}/{version}",
@@ -963,6 +987,7 @@ def create_app(
     )
     async def reset_session(session_id: SessionId) -> dict[str, Any]:
         """Reset a session."""
+        await known_session(session_id)
         await run_in_threadpool(runner.reset, session_id)
         return {"session_id": session_id, "status": "reset"}
 
@@ -974,6 +999,7 @@ def create_app(
     )
     async def close_session(session_id: SessionId) -> dict[str, Any]:
         """Close a session."""
+        await known_session(session_id)
         await run_in_threadpool(runner.close_session, session_id)
         return {"session_id": session_id, "status": "closed"}
 
@@ -985,6 +1011,7 @@ def create_app(
     )
     async def session_logs(session_id: SessionId) -> list[dict[str, Any]]:
         """Log records of a session."""
+        await known_session(session_id)
         return list(await run_in_threadpool(runner.session_logs, session_id))
 
     # -- health and metrics ---------------------------------------------------------------
@@ -1057,8 +1084,37 @@ def serve(
         )
     )
     started = time.monotonic()
+    # uvicorn re-raises the stop signal once it has shut down; with the default handlers that
+    # would kill the process before the caller closes the Runner (worker teardown, slot
+    # unlinking). These handlers only note the signal, so a stop is an orderly return.
+    stops: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: stops.append(signum))
     try:
         server.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log.info("service stopped after %.1f s", time.monotonic() - started)
     return 0 if server.started else 1
+
+
+def serve_from_args(args: Any) -> int:
+    """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
+    from . import cli
+    from .runner import Runner
+
+    config = ServiceConfig.load(getattr(args, "config", None))
+    host = args.host or config.host
+    port = config.port if args.port is None else args.port
+    # Refuse before any worker starts: an unsafe bind must not even warm packages.
+    refusal = check_bind(host, config)
+    if refusal:
+        print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
+        return 1
+    runner_cfg, _store_cfg = cli.load_config(getattr(args, "config", None))
+    with Runner(runner_cfg) as runner:
+        manager = cli._manager(args, runner)
+        return serve(manager, runner, config, host, port)
