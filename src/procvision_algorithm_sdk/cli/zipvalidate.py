@@ -52,7 +52,9 @@ def validate_zip(zip_path: Path, report: Report) -> None:
     try:
         target = _target_for(layout.env)
     except Exception as exc:  # an env file naming an impossible interpreter
-        report.fail("target", f".procvision_env.json does not describe a target: {exc}", INVALID_ZIP)
+        report.fail(
+            "target", f".procvision_env.json does not describe a target: {exc}", INVALID_ZIP
+        )
         return
     report.problems(
         "target environment",
