@@ -204,6 +204,21 @@ class PackageManager:
             for p in self.runner.packages()
         )
 
+    @staticmethod
+    def _require_ready(runner: Runner, key: PackageKey) -> None:
+        """Runner.load keeps a package that failed to start in state FAILED: refuse it here."""
+        for p in runner.packages():
+            if (p.get("name"), p.get("version")) == (key.name, key.version):
+                if p.get("state") == "READY":
+                    return
+                err = p.get("error") or {}
+                raise StoreError(
+                    INSTALL_FAILED,
+                    f"{key.name} {key.version} did not start ({p.get('state')}): "
+                    f"{err.get('message', 'no workers ready')} (code {err.get('error_code')})",
+                )
+        raise StoreError(INSTALL_FAILED, f"{key.name} {key.version} is not loaded")
+
     def _warm(self, name: str, version: str) -> PackageKey | None:
         """Start and warm a version's workers: kept in our runner, or proved and stopped."""
         path = self.store.package_dir(name, version)
@@ -215,9 +230,15 @@ class PackageManager:
                 key = PackageKey(name, version)
                 if not self._loaded(key):
                     key = self.runner.load(path, python=python, activate=False)
+                try:
+                    self._require_ready(self.runner, key)
+                except StoreError:
+                    self.runner.unload(key, drain_timeout_s=1.0)
+                    raise
                 return key
             with self._new_runner() as runner:
-                runner.load(path, python=python, activate=False)
+                key = runner.load(path, python=python, activate=False)
+                self._require_ready(runner, key)
             return None
         except ProcVisionError as exc:
             raise StoreError(
@@ -407,6 +428,7 @@ class PackageManager:
         try:
             with Runner(cfg) as runner:
                 key = runner.load(path, python=str(python), activate=False)
+                self._require_ready(runner, key)
                 info = runner.package_info(key)
                 runner.unload(key, drain_timeout_s=5.0)
         except ProcVisionError as exc:
@@ -527,18 +549,15 @@ class PackageManager:
             while hist:
                 cand = hist.pop()
                 e = reg.find(cand["name"], cand["version"])
+                same = (cand["name"], cand["version"]) == (current["name"], current["version"])
                 if (
                     e is not None
                     and e.get("state") != "invalid"
-                    and (
-                        cand["name"],
-                        cand["version"],
-                    )
-                    != (current["name"], current["version"])
+                    and not same
+                    and pid in e.get("supported_pids", [])
                 ):
-                    if pid in e.get("supported_pids", []):
-                        target = e
-                        break
+                    target = e
+                    break
             if target is None:
                 older = sorted(
                     (
@@ -636,6 +655,7 @@ class PackageManager:
                 "active_pids": pids,
                 "created_at": e.get("created_at"),
                 "signed": e.get("signed", False),
+                "sha256": e.get("sha256"),
                 "path": str(
                     self.store.root / e.get("path", f"deployed/{e['name']}/{e['version']}")
                 ),
