@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,13 +50,14 @@ while True:
         out = {{"status": "OK", "message": "", "data": {{}}}}
     else:
         out = {{"status": "OK", "data": {{"result_status": "OK", "h": int(image.shape[0])}}}}
-    protocol.write_frame(fout, protocol.result(msg["request_id"], out["status"], "", None, out["data"]))
+    answer = protocol.result(msg["request_id"], out["status"], "", None, out["data"])
+    protocol.write_frame(fout, answer)
 """
 
 
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -124,9 +126,9 @@ def bench_npy(shape: tuple[int, ...], iterations: int) -> dict[str, float]:
                 np.save(path, frame)
                 for phase in ("pre", "execute"):
                     protocol.write_frame(
-                        proc.stdin, protocol.call(str(i), phase, step_index=1, path=path)
+                        proc.stdin.fileno(), protocol.call(str(i), phase, step_index=1, path=path)
                     )
-                    answer = protocol.read_frame(proc.stdout)
+                    answer = protocol.read_frame(proc.stdout.fileno())
                     assert answer is not None and answer["status"] == "OK"
                 os.unlink(path)
                 samples.append((time.perf_counter() - t) * 1000)
