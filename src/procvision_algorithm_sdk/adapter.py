@@ -30,7 +30,7 @@ from typing import Any
 
 from . import protocol
 from .base import BaseAlgorithm
-from .contract import check_execute_result, check_pre_execute_result, to_jsonable
+from .contract import Problem, check_execute_result, check_pre_execute_result, to_jsonable
 from .errors import (
     ALGORITHM_EXCEPTION,
     COORDINATE_INVALID,
@@ -313,20 +313,22 @@ def evaluate_result(
 ) -> Outcome:
     """Check an algorithm's pre_execute/execute return value against the contract."""
     method = "pre_execute" if kind == "pre" else "execute"
-    try:
-        value = to_jsonable(raw)
-    except TypeError as exc:
-        return Outcome(
-            status="ERROR",
-            message=f"invalid {method} result: {exc}",
-            error_code=INVALID_RESULT,
-            original=json_safe(raw),
-            problems=[{"where": "result", "code": INVALID_RESULT, "message": str(exc)}],
-        )
-    if kind == "pre":
-        problems = check_pre_execute_result(value, image_width, image_height)
-    else:
-        problems = check_execute_result(value, image_width, image_height, max_defects)
+
+    def check(value: Any) -> list[Problem]:
+        if kind == "pre":
+            return check_pre_execute_result(value, image_width, image_height)
+        return check_execute_result(value, image_width, image_height, max_defects)
+
+    # A result that passes as is is plain JSON already; only a failing one pays for conversion.
+    value: Any = raw
+    problems = check(raw)
+    if problems:
+        try:
+            value = to_jsonable(raw)
+        except TypeError:
+            value = json_safe(raw)
+        else:
+            problems = check(value)
     if problems:
         first = problems[0]
         code = first.code if first.code in (INVALID_RESULT, COORDINATE_INVALID) else INVALID_RESULT
@@ -423,6 +425,7 @@ class Worker:
         self._last_frame = time.monotonic()
         self._watchdog: threading.Thread | None = None
         self._parent_pid = os.getppid()
+        self._last_prefetched: Any = None
 
     # --- output
 
@@ -848,9 +851,12 @@ class Worker:
         image_meta = fields.get("image_meta")
         if image_meta is None:
             image_meta = {}
-        if shared_mem_id:
+        if shared_mem_id and shared_mem_id != self._last_prefetched:
+            # A Runner reuses a few slots: a repeated name is already in the attach cache (and
+            # if its segment was replaced meanwhile, the algorithm's read re-attaches anyway).
             start = time.perf_counter()
-            prefetch_image(str(shared_mem_id))
+            if prefetch_image(str(shared_mem_id)):
+                self._last_prefetched = shared_mem_id
             timings["attach_ms"] = (time.perf_counter() - start) * 1000.0
         method = "pre_execute" if phase == "pre" else "execute"
         raw, exc, ms = self._run(

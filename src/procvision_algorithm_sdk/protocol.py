@@ -18,6 +18,8 @@ from .errors import PROTOCOL_ERROR, ProtocolError
 PROTOCOL_VERSION = "1.0"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+# One shared encoder: json.dumps with keyword arguments builds a new one per call (~2 us a frame).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 PHASES = (
     "info",
@@ -47,8 +49,7 @@ def now_ms() -> int:
 
 def encode_frame(message: dict[str, Any]) -> bytes:
     """Return the bytes of one frame carrying `message`."""
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    payload = body.encode("utf-8")
+    payload = _ENCODER.encode(message).encode("utf-8")
     if len(payload) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
     return _LENGTH.pack(len(payload)) + payload
