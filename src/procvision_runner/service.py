@@ -208,7 +208,7 @@ def store_error_status(code: str) -> int:
 
 
 def _code_for_status(status: int) -> str:
-    return INVALID_PARAMS if status in (400, 404, 413, 422) else UNKNOWN_ERROR
+    return INVALID_PARAMS if status in (400, 404, 405, 413, 422) else UNKNOWN_ERROR
 
 
 def _validation_message(exc: RequestValidationError) -> str:
