@@ -72,6 +72,18 @@ ECHO_CHILD = textwrap.dedent(
     """
 )
 
+# Context only (not the goal's floor): the same echo, but decoding and re-encoding the JSON.
+JSON_ECHO_CHILD = textwrap.dedent(
+    """
+    from procvision_algorithm_sdk import protocol
+    while True:
+        message = protocol.read_frame(0)
+        if message is None:
+            break
+        protocol.write_frame(1, message)
+    """
+)
+
 
 def _read_exact(fd: int, size: int) -> bytes:
     parts: list[bytes] = []
@@ -130,7 +142,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print p50/p99 of both sides and their ratio."""
+    """Run the benchmark and print p50/p99 of every side and the ratios to the floor."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=400, help="calls per round and side")
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
         floor = _spawn([sys.executable, "-c", ECHO_CHILD])
+        json_echo = _spawn([sys.executable, "-c", JSON_ECHO_CHILD], env)
         try:
             assert adapter.stdout is not None
             hello = protocol.read_frame(adapter.stdout.fileno())
@@ -174,13 +187,19 @@ def main(argv: list[str] | None = None) -> int:
             counter = [0]
             adapter_round(adapter, fields, 50, counter)  # warm-up: setup, attach, caches
             floor_round(floor, call_bytes, 50)
+            floor_round(json_echo, call_bytes, 50)
             ours: list[float] = []
             base: list[float] = []
+            json_base: list[float] = []
+            worker_only: list[float] = []
             for _ in range(args.rounds):
+                # the adapter's own share: the same pre-encoded call, the answer read undecoded
+                worker_only += floor_round(adapter, call_bytes, args.calls)
                 base += floor_round(floor, call_bytes, args.calls)
+                json_base += floor_round(json_echo, call_bytes, args.calls)
                 ours += adapter_round(adapter, fields, args.calls, counter)
         finally:
-            for proc in (adapter, floor):
+            for proc in (adapter, floor, json_echo):
                 assert proc.stdin is not None
                 proc.stdin.close()
                 try:
@@ -197,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds x {args.calls} calls per side"
     )
     print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-    for label, samples in (("floor (bare ping-pong)", base), ("adapter execute call", ours)):
+    rows = (
+        ("floor (bare ping-pong)", base),
+        ("json echo (context)", json_base),
+        ("adapter, pre-encoded call", worker_only),
+        ("adapter execute call", ours),
+    )
+    for label, samples in rows:
         print(
             f"{label:28}{percentile(samples, 50):10.4f}{percentile(samples, 99):10.4f}"
             f"{statistics.fmean(samples):10.4f}"
@@ -205,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio50 = percentile(ours, 50) / percentile(base, 50)
     ratio99 = percentile(ours, 99) / percentile(base, 99)
     verdict = "meets" if ratio50 <= GOAL_RATIO else "misses"
+    own50 = percentile(worker_only, 50) / percentile(base, 50)
+    json50 = percentile(ours, 50) / percentile(json_base, 50)
     print(
-        f"ratio p50 {ratio50:.2f}x, p99 {ratio99:.2f}x (goal p50 <= {GOAL_RATIO:.0f}x: {verdict})"
+        f"full call vs floor: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x "
+        f"(goal p50 <= {GOAL_RATIO:.0f}x: {verdict})"
     )
+    print(f"adapter alone (pre-encoded call, undecoded answer) vs floor: p50 {own50:.2f}x")
+    print(f"context: full call p50 is {json50:.2f}x a JSON echo that decodes and re-encodes")
     return 0
 
 
