@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import mmap
 import threading
 import time
 import weakref
@@ -23,6 +24,7 @@ from procvision_algorithm_sdk import segment as seg
 from procvision_algorithm_sdk.logger import StructuredLogger
 
 _GRANULE = 64 * 1024
+_HUGE_PAGE = 2 * 1024 * 1024
 _COLOR_SPACES = ("RGB", "BGR", "GRAY")
 _sweep_lock = threading.Lock()
 _swept = False
@@ -44,7 +46,21 @@ def startup_sweep(force: bool = False) -> list[str]:
 
 def _segment_size(payload_bytes: int) -> int:
     total = seg.HEADER_SIZE + max(payload_bytes, 1)
-    return -(-total // _GRANULE) * _GRANULE
+    granule = _HUGE_PAGE if total > _HUGE_PAGE else _GRANULE
+    return -(-total // granule) * granule
+
+
+def _advise_huge_pages(shm: Any) -> None:
+    """Ask for huge pages on large segments (honoured where shmem THP is "advise" or better).
+
+    Copying a frame into 4 KiB pages costs up to 3x a copy into huge pages on the benchmark box.
+    """
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    mapping = getattr(shm, "_mmap", None)
+    if advice is None or mapping is None or shm.size < _HUGE_PAGE:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        mapping.madvise(advice)
 
 
 def _frame_geometry(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -345,6 +361,7 @@ class SlotRing:
             except FileExistsError:
                 continue
         try:
+            _advise_huge_pages(shm)
             seg.prefault(shm.buf)
             seg.write_header(shm.buf, seq=0)
         except BaseException:
