@@ -123,8 +123,11 @@ def _read_pyproject_entry(path: Path) -> str | None:
         value = table.get("entry_point") if isinstance(table, dict) else None
         return value if isinstance(value, str) else None
     except ImportError:
-        pass
-    # Python 3.10 without tomllib: the one key we need, read line by line.
+        return entry_point_from_toml_text(text)
+
+
+def entry_point_from_toml_text(text: str) -> str | None:
+    """Python 3.10 without tomllib: find the one key we need, line by line."""
     in_table = False
     for raw in text.splitlines():
         line = raw.strip()
