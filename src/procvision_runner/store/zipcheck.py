@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -190,7 +191,7 @@ def check_zip(
             return None, problems
         try:
             bad = zf.testzip()
-        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, ValueError, EOFError) as exc:
             return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc}")]
         except NotImplementedError as exc:
             return None, [Problem("zip", INVALID_ZIP, f"unsupported compression: {exc}")]

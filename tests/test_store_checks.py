@@ -1,0 +1,245 @@
+"""Refusals before anything is unpacked, signatures, registry recovery and reconcile.
+
+Each refusal is checked for its code, for nothing written outside the store, and for nothing
+written inside it but one audit line. No venv is built here: these stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from packaging_helpers import dependency_wheels, make_package_zip, sdk_wheel
+
+from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError
+from procvision_runner.store.registry import Registry
+from procvision_runner.store.wheels import TargetEnv, check_requirements
+from procvision_runner.store.zipcheck import check_zip
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def small_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The real wheel list (no venv is built from them in this module)."""
+    return [*dependency_wheels(), sdk_wheel()]
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store = PackageStore(tmp_path / "store").open()
+    return outside, store
+
+
+def _refuse(store: PackageStore, outside: Path, zip_path: Path, code: str, **cfg) -> StoreError:
+    manager = PackageManager(store, config=StoreConfig(**cfg))
+    before_store = _snapshot(store.root)
+    before_out = _snapshot(outside)
+    audit_before = len(store.audit.read())
+    with pytest.raises(StoreError) as err:
+        manager.install(zip_path)
+    assert err.value.error_code == code, err.value.message
+    after = _snapshot(store.root)
+    audit_rel = "logs/audit.jsonl"
+    changed = {k for k in set(before_store) | set(after) if before_store.get(k) != after.get(k)}
+    assert changed <= {audit_rel}, changed
+    assert _snapshot(outside) == before_out
+    lines = store.audit.read()
+    assert len(lines) == audit_before + 1
+    assert lines[-1]["action"] == "install" and lines[-1]["outcome"] == "refused"
+    assert lines[-1]["error_code"] == code
+    return err.value
+
+
+def _symlink_entry(name: str, target: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    ("label", "extra"),
+    [
+        ("zip-slip", [("../evil.py", b"x")]),
+        ("deep zip-slip", [("algorithm_example/../../evil.py", b"x")]),
+        ("absolute", [("/tmp/evil.py", b"x")]),
+        ("drive letter", [("C:/evil.py", b"x")]),
+        ("backslash", [("..\\evil.py", b"x")]),
+        ("symlink", [(_symlink_entry("assets/link", "/etc/passwd"), b"/etc/passwd")]),
+    ],
+)
+def test_unsafe_entries_refused(env, small_wheels, label: str, extra) -> None:
+    outside, store = env
+    z = make_package_zip(outside / "p.zip", wheels=small_wheels, extra=extra)
+    err = _refuse(store, outside, z, "2001")
+    assert err.message
+
+
+def test_zip_bomb_refused(env, small_wheels) -> None:
+    outside, store = env
+    z = make_package_zip(
+        outside / "bomb.zip", wheels=small_wheels, extra=[("assets/blob.bin", b"\0" * (64 << 20))]
+    )
+    err = _refuse(store, outside, z, "2001")
+    assert "ratio" in err.message
+
+
+def test_corrupt_member_refused(env, small_wheels) -> None:
+    outside, store = env
+    z = make_package_zip(outside / "c.zip", wheels=small_wheels)
+    data = bytearray(z.read_bytes())
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo("algorithm_example/main.py")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 10
+    data[start] ^= 0xFF
+    z.write_bytes(bytes(data))
+    _refuse(store, outside, z, "2001")
+
+
+def test_missing_manifest_refused(env, small_wheels) -> None:
+    outside, store = env
+    z = make_package_zip(outside / "m.zip", wheels=small_wheels, omit=["manifest.json"])
+    _refuse(store, outside, z, "2002")
+
+
+def test_missing_wheel_refused(env, small_wheels) -> None:
+    outside, store = env
+    no_numpy = [w for w in small_wheels if not w.name.startswith("numpy-")]
+    z = make_package_zip(
+        outside / "w.zip",
+        wheels=no_numpy,
+        requirements="numpy\npillow\nprocvision-algorithm-sdk\n",
+    )
+    err = _refuse(store, outside, z, "2004")
+    assert "numpy" in err.message
+
+
+def test_wheel_for_another_abi_refused(env, small_wheels, tmp_path: Path) -> None:
+    outside, store = env
+    other = tmp_path / "numpy-2.0.0-cp39-cp39-manylinux_2_28_x86_64.whl"
+    other.write_bytes(b"not really a wheel")
+    wheels = [*(w for w in small_wheels if not w.name.startswith("numpy-")), other]
+    z = make_package_zip(outside / "abi.zip", wheels=wheels)
+    err = _refuse(store, outside, z, "2003")
+    assert "numpy" in err.message
+
+
+def _trust(store: PackageStore) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (store.trusted_keys / "station.pub").write_bytes(pem)
+    return key
+
+
+def test_signature_policy(env, small_wheels) -> None:
+    outside, store = env
+    _trust(store)
+    stranger = Ed25519PrivateKey.generate()
+    bad = make_package_zip(outside / "bad.zip", wheels=small_wheels, sign_key=stranger)
+    err = _refuse(store, outside, bad, "2001", signature_policy="strict")
+    assert "signature" in err.message
+    # lenient still refuses a bad signature, but lets an unsigned package through the checks
+    _refuse(store, outside, bad, "2001", signature_policy="lenient")
+    unsigned = make_package_zip(outside / "unsigned.zip", wheels=small_wheels)
+    err = _refuse(store, outside, unsigned, "2001", signature_policy="strict")
+    assert "not signed" in err.message
+    lenient = PackageManager(store, config=StoreConfig(signature_policy="lenient"))
+    _layout, problems, signed = lenient.check(unsigned)
+    assert problems == [] and signed is False
+
+
+def test_good_signature_and_tampered_checksums(env, small_wheels) -> None:
+    outside, store = env
+    key = _trust(store)
+    good = make_package_zip(outside / "good.zip", wheels=small_wheels, sign_key=key)
+    strict = PackageManager(store, config=StoreConfig(signature_policy="strict"))
+    _layout, problems, signed = strict.check(good)
+    assert problems == [] and signed is True
+    # a file changed after signing: its checksum no longer matches
+    tampered = outside / "tampered.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "algorithm_example/main.py":
+                data += b"\n# changed\n"
+            dst.writestr(info, data)
+    err = _refuse(store, outside, tampered, "2001", signature_policy="strict")
+    assert "sha256" in err.message
+
+
+def test_check_zip_accepts_nested_and_reports_layout(tmp_path: Path, small_wheels) -> None:
+    z = make_package_zip(tmp_path / "n.zip", wheels=small_wheels, nested=True)
+    layout, problems = check_zip(z)
+    assert problems == [] and layout is not None
+    assert layout.prefix == "algorithm-example-1.0.0/"
+    assert (layout.name, layout.version) == ("algorithm-example", "1.0.0")
+    assert "manifest.json" in layout.files and len(layout.wheels) == 3
+
+
+def test_check_requirements_codes() -> None:
+    here = TargetEnv.current()
+    wheels = ["numpy-2.0.0-cp39-cp39-manylinux_2_28_x86_64.whl", "pillow-10.0.0-py3-none-any.whl"]
+    problems = check_requirements("numpy\npillow>=11\nscipy\n", wheels, here)
+    assert [(p.where, p.code) for p in problems] == [
+        ("requirements.txt:numpy", "2003"),
+        ("requirements.txt:pillow", "2004"),
+        ("requirements.txt:scipy", "2004"),
+    ]
+    assert check_requirements("pillow; python_version < '3'\n", [], here) == []
+    assert [p.code for p in check_requirements("--index-url http://x\n", [], here)] == ["2004"]
+    old = TargetEnv.from_env_json({"python_version": "3.9", "abi": "cp39"})
+    assert check_requirements("numpy\n", wheels[:1], old) == []
+
+
+def test_corrupt_registry_recovered_from_backup(env) -> None:
+    _outside, store = env
+    reg = Registry(packages=[{"name": "x", "version": "1", "state": "deployed"}])
+    store.save_registry(reg)
+    store.registry_path.write_text("{ torn", encoding="utf-8")
+    reopened = PackageStore(store.root).open()
+    # x 1 has no directory: kept, but marked invalid rather than silently dropped
+    got = reopened.load_registry()
+    assert [(e["name"], e["state"]) for e in got.packages] == [("x", "invalid")]
+    assert json.loads(store.registry_path.read_text())["packages"][0]["name"] == "x"
+    assert any(a["action"] == "recover-registry" for a in store.audit.read())
+
+
+def test_corrupt_registry_without_backup_refused(env) -> None:
+    _outside, store = env
+    store.save_registry(Registry(packages=[{"name": "x", "version": "1"}]))
+    store.registry_path.write_text("[]", encoding="utf-8")
+    store.backup_path.write_text("nope", encoding="utf-8")
+    with pytest.raises(StoreError) as err:
+        PackageStore(store.root).open()
+    assert "refusing to start with an empty registry" in err.value.message
+    assert store.registry_path.read_text() == "[]"  # left for a person to look at
+
+
+def test_reconcile_removes_leftovers(env) -> None:
+    _outside, store = env
+    name_dir = store.deployed / "algorithm-example"
+    (name_dir / ".tmp-1.0.0-abcd" / "venv").mkdir(parents=True)
+    (name_dir / "0.9").mkdir()  # unregistered, no install marker: an interrupted install
+    (store.tmp / "scratch").write_text("x")
+    (store.zips / ".algorithm-example-1.0.0.zip.tmp-1").write_text("x")
+    (store.active_dir / "p404.json").write_text("{}")
+    changes = PackageStore(store.root).open().reconcile()
+    assert not name_dir.exists()
+    assert list(store.tmp.iterdir()) == []
+    assert list(store.zips.iterdir()) == []
+    assert list(store.active_dir.iterdir()) == []
+    assert changes == []  # the open() before already did all of it
+    assert any("unfinished install" in a["message"] for a in store.audit.read())
