@@ -42,7 +42,7 @@ class Report:
         self.checks.append(entry)
 
     def problems(self, name: str, problems: list[Problem], ok_message: str) -> bool:
-        """Record one FAIL per problem, or one PASS when there are none; return whether it passed."""
+        """Record one FAIL per problem, or one PASS when there are none; True if it passed."""
         if not problems:
             self.ok(name, ok_message)
             return True

@@ -67,11 +67,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     buffer, start = "", 0
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw
-        if line.lstrip().startswith("#"):
-            line = ""
-        else:
-            line = re.split(r"\s+#", line, maxsplit=1)[0]
+        line = "" if raw.lstrip().startswith("#") else re.split(r"\s+#", raw, maxsplit=1)[0]
         if not buffer:
             start = number
         if line.rstrip().endswith("\\"):

@@ -100,7 +100,7 @@ class WorkerSession:
         assert self.proc.stdout is not None
         try:
             while True:
-                frame = protocol.read_frame(self.proc.stdout)
+                frame = protocol.read_frame(self.proc.stdout.fileno())
                 if frame is None:
                     self.frames.put(("eof", None))
                     return
@@ -129,7 +129,7 @@ class WorkerSession:
     def send(self, message: dict[str, Any]) -> None:
         """Write one frame to the worker's stdin."""
         assert self.proc.stdin is not None
-        protocol.write_frame(self.proc.stdin, message)
+        protocol.write_frame(self.proc.stdin.fileno(), message)
 
     def call(self, phase: str, **fields: Any) -> dict[str, Any]:
         """Send a call and return its result frame (pongs and stray frames are errors)."""
@@ -294,7 +294,7 @@ def validate_full(
                 )
                 return
             info = (info_frame.get("data") or {}).get("info")
-            if not check_against_info(manifest, info, report):
+            if not check_against_info(manifest, info, report) or not isinstance(info, dict):
                 return
             check_assets(project, manifest, report)
             phase = "setup"

@@ -120,9 +120,9 @@ def _source_digest(root: Path) -> tuple[str, list[Path]]:
         if (root / extra).is_file():
             files.append(root / extra)
     for path in sorted((root / "src").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
-            if not path.name.endswith((".pyc", ".pyo")):
-                files.append(path)
+        skipped = "__pycache__" in path.parts or ".egg-info" in str(path)
+        if path.is_file() and not skipped and not path.name.endswith((".pyc", ".pyo")):
+            files.append(path)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

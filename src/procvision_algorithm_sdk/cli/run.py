@@ -44,17 +44,19 @@ def prepare(project: Path, pid: str) -> dict[str, Any]:
     if problems:
         first = problems[0]
         raise CliError(first.code, f"{first.where}: {first.message}")
-    pids = manifest["supported_pids"]
+    pids = list(manifest["supported_pids"])
     if pid not in pids:
         raise CliError(INVALID_PID, f"pid {pid!r} is not supported; supported pids: {pids}")
     return manifest
 
 
-def step_list(manifest: dict[str, Any], step: int | None, all_steps: bool) -> list[int]:
-    """Return the steps to run: --all-steps in index order, else --step (default 1)."""
+def step_list(info: dict[str, Any], step: int | None, all_steps: bool) -> list[int]:
+    """Return the steps to run: --all-steps in get_info() index order, else --step (default 1)."""
     if all_steps:
-        steps = manifest.get("steps") or []
-        indexes = sorted(s["index"] for s in steps if isinstance(s, dict) and "index" in s)
+        steps: list[Any] = info["steps"] if isinstance(info.get("steps"), list) else []
+        indexes = sorted(
+            s["index"] for s in steps if isinstance(s, dict) and isinstance(s.get("index"), int)
+        )
         return indexes or [1]
     return [step if step is not None else 1]
 
@@ -75,12 +77,11 @@ def run_steps(
     params = dict(params or {})
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
-    steps = step_list(load_manifest(root), step, all_steps)
     prepare(root, pid)
     session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
     outcomes: list[dict[str, Any]] = []
-    with open_runner(root) as (runner, _info):
-        for index in steps:
+    with open_runner(root) as (runner, info):
+        for index in step_list(info, step, all_steps):
             result = runner.run_step(pid, index, image, user_params=params, session_id=session)
             outcomes.append({"step_index": index, **result})
         with contextlib.suppress(Exception):

@@ -272,7 +272,6 @@ def smoke_in_process(
     pids = info.get("supported_pids") or manifest.get("supported_pids") or []
     pid = str(pids[0])
     image = make_test_image()
-    height, width = image.shape[:2]
     shm_id = f"pv-validate-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     session = Session(
         f"validate-{uuid.uuid4().hex[:12]}",
@@ -361,8 +360,10 @@ def _result_problems(problems: list[Problem]) -> list[Problem]:
 
 def _summary(result: Any) -> str:
     """One line describing a valid result."""
+    if not isinstance(result, dict):
+        return "not a result"
     status = result.get("status")
-    data = result.get("data") if isinstance(result.get("data"), dict) else {}
+    data: dict[str, Any] = result["data"] if isinstance(result.get("data"), dict) else {}
     if status == "ERROR":
         return f"ERROR {result.get('error_code') or ''} {result.get('message') or ''}".strip()
     parts = [f"status {status}"]

@@ -1,0 +1,1 @@
+"""Small algorithm projects for the CLI tests, generated into tmp_path."""
