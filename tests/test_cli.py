@@ -506,3 +506,46 @@ def test_no_shared_memory_left_behind() -> None:
         pytest.skip("no /dev/shm on this platform")
     leftovers = [n for n in os.listdir("/dev/shm") if "pv-validate" in n]
     assert leftovers == []
+
+
+def test_package_keeps_hashes_and_passes_validate_zip(
+    project: Path, tmp_path: Path, wheel_cache: Path
+) -> None:
+    import hashlib
+
+    lines = []
+    for prefix in ("numpy-", "pillow-"):
+        wheel = sorted(wheel_cache.glob(f"{prefix}*.whl"))
+        if not wheel:  # the loop test fills the cache; make this test independent of order
+            warm = cli(
+                "package",
+                str(project),
+                "-o",
+                str(tmp_path / "warm.zip"),
+                "--wheel-cache",
+                str(wheel_cache),
+                timeout=900,
+            )
+            assert warm.returncode == 0, warm.stderr
+            wheel = sorted(wheel_cache.glob(f"{prefix}*.whl"))
+        name, version = wheel[-1].name.split("-")[:2]
+        digest = hashlib.sha256(wheel[-1].read_bytes()).hexdigest()
+        lines.append(f"{name}=={version} \\\n    --hash=sha256:{digest}")
+    (project / "requirements.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "hashed.zip"
+    result = cli(
+        "package",
+        str(project),
+        "-o",
+        str(out),
+        "--wheel-cache",
+        str(wheel_cache),
+        "--json",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(out) as zf:
+        requirements = zf.read("requirements.txt").decode()
+    assert requirements.count("--hash=sha256:") == 3  # numpy, pillow and the SDK itself
+    checked = cli("validate", "--zip", str(out), "--json")
+    assert checked.returncode == 0, checked.stdout

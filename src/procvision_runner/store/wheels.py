@@ -9,6 +9,7 @@ ABI or platform is 2003.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -236,6 +237,8 @@ def parse_requirements(requirements_text: str) -> tuple[list[Requirement], list[
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
+        # `--hash=` pins a requirement to wheel digests; pip checks them at install, not here
+        line = re.sub(r"\s+--hash(?:=|\s+)\S+", "", line).strip()
         where = f"requirements.txt:{lineno}"
         if line.startswith("-"):
             problems.append(
