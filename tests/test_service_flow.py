@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -229,3 +230,41 @@ def test_install_activate_inspect_switch_rollback_uninstall(
             assert (v1, v2) == (TRUTH[image]["step1"], TRUTH[image]["step2"]), image
             assert ver1 == ver2 == "1.1.0"
         assert c.get("/healthz").status_code == 200
+
+
+@pytest.mark.timeout(600)
+def test_readiness_follows_the_active_packages_across_restarts(
+    tmp_path: Path, zips: dict[str, Path]
+) -> None:
+    store = tmp_path / "store"
+    with RunnerServer(store) as srv, httpx.Client(base_url=srv.url, timeout=600.0) as c:
+        with open(zips["1.0.0"], "rb") as f:
+            assert c.post("/algorithms/install", files={"file": f}).status_code == 200
+        r = c.post(
+            "/algorithms/activate", json={"name": NAME, "version": "1.0.0", "pids": ["p001"]}
+        )
+        assert r.status_code == 200, r.text
+    # a restart warms every active version before /readyz says ready
+    with RunnerServer(store) as srv, httpx.Client(base_url=srv.url, timeout=600.0) as c:
+        ready = srv.wait_ready(120)
+        assert ready["active"]["p001"]["version"] == "1.0.0"
+        assert [(p["name"], p["version"], p["state"]) for p in ready["packages"]] == [
+            (NAME, "1.0.0", "READY")
+        ]
+        assert verdict(inspect(c, "p001", 1, "ok_01.png", "after-restart")) == "OK"
+    # an active version that cannot start keeps /readyz at 503 with the reason; /healthz is fine
+    python = store / "deployed" / NAME / "1.0.0" / "venv" / "bin" / "python"
+    python.unlink()
+    with RunnerServer(store) as srv:
+        deadline = time.monotonic() + 120
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{srv.url}/readyz", timeout=30)
+            assert r.status_code == 503, r.text
+            body = r.json()
+            if body["started"]:
+                break
+            time.sleep(0.2)
+        assert body["started"] and not body["ready"]
+        assert any("p001" in problem for problem in body["problems"]), body
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
