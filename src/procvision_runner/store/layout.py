@@ -93,7 +93,12 @@ class PackageStore:
 
     def reconcile(self) -> list[str]:
         """Bring disk and registry into agreement after a crash; returns what it changed."""
-        changes: list[str] = []
+        from .venv import kill_recorded_groups
+
+        changes: list[str] = [
+            f"killed process group {g} of an interrupted install"
+            for g in kill_recorded_groups(self.tmp)
+        ]
         for child in self.tmp.iterdir():
             _remove(child)
             changes.append(f"removed tmp/{child.name}")

@@ -376,7 +376,7 @@ class PackageManager:
                 extract_zip(zip_path, work, layout, self.config.limits)
             except ValueError as exc:
                 raise StoreError(INVALID_ZIP, f"unpacking refused: {exc}") from exc
-            vpy, _log = build_venv(work, self.python, self.config.install_timeout_s)
+            vpy, _log = build_venv(work, self.python, self.config.install_timeout_s, self.store.tmp)
             info = self._smoke(work, vpy, layout.manifest)
             entry = {
                 "name": name,

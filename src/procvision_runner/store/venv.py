@@ -8,6 +8,7 @@ run `<venv>/bin/python -m ...`, never `<venv>/bin/pip`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -55,12 +56,28 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, deadline: float, what: str) -> str:
+def kill_recorded_groups(pgid_dir: Path) -> list[int]:
+    """SIGKILL the process groups an interrupted install recorded (their leader died with it,
+    but grandchildren such as ensurepip's pip may still be writing into the store)."""
+    killed = []
+    for f in sorted(pgid_dir.glob("*.pgid")):
+        try:
+            pgid = int(f.read_text().strip())
+            os.killpg(pgid, signal.SIGKILL)
+            killed.append(pgid)
+        except (ValueError, OSError):
+            pass
+        f.unlink(missing_ok=True)
+    return killed
+
+
+def _run(cmd: list[str], cwd: Path, deadline: float, what: str, pgid_dir: Path | None) -> str:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise StoreError(INSTALL_FAILED, f"{what}: install deadline passed")
+    linux = sys.platform.startswith("linux")
     try:
-        proc = subprocess.run(
+        child = subprocess.Popen(
             cmd,
             cwd=cwd,
             env=_clean_env(),
@@ -68,22 +85,38 @@ def _run(cmd: list[str], cwd: Path, deadline: float, what: str) -> str:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=remaining,
-            check=False,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            start_new_session=True,  # one group to kill, grandchildren included
+            preexec_fn=_die_with_parent if linux else None,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise StoreError(INSTALL_FAILED, f"{what} did not finish in time") from exc
     except OSError as exc:
         raise StoreError(INSTALL_FAILED, f"{what} could not start: {exc}") from exc
-    if proc.returncode != 0:
-        out = proc.stdout or ""
+    record = pgid_dir / f"{child.pid}.pgid" if pgid_dir is not None else None
+    try:
+        if record is not None:
+            record.write_text(str(child.pid))
+        try:
+            out, _ = child.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired as exc:
+            raise StoreError(INSTALL_FAILED, f"{what} did not finish in time") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            # the group outlives its leader when a grandchild lingers: none may survive a step
+            os.killpg(child.pid, signal.SIGKILL)
+        if child.returncode is None:
+            child.kill()
+            child.wait()
+        if record is not None:
+            record.unlink(missing_ok=True)
+    if child.returncode != 0:
+        out = out or ""
         code = WHEELS_MISSING if "No matching distribution" in out else INSTALL_FAILED
-        raise StoreError(code, f"{what} failed (exit {proc.returncode}): {out[-_TAIL:].strip()}")
-    return proc.stdout or ""
+        raise StoreError(code, f"{what} failed (exit {child.returncode}): {out[-_TAIL:].strip()}")
+    return out or ""
 
 
-def build_venv(package_dir: Path, python: str, timeout_s: float = 900.0) -> tuple[Path, str]:
+def build_venv(
+    package_dir: Path, python: str, timeout_s: float = 900.0, pgid_dir: Path | None = None
+) -> tuple[Path, str]:
     """Create `<package_dir>/venv` with `python` and install requirements.txt from wheels/ only.
 
     Returns (venv python, pip's output). StoreError 2004 when pip finds no matching wheel
@@ -91,7 +124,9 @@ def build_venv(package_dir: Path, python: str, timeout_s: float = 900.0) -> tupl
     """
     deadline = time.monotonic() + timeout_s
     venv_dir = package_dir / "venv"
-    _run([python, "-m", "venv", str(venv_dir)], package_dir, deadline, "creating the venv")
+    _run(
+        [python, "-m", "venv", str(venv_dir)], package_dir, deadline, "creating the venv", pgid_dir
+    )
     vpy = venv_python(package_dir)
     log = _run(
         [
@@ -112,5 +147,6 @@ def build_venv(package_dir: Path, python: str, timeout_s: float = 900.0) -> tupl
         package_dir,
         deadline,
         "pip install from wheels/",
+        pgid_dir,
     )
     return vpy, log

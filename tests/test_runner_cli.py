@@ -1,0 +1,191 @@
+"""`procvision-runner` as a station uses it: real subprocesses, one real store per module.
+
+Also: installs from several processes at once (serialised by the lock) and installs killed
+with SIGKILL at random points followed by a restart (reconcile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from packaging_helpers import EXAMPLE, make_package_zip
+
+pytestmark = pytest.mark.slow
+NAME = "algorithm-example"
+IMAGE = EXAMPLE / "images" / "ok_01.png"
+
+
+def cli(store: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "procvision_runner.cli", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn(store: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "procvision_runner.cli", "--store", str(store), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("cli")
+    zips = {v: make_package_zip(base / "in" / f"a-{v}.zip", v) for v in ("1.0.0", "1.0.1")}
+    zips["1.0.2"] = make_package_zip(base / "in" / "a-1.0.2.zip", "1.0.2", nested=True)
+    store = base / "store"
+    r = cli(store, "install", str(zips["1.0.0"]))
+    assert r.returncode == 0, r.stderr
+    assert "installed algorithm-example 1.0.0" in r.stdout
+    r = cli(store, "activate", NAME, "1.0.0", "--pid", "p001", "--pid", "p002")
+    assert r.returncode == 0, r.stderr
+    return {"store": store, "zips": zips, "base": base}
+
+
+def _inspect_version(store: Path) -> str:
+    r = cli(store, "inspect", "--pid", "p001", "--step", "1", "--image", str(IMAGE), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result) >= {"pre_execute", "execute"}
+    assert result["execute"]["status"] == "OK"
+    return str(result["execute"]["package"]["version"])
+
+
+def test_list_and_inspect(station) -> None:
+    store = station["store"]
+    r = cli(store, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(p["name"], p["version"], p["state"]) for p in doc["packages"]] == [
+        (NAME, "1.0.0", "running")
+    ]
+    assert {pid: b["version"] for pid, b in doc["active"].items()} == {
+        "p001": "1.0.0",
+        "p002": "1.0.0",
+    }
+    assert json.loads((store / "active" / "p002.json").read_text())["version"] == "1.0.0"
+    assert _inspect_version(store) == "1.0.0"
+    r = cli(store, "inspect", "--pid", "p001", "--step", "2", "--image", str(IMAGE))
+    assert r.returncode == 0, r.stderr
+    assert "pre_execute: OK" in r.stdout and "execute: OK result_status=OK" in r.stdout
+
+
+def test_usage_and_refusal_exit_codes(station, tmp_path: Path) -> None:
+    store = station["store"]
+    assert cli(store).returncode == 2
+    assert cli(store, "activate", NAME, "1.0.0").returncode == 2  # --pid is required
+    assert cli(store, "inspect", "--pid", "p001").returncode == 2
+    r = cli(store, "uninstall", NAME, "1.0.0")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error 2007: ")
+    r = cli(store, "activate", NAME, "1.0.0", "--pid", "p404")
+    assert (r.returncode, r.stderr.split(":")[0]) == (1, "error 1001")
+    r = cli(store, "inspect", "--pid", "p001", "--step", "1", "--image", str(tmp_path / "no.png"))
+    assert (r.returncode, r.stderr.split(":")[0]) == (1, "error 1002")
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    r = cli(store, "install", str(bad))
+    assert (r.returncode, r.stderr.split(":")[0]) == (1, "error 2001")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nsignature_policy = "strict"\n')
+    r = cli(store, "--config", str(cfg), "install", str(station["zips"]["1.0.1"]))
+    assert r.returncode == 1 and "not signed" in r.stderr
+
+
+def test_installs_from_several_processes_are_serialised(station) -> None:
+    store = station["store"]
+    z = station["zips"]["1.0.1"]
+    procs = [spawn(store, "install", str(z)) for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1, 1], outs
+    refused = [err for p, (_out, err) in zip(procs, outs, strict=True) if p.returncode == 1]
+    assert all(e.startswith("error 2005: ") and "already installed" in e for e in refused)
+    pids = {p.pid for p in procs}
+    audit = [
+        a
+        for a in map(json.loads, (store / "logs" / "audit.jsonl").read_text().splitlines())
+        if a["action"] == "install" and a["process"] in pids
+    ]
+    assert [a["outcome"] for a in audit] == ["ok", "refused", "refused"]
+    # the refusals waited for the lock: they are written after the successful install
+    assert audit[0]["timestamp_ms"] <= audit[1]["timestamp_ms"] <= audit[2]["timestamp_ms"]
+    doc = json.loads(cli(store, "list", "--json").stdout)
+    assert [p["version"] for p in doc["packages"]] == ["1.0.0", "1.0.1"]
+
+
+def _assert_consistent(store: Path) -> dict:
+    r = cli(store, "list", "--json")  # opening the store is the restart: it reconciles
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    registry = json.loads((store / "registry.json").read_text())
+    assert json.loads((store / "registry.json.bak").read_text()) == registry
+    on_disk = {(n.name, v.name) for n in (store / "deployed").iterdir() for v in n.iterdir()}
+    assert all(not v.startswith(".") for _n, v in on_disk), on_disk
+    registered = {(p["name"], p["version"]) for p in registry["packages"]}
+    assert on_disk == registered
+    assert all(p["state"] != "invalid" for p in registry["packages"])
+    zips = {z.name for z in (store / "zips").iterdir()}
+    assert zips == {f"{n}-{v}.zip" for n, v in registered}
+    assert list((store / "tmp").iterdir()) == []
+    assert sorted(f.name for f in (store / "active").iterdir()) == ["p001.json", "p002.json"]
+    return doc
+
+
+def test_install_killed_at_random_points_then_restart(station) -> None:
+    store = station["store"]
+    z = station["zips"]["1.0.2"]
+    rng = random.Random(int(os.environ.get("PROCVISION_KILL_SEED", "6")))
+    outcomes = []
+    for low, high in ((0.05, 0.6), (0.6, 2.5), (2.5, 5.0), (5.0, 9.0)):
+        p = spawn(store, "install", str(z))
+        time.sleep(rng.uniform(low, high))
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        outcomes.append(p.returncode)
+        doc = _assert_consistent(store)
+        assert {pid: b["version"] for pid, b in doc["active"].items()} == {
+            "p001": "1.0.0",
+            "p002": "1.0.0",
+        }
+    assert -signal.SIGKILL in outcomes
+    assert _inspect_version(store) == "1.0.0"
+    # and an install run to its end afterwards still works (or the version made it already)
+    r = cli(store, "install", str(z))
+    assert r.returncode == 0 or "already installed" in r.stderr, r.stderr
+    doc = _assert_consistent(store)
+    assert (NAME, "1.0.2") in {(p["name"], p["version"]) for p in doc["packages"]}
+
+
+def test_switch_rollback_deactivate_uninstall(station) -> None:
+    store = station["store"]
+    r = cli(store, "switch", NAME, "1.0.1", "--pid", "p001", "--pid", "p002")
+    assert r.returncode == 0, r.stderr
+    assert _inspect_version(store) == "1.0.1"
+    r = cli(store, "rollback", "--pid", "p001")
+    assert r.returncode == 0, r.stderr
+    assert "back to algorithm-example 1.0.0" in r.stdout
+    assert _inspect_version(store) == "1.0.0"
+    assert cli(store, "deactivate", "--pid", "p002").returncode == 0
+    r = cli(store, "uninstall", NAME, "1.0.1")
+    assert r.returncode == 0, r.stderr
+    r = cli(store, "uninstall", NAME, "1.0.0", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "deactivated p001" in r.stdout
+    doc = json.loads(cli(store, "list", "--json").stdout)
+    assert doc["active"] == {}
+    assert not (store / "active" / "p001.json").exists()
