@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -100,6 +101,8 @@ class PackageStore:
             for g in kill_recorded_groups(self.tmp)
         ]
         for child in self.tmp.iterdir():
+            if _owner_alive(child.name):
+                continue  # e.g. the HTTP service's upload-<pid>-<rand>.zip, still being written
             _remove(child)
             changes.append(f"removed tmp/{child.name}")
         for d in (self.root, self.active_dir, self.zips):
@@ -223,6 +226,23 @@ class PackageStore:
             except (OSError, ValueError):
                 pass
             atomic_write_json(path, doc)
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether a tmp/ entry named `<what>-<pid>-<rest>` belongs to a process still running."""
+    match = re.match(r"^[A-Za-z]+-(\d+)-", name)
+    if not match:
+        return False
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_marker(path: Path) -> dict | None:
