@@ -661,7 +661,8 @@ def create_app(
     def start_worker() -> None:
         try:
             if start_packages:
-                manager.start()
+                with manage_lock:  # management calls wait until the start-up warm-up is done
+                    manager.start()
         except Exception as exc:
             log.exception("starting the active packages failed")
             startup.error = f"{type(exc).__name__}: {exc}"
