@@ -437,6 +437,18 @@ def test_init_validate_run_package_validate_zip(
     assert {"zip layout", "requirements from wheels", "checksums"} <= {
         c["name"] for c in report["checks"]
     }
+    # and the Runner's store installs it (offline venv from wheels/ only)
+    from procvision_runner.store import PackageManager, PackageStore
+
+    keys = tmp_path / "store" / "trusted_keys"
+    keys.mkdir(parents=True)
+    (keys / "dev.pub").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    entry = PackageManager(PackageStore(tmp_path / "store")).install(out)
+    assert entry["state"] == "deployed" and entry["supported_pids"] == ["p001", "p002"]
     # a tampered package fails its checksums
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(out) as src, zipfile.ZipFile(tampered, "w") as dst:
