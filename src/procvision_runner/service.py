@@ -30,7 +30,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +50,14 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from .metrics import ServiceMetrics
+
+try:
+    from python_multipart.multipart import MultipartParser, parse_options_header
+except ImportError:  # python-multipart < 0.0.13 named its module `multipart`
+    from multipart.multipart import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+        MultipartParser,
+        parse_options_header,
+    )
 
 log = logging.getLogger("procvision_runner.service")
 
