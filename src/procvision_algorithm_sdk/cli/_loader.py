@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 import tempfile
 import traceback
@@ -95,8 +94,3 @@ def project_top_level(entry_point: object) -> str | None:
         return None
     top = entry_point.split(":", 1)[0].split(".", 1)[0]
     return top if top.isidentifier() else None
-
-
-def env_flag(name: str) -> bool:
-    """True when an environment variable is set to a truthy value."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

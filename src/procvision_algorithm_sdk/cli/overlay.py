@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import UNKNOWN_ERROR
 from ._common import CliError, load_image
 
 COLORS = {
@@ -73,4 +74,4 @@ def save_overlay(
     try:
         canvas.save(out_path, format="PNG")
     except OSError as exc:
-        raise CliError("9999", f"cannot write overlay {out_path}: {exc}") from None
+        raise CliError(UNKNOWN_ERROR, f"cannot write overlay {out_path}: {exc}") from None
