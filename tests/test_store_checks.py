@@ -200,6 +200,8 @@ def test_check_requirements_codes() -> None:
     ]
     assert check_requirements("pillow; python_version < '3'\n", [], here) == []
     assert [p.code for p in check_requirements("--index-url http://x\n", [], here)] == ["2004"]
+    pinned = "pillow==10.0.0 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+    assert check_requirements(pinned, wheels[1:], here) == []
     old = TargetEnv.from_env_json({"python_version": "3.9", "abi": "cp39"})
     assert check_requirements("numpy\n", wheels[:1], old) == []
 

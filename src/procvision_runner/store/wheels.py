@@ -229,11 +229,28 @@ def parse_wheels(wheel_names: Iterable[str]) -> tuple[list[WheelFile], list[Prob
     return wheels, problems
 
 
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join pip's backslash continuations; each logical line keeps its first line number."""
+    out: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if pending is not None:
+            lineno, raw = pending[0], pending[1] + " " + raw.strip()
+            pending = None
+        if raw.rstrip().endswith("\\"):
+            pending = (lineno, raw.rstrip()[:-1].rstrip())
+            continue
+        out.append((lineno, raw))
+    if pending is not None:
+        out.append(pending)
+    return out
+
+
 def parse_requirements(requirements_text: str) -> tuple[list[Requirement], list[Problem]]:
     """Parse an offline requirements.txt: plain requirements only (no options, URLs or files)."""
     reqs: list[Requirement] = []
     problems: list[Problem] = []
-    for lineno, raw in enumerate(requirements_text.splitlines(), start=1):
+    for lineno, raw in _logical_lines(requirements_text):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
