@@ -7,6 +7,7 @@ is given: None, wrong types, nested garbage, cycles, huge ints, NaN, numpy objec
 from __future__ import annotations
 
 import functools
+import json
 import keyword
 import math
 import re
@@ -83,8 +84,7 @@ def _child(where: str, key: object) -> str:
     text = key if isinstance(key, str) else _show(key)
     if _PLAIN_KEY.fullmatch(text):
         return f"{where}.{text}" if where else text
-    quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{where}[{quoted}]"
+    return f"{where}[{json.dumps(text, ensure_ascii=False)}]"
 
 
 def _show(value: object, limit: int = 40) -> str:
@@ -130,6 +130,8 @@ def _non_empty_str(value: object) -> TypeGuard[str]:
 
 def _numpy_hint(value: object, where: str) -> str | None:
     """Return the 1008 message for a numpy scalar, or None if `value` is not one."""
+    if isinstance(value, (str, bytes)):
+        return None  # numpy.str_ is a str and serialises; numpy.bytes_ is reported as bytes
     if isinstance(value, np.bool_):
         conv = "bool()"
     elif isinstance(value, np.integer):
@@ -199,6 +201,8 @@ def _walk_json(
 ) -> None:
     """Append a 1008 problem for every leaf of `value` that plain JSON cannot carry."""
     label = where or "result"
+    if isinstance(value, np.floating) and not np.isfinite(value):
+        value = float(value)  # converting would not help: report it as the NaN it is
     hint = _numpy_hint(value, label)
     if hint is not None:
         problems.append(Problem(label, INVALID_RESULT, hint))
@@ -316,8 +320,10 @@ def _convert(value: object, where: str, visiting: set[int], depth: int) -> objec
         return int(value)
     if isinstance(value, np.floating):
         value = float(value)
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, int):
         try:
             repr(value)
@@ -436,12 +442,13 @@ def check_rect(
     problems, _ = _rect_geometry(
         rect, where, _image_size(image_width), _image_size(image_height), COORDINATE_INVALID
     )
-    if "label" in rect and not isinstance(rect["label"], str):
+    # null label/score means "not given", as everywhere else in the contract
+    if rect.get("label") is not None and not isinstance(rect["label"], str):
         at = _child(where, "label")
         problems.append(
             Problem(at, INVALID_RESULT, f"{at} must be a str, not {_show(rect['label'])}")
         )
-    if "score" in rect:
+    if rect.get("score") is not None:
         score = rect["score"]
         at = _child(where, "score")
         hint = _numpy_hint(score, at)
@@ -1300,7 +1307,8 @@ def _check_assets(manifest: dict[Any, Any]) -> list[Problem]:
             Problem(where, MANIFEST_MISSING, f"{where} must be an object {{pid: {{kind: path}}}}")
         ]
     problems = []
-    pids = _valid_pid_set(manifest.get("supported_pids"))
+    # an empty or malformed supported_pids is reported on its own; do not blame every asset too
+    pids = _valid_pid_set(manifest.get("supported_pids")) or None
     for pid, kinds in assets.items():
         at = _child(where, pid)
         if not isinstance(pid, str):
