@@ -788,10 +788,10 @@ def test_cycles_are_problems_not_recursion() -> None:
     deep: list[Any] = []
     for _ in range(5000):
         deep = [deep]
-    assert [p.code for p in check_execute_result({"status": "OK", "x": deep})] == [
-        R,
-        R,
-    ]  # data missing, and nested too deep
+    missing_data, too_deep = check_execute_result({"status": "OK", "x": deep})
+    assert (missing_data.code, missing_data.where) == (R, "data")
+    assert too_deep.code == R and too_deep.where == "x" + "[0]" * 99
+    assert "nested deeper than 100 levels" in too_deep.message
 
 
 def test_shared_substructure_is_fine() -> None:
