@@ -84,6 +84,21 @@ def test_list_and_inspect(station) -> None:
     assert "pre_execute: OK" in r.stdout and "execute: OK result_status=OK" in r.stdout
 
 
+def test_inspect_many_images_and_steps_matches_ground_truth(station) -> None:
+    truth = json.loads((EXAMPLE / "images" / "ground_truth.json").read_text())["images"]
+    images = sorted(truth)
+    args = ["inspect", "--pid", "p002", "--step", "1", "--step", "2", "--json"]
+    for name in images:
+        args += ["--image", str(EXAMPLE / "images" / name)]
+    r = cli(station["store"], *args)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 2 * len(images)
+    verdicts = [line["execute"]["data"]["result_status"] for line in lines]
+    expected = [truth[name][f"step{step}"] for name in images for step in (1, 2)]
+    assert verdicts == expected
+
+
 def test_usage_and_refusal_exit_codes(station, tmp_path: Path) -> None:
     store = station["store"]
     assert cli(store).returncode == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -192,11 +193,24 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _args_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", required=True)
-    p.add_argument("--step", type=int, required=True)
-    p.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
+    p.add_argument(
+        "--step",
+        type=int,
+        required=True,
+        action="append",
+        help="step index; repeat to run several steps in order in one session",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="image file (PNG, JPEG, ...); repeat to inspect several, one session each",
+    )
     p.add_argument("--params", help="user_params as JSON, or @file")
-    p.add_argument("--session", help="session id (default: a fresh one)")
-    p.add_argument("--json", action="store_true", help="print the Runner's result dict")
+    p.add_argument("--session", help="session id (default: a fresh one per image)")
+    p.add_argument(
+        "--json", action="store_true", help="print the Runner's result dict (one line per step)"
+    )
 
 
 def _read_params(text: str | None) -> dict | None:
@@ -245,37 +259,50 @@ def _describe(phase: str, result: dict | None) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Run one step on one image through the active version of a pid."""
+    """Run steps on image files through the active version of a pid, one session per image."""
     from .runner import Runner
 
     params = _read_params(args.params)
-    frame = _read_image(args.image)
+    frames = [(path, _read_image(path)) for path in args.image]
     runner_cfg, _ = load_config(args.config)
+    failed: dict | None = None
     with Runner(runner_cfg) as runner:
         manager = _manager(args, runner)
         if args.pid not in manager.active():
             raise StoreError(INVALID_PID, f"{args.pid} is not bound to any package")
         manager.start([args.pid])
-        result = runner.run_step(
-            args.pid, args.step, frame, user_params=params, session_id=args.session
-        )
-    if args.json:
-        print(json.dumps(result, sort_keys=True, default=str))
-    else:
-        first = result.get("pre_execute") or {}
-        pkg = result.get("package") or first.get("package") or {}
-        print(
-            f"{Path(args.image).name} pid={args.pid} step={args.step} "
-            f"package={pkg.get('name')} {pkg.get('version')}"
-        )
-        print("  " + _describe("pre_execute", result.get("pre_execute")))
-        print("  " + _describe("execute", result.get("execute")))
-    last = result.get("execute") or result.get("pre_execute") or {}
-    if last.get("status") != "OK":
-        code = last.get("error_code") or UNKNOWN_ERROR
-        print(f"error {code}: {last.get('message') or 'the step did not succeed'}", file=sys.stderr)
+        for number, (path, frame) in enumerate(frames):
+            # Steps of one image share a session, so later steps see what earlier ones stored.
+            session_id = args.session or f"inspect-{os.getpid()}-{number}"
+            for step in args.step:
+                result = runner.run_step(
+                    args.pid, step, frame, user_params=params, session_id=session_id
+                )
+                _print_inspection(args, path, step, result)
+                last = result.get("execute") or result.get("pre_execute") or {}
+                if last.get("status") != "OK" and failed is None:
+                    failed = last
+            runner.close_session(session_id)
+    if failed is not None:
+        code = failed.get("error_code") or UNKNOWN_ERROR
+        message = failed.get("message") or "the step did not succeed"
+        print(f"error {code}: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_inspection(args: argparse.Namespace, path: str, step: int, result: dict) -> None:
+    if args.json:
+        print(json.dumps(result, sort_keys=True, default=str), flush=True)
+        return
+    first = result.get("pre_execute") or {}
+    pkg = result.get("package") or first.get("package") or {}
+    print(
+        f"{Path(path).name} pid={args.pid} step={step} "
+        f"package={pkg.get('name')} {pkg.get('version')}"
+    )
+    print("  " + _describe("pre_execute", result.get("pre_execute")))
+    print("  " + _describe("execute", result.get("execute")), flush=True)
 
 
 def _args_serve(p: argparse.ArgumentParser) -> None:
