@@ -26,6 +26,7 @@ import numpy as np
 
 from . import segment as seg
 from .errors import IMAGE_LOAD_FAILED, ImageLoadError
+from .imagefile import decode_image
 from .logger import StructuredLogger
 
 ATTACH_CACHE_SIZE = 8
@@ -261,16 +262,11 @@ def _raw_view(
 
 
 def _decode(mapping: mmap.mmap, header: seg.SegmentHeader, width: int, height: int) -> np.ndarray:
-    from PIL import Image  # the raw path never pays for importing Pillow
-
     start = seg.HEADER_SIZE
     data = mapping[start : start + header.payload_size]
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-            array = np.asarray(rgb, dtype=np.uint8)
-    except Exception as exc:
+        array = decode_image(data, formats=("PNG", "JPEG"))
+    except ImageLoadError as exc:
         raise _LoadFailure(
             "decode_failed", f"{header.encoding_name} payload not decodable: {exc}"
         ) from None

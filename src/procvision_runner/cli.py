@@ -21,6 +21,7 @@ from procvision_algorithm_sdk.errors import (
     INVALID_PARAMS,
     INVALID_PID,
     UNKNOWN_ERROR,
+    ImageLoadError,
     ProcVisionError,
 )
 
@@ -227,14 +228,12 @@ def _read_params(text: str | None) -> dict | None:
 
 
 def _read_image(path: str) -> Any:
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from procvision_algorithm_sdk.imagefile import decode_image
 
     try:
-        with Image.open(path) as img:
-            return np.ascontiguousarray(np.asarray(img.convert("RGB")))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise StoreError(IMAGE_LOAD_FAILED, f"cannot read image {path}: {exc}") from exc
+        return decode_image(path)
+    except ImageLoadError as exc:
+        raise StoreError(IMAGE_LOAD_FAILED, str(exc)) from None
 
 
 def _describe(phase: str, result: dict | None) -> str:

@@ -7,7 +7,6 @@ leave as JSON `{"error_code", "message"}` with codes from `procvision_algorithm_
 
 import contextlib
 import hmac
-import io
 import ipaddress
 import json
 import logging
@@ -46,6 +45,7 @@ from procvision_algorithm_sdk.errors import (
     UNKNOWN_ERROR,
     UNSAFE_UNINSTALL,
     WHEELS_MISSING,
+    ImageLoadError,
     ProcVisionError,
 )
 
@@ -394,22 +394,12 @@ def token_matches(token: str, authorization: bytes | str) -> bool:
 
 def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, str]:
     """Decode PNG/JPEG bytes to an H x W x 3 RGB uint8 array, or (None, why) when it cannot."""
-    from PIL import Image, UnidentifiedImageError
+    from procvision_algorithm_sdk.imagefile import decode_image as decode
 
-    if not data:
-        return None, "the image part is empty"
     try:
-        # Only the two decoders the API promises; no exotic plugin ever sees request bytes.
-        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                return None, f"image of {width}x{height} pixels is larger than {max_pixels}"
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError:
-        return None, "the image part is not a PNG or JPEG image"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return None, f"cannot decode the image: {exc}"
-    return np.ascontiguousarray(array), ""
+        return decode(data, formats=("PNG", "JPEG"), max_pixels=max_pixels), ""
+    except ImageLoadError as exc:
+        return None, str(exc)
 
 
 def error_result(code: str, message: str, package: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..contract import Problem
-from ..errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, MANIFEST_MISSING
+from ..errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, MANIFEST_MISSING, ImageLoadError
+from ..imagefile import decode_image
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -97,27 +98,10 @@ def load_manifest(project: Path, manifest_path: str | os.PathLike[str] | None = 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a PNG/JPEG/BMP file into an H x W x 3 uint8 RGB array; CliError 1002 otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    image_path = Path(path)
-    if not image_path.is_file():
-        raise CliError(IMAGE_LOAD_FAILED, f"image not found: {image_path}")
     try:
-        with Image.open(image_path) as img:
-            fmt = img.format
-            if fmt not in ("PNG", "JPEG", "BMP"):
-                raise CliError(
-                    IMAGE_LOAD_FAILED,
-                    f"{image_path}: unsupported image format {fmt} (use PNG, JPEG or BMP)",
-                )
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except CliError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise CliError(IMAGE_LOAD_FAILED, f"{image_path} is not a readable image: {exc}") from None
-    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise CliError(IMAGE_LOAD_FAILED, f"{image_path} decoded to an empty image")
-    return np.ascontiguousarray(array)
+        return decode_image(path)
+    except ImageLoadError as exc:
+        raise CliError(IMAGE_LOAD_FAILED, str(exc)) from None
 
 
 def make_test_image(width: int = TEST_IMAGE_WIDTH, height: int = TEST_IMAGE_HEIGHT) -> np.ndarray:
