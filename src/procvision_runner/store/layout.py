@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 
 from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
+from procvision_algorithm_sdk.segment import pid_alive
 
 from .audit import AuditLog
 from .lock import StoreError, StoreLock
@@ -231,18 +232,7 @@ class PackageStore:
 def _owner_alive(name: str) -> bool:
     """Whether a tmp/ entry named `<what>-<pid>-<rest>` belongs to a process still running."""
     match = re.match(r"^[A-Za-z]+-(\d+)-", name)
-    if not match:
-        return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return match is not None and pid_alive(int(match.group(1)))
 
 
 def _read_marker(path: Path) -> dict | None:
