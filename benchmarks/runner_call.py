@@ -6,7 +6,9 @@
     frame already in a shared-memory segment (no copy, no process boundary).
 (b) the existing implementation's path: the same frame protocol to a worker process, the frame
     saved per step to a temporary .npy file that the worker np.load()s for each phase.
-Prints p50/p99 and calls/s per size, the first call after warm-up, and the ratios.
+Prints p50/p99 and calls/s per size and the ratios. The first call after warm-up is the median
+over --loads fresh Runners (each: load with warm-up, then one timed run_step) against the steady
+p50 of back-to-back calls; a context line shows the p50 of calls spaced --gap-ms apart.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from procvision_algorithm_sdk.session import Session  # noqa: E402
 from procvision_runner import Runner, RunnerConfig  # noqa: E402
 from procvision_runner.slots import SlotRing  # noqa: E402
 
+FIRST_CALL_GOAL = 1.2
 SIZES = {"1920x1200x3": (1200, 1920, 3), "5472x3648x3": (3648, 5472, 3)}
 
 # The (b) worker: the old transport, one np.load per phase from a path in the call frame.
@@ -68,22 +71,52 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def bench_runner(shape: tuple[int, ...], iterations: int) -> tuple[float, dict[str, float]]:
-    frame = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+def _load_and_call(shape: tuple[int, ...], frame: np.ndarray) -> tuple[Runner, float]:
+    """A fresh Runner with the no-op package loaded (warm-up included); its first call in ms."""
     config = RunnerConfig(warmup_calls=3, warmup_shape=shape, heartbeat_interval_ms=5000)
-    with Runner(config) as runner:
+    runner = Runner(config)
+    try:
         runner.load(NOOP)
         t = time.perf_counter()
         out = runner.run_step("n1", 1, frame)
         first = (time.perf_counter() - t) * 1000
         assert out["execute"]["status"] == "OK", out
+    except BaseException:
+        runner.close()
+        raise
+    return runner, first
+
+
+def bench_runner(
+    shape: tuple[int, ...], iterations: int, loads: int, gap_ms: float
+) -> tuple[list[float], dict[str, float], dict[str, float]]:
+    """First-call latencies over `loads` fresh loads, the steady summary, the paced summary."""
+    frame = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    firsts: list[float] = []
+    for _ in range(loads - 1):
+        runner, first = _load_and_call(shape, frame)
+        runner.close()
+        firsts.append(first)
+    runner, first = _load_and_call(shape, frame)
+    firsts.append(first)
+    try:
         samples = []
         for _ in range(iterations):
             t = time.perf_counter()
             out = runner.run_step("n1", 1, frame)
             samples.append((time.perf_counter() - t) * 1000)
             assert out["execute"]["status"] == "OK"
-    return first, summary(samples)
+        # Context: the same calls spaced like a line that waits for its next part.
+        paced = []
+        for _ in range(max(10, iterations // 4)):
+            time.sleep(gap_ms / 1000)
+            t = time.perf_counter()
+            out = runner.run_step("n1", 1, frame)
+            paced.append((time.perf_counter() - t) * 1000)
+            assert out["execute"]["status"] == "OK"
+    finally:
+        runner.close()
+    return firsts, summary(samples), summary(paced)
 
 
 def bench_inprocess(shape: tuple[int, ...], iterations: int) -> dict[str, float]:
@@ -142,11 +175,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--big-iterations", type=int, default=40)
+    parser.add_argument("--loads", type=int, default=7, help="fresh loads for the first call")
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="idle gap of the paced calls")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; times in ms per run_step")
     for label, shape in SIZES.items():
         n = args.iterations if shape[0] < 2000 else args.big_iterations
-        first, ours = bench_runner(shape, n)
+        firsts, ours, paced = bench_runner(shape, n, args.loads, args.gap_ms)
         floor = bench_inprocess(shape, n)
         npy = bench_npy(shape, n)
         print(f"\n{label}  ({n} calls each)")
@@ -157,10 +192,21 @@ def main() -> None:
             ("(b) protocol + .npy files", npy),
         ):
             print(f"  {name:28}{row['p50']:9.3f}{row['p99']:9.3f}{row['per_s']:10.1f}")
-        print(f"  overhead over (a), p50:     {ours['p50'] - floor['p50']:.3f} ms")
-        print(f"  (b) / runner, p50:          {npy['p50'] / ours['p50']:.1f}x")
+        overhead_goal = " (goal at 1920x1200: <= 1 ms)" if shape[0] < 2000 else ""
+        speedup_goal = " (goal at 20 MP: >= 10x)" if shape[0] >= 2000 else ""
+        print(f"  overhead over (a), p50:     {ours['p50'] - floor['p50']:.3f} ms{overhead_goal}")
+        print(f"  (b) / runner, p50:          {npy['p50'] / ours['p50']:.1f}x{speedup_goal}")
+        first = statistics.median(firsts)
+        ratio = first / ours["p50"]
+        verdict = "met" if ratio <= FIRST_CALL_GOAL else "not met"
         print(
-            f"  first call after warm-up:   {first:.3f} ms = {first / ours['p50']:.2f}x steady p50"
+            f"  first call after warm-up:   median {first:.3f} ms over {len(firsts)} fresh loads "
+            f"= {ratio:.2f}x steady p50 (goal <= {FIRST_CALL_GOAL}x: {verdict})"
+        )
+        print(f"    each load's first call:   {' '.join(f'{x:.3f}' for x in firsts)}")
+        print(
+            f"  context, calls {args.gap_ms:g} ms apart: p50 {paced['p50']:.3f} ms "
+            f"= {paced['p50'] / ours['p50']:.2f}x the back-to-back p50"
         )
 
 

@@ -461,6 +461,22 @@ def test_warmup_runs_before_first_call_and_observers(make_runner: Any) -> None:
     assert seen[0].total_ms >= seen[0].algorithm_ms
 
 
+def test_warmup_writes_and_attaches_every_slot(make_runner: Any) -> None:
+    tracked = make_runner(warmup_calls=1, slots_per_worker=3)
+    runner = tracked.runner
+    key = runner.load(FAULTY)
+    # setup + info + 2 steps x 1 run, plus 1 extra run so that each of the 3 slots is used
+    assert tracked.calls() == 2 + 3 * 2
+    worker = runner._pools[key].workers()[0]
+    names = worker.slots.names
+    assert len(names) == 3
+    assert worker.slots.bytes_allocated >= 3 * 16 * 16 * 3
+    with open(f"/proc/{worker.pid}/maps") as handle:
+        mapped = handle.read()
+    assert all(f"/dev/shm/{name}" in mapped for name in names), (names, mapped)
+    _ok(runner.run_step("f1", 1, FRAME)["execute"])
+
+
 def test_worker_environment_is_filtered(make_runner: Any, monkeypatch: Any) -> None:
     from procvision_runner.worker import worker_env
 
