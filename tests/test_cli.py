@@ -279,11 +279,12 @@ def test_run_console_script_exit_codes_and_errors(project: Path, tmp_path: Path)
     assert result["execute"]["data"]["result_status"] == "NG"
     assert result["execute"]["timings"]["total_ms"] >= 0
     bad_pid = cli("run", str(project), "--pid", "nope", "--image", str(bright))
-    assert bad_pid.returncode == 1 and "1001" in bad_pid.stdout and "p001" in bad_pid.stdout
+    assert bad_pid.returncode == 1
+    assert bad_pid.stderr.startswith("error 1001: ") and "p001" in bad_pid.stderr
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x89PNG not really")
     bad_image = cli("run", str(project), "--pid", "p001", "--image", str(junk))
-    assert bad_image.returncode == 1 and "1002" in bad_image.stdout
+    assert bad_image.returncode == 1 and "error 1002: " in bad_image.stderr
     params_file = tmp_path / "params.json"
     params_file.write_text('{"threshold": 999}', encoding="utf-8")
     bad_params = cli(
@@ -300,7 +301,7 @@ def test_run_console_script_exit_codes_and_errors(project: Path, tmp_path: Path)
     assert bad_params.returncode == 1
     assert json.loads(bad_params.stdout)["pre_execute"]["error_code"] == "1006"
     not_json = cli("run", str(project), "--pid", "p001", "--image", str(bright), "--params", "{x")
-    assert not_json.returncode == 1 and "1006" in not_json.stdout
+    assert not_json.returncode == 1 and not_json.stderr.startswith("error 1006: ")
 
 
 def test_run_python_api_never_raises(project: Path, tmp_path: Path) -> None:

@@ -148,6 +148,16 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def report_error(code: str, message: str, as_json: bool = False) -> int:
+    """Print a refusal (`error <code>: <message>` on stderr, or a JSON object); return 1."""
+    if as_json:
+        print_json({"status": "ERROR", "error_code": code, "message": message})
+    else:
+        sys.stderr.write(f"error {code}: {message}\n")
+        sys.stderr.flush()
+    return 1
+
+
 def progress(message: str) -> None:
     """Show a progress line on stderr, only when stderr is a terminal."""
     try:

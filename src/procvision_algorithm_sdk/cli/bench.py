@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UNKNOWN_ERROR
-from ._common import CliError, load_image, load_manifest, parse_params, print_json
+from ._common import CliError, load_image, load_manifest, parse_params, print_json, report_error
 from ._loader import describe_exception
 from .run import open_runner, prepare
 
@@ -162,14 +162,10 @@ def _command(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             params=parse_params(args.params),
         )
-    except Exception as exc:  # CliError, or the Runner refusing the package
+    except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
         message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
-        if args.json:
-            print_json({"status": "ERROR", "error_code": code, "message": message})
-        else:
-            print(f"error ({code}): {message}")
-        return 1
+        return report_error(code, message, args.json)
     if args.json:
         print_json(summary)
     else:

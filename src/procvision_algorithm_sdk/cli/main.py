@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ._common import CliError
+from ._common import CliError, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except CliError as exc:
-        sys.stderr.write(f"error ({exc.code}): {exc.message}\n")
-        return 1
+        return report_error(exc.code, exc.message)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

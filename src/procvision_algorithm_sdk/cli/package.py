@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 from .._version import __version__
 from ..contract import check_manifest
 from ..errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
-from ._common import CliError, load_manifest, print_json, progress
+from ._common import CliError, load_manifest, print_json, progress, report_error
 from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
 from ._target import current_target, expand_platforms
 
@@ -518,11 +518,7 @@ def _command(args: argparse.Namespace) -> int:
             sdk_wheel=args.sdk_wheel,
         )
     except CliError as exc:
-        if args.json:
-            print_json({"status": "ERROR", "error_code": exc.code, "message": exc.message})
-        else:
-            print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
-        return 1
+        return report_error(exc.code, exc.message, args.json)
     if args.json:
         print_json(summary)
         return 0

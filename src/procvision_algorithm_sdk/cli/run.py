@@ -12,7 +12,15 @@ from typing import Any
 
 from ..contract import check_manifest
 from ..errors import INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
-from ._common import CliError, error_result, load_image, load_manifest, parse_params, print_json
+from ._common import (
+    CliError,
+    error_result,
+    load_image,
+    load_manifest,
+    parse_params,
+    print_json,
+    report_error,
+)
 from ._loader import describe_exception
 
 
@@ -188,11 +196,7 @@ def _command(args: argparse.Namespace) -> int:
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
         message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
-        if args.json:
-            print_json({"status": "ERROR", "error_code": code, "message": message})
-        else:
-            print(f"error ({code}): {message}")
-        return 1
+        return report_error(code, message, args.json)
     if args.save_overlay:
         from .overlay import save_overlay
 
