@@ -907,3 +907,51 @@ def test_to_jsonable_agrees_with_find_unjsonable(value: object) -> None:
     else:
         assert numpy_only
         json.dumps(out, allow_nan=False)
+
+
+plain_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=6),
+    ),
+    max_leaves=40,
+)
+
+
+@settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(value=st.one_of(garbage, plain_json))
+def test_fast_path_only_passes_what_the_full_walk_passes(value: object) -> None:
+    from procvision_algorithm_sdk.contract import _plainly_json, _walk_json
+
+    walked: list[Problem] = []
+    _walk_json(value, "", walked, set(), set(), 0)
+    if _plainly_json(value):
+        assert walked == []
+        json.dumps(value, allow_nan=False)
+    assert find_unjsonable(value, "") == walked
+
+
+def test_fast_path_leaves_cycles_depth_and_big_structures_to_the_walk() -> None:
+    from procvision_algorithm_sdk.contract import MAX_NESTING_DEPTH, _plainly_json
+
+    loop: list[Any] = [1]
+    loop.append(loop)
+    deep: Any = "leaf"
+    for _ in range(MAX_NESTING_DEPTH + 1):
+        deep = [deep]
+    wide = {"data": {"values": list(range(5000))}}
+    for value in (loop, deep, wide, {"n": 10**400}, {"f": np.float64(1.0)}, {1: "x"}):
+        assert not _plainly_json(value)
+    assert find_unjsonable(wide, "") == []  # too big for the fast path, still valid
+    assert [p.where for p in find_unjsonable(loop, "")] == ["[1]"]
+    assert _plainly_json({"status": "OK", "data": {"result_status": "OK", "rects": [(1, 2.5)]}})

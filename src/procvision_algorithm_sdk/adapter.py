@@ -75,6 +75,10 @@ _METHODS: dict[str, tuple[str, bool]] = {
 }
 
 _log = StructuredLogger()
+# BaseAlgorithm's optional hooks are no-ops; the adapter skips calling them (same effect).
+_BASE_HOOKS: dict[str, Any] = {
+    name: getattr(BaseAlgorithm, name) for name in ("on_step_start", "on_step_finish")
+}
 
 
 class StartupError(Exception):
@@ -434,7 +438,10 @@ class Worker:
 
     def send(self, message: dict[str, Any]) -> bool:
         """Write one frame; False if the Runner's end of the pipe is gone."""
-        data = protocol.encode_frame(message)
+        return self._write(protocol.encode_frame(message))
+
+    def _write(self, data: bytes) -> bool:
+        """Write one encoded frame; False if the Runner's end of the pipe is gone."""
         try:
             with self._write_lock:
                 view = memoryview(data)
@@ -601,13 +608,11 @@ class Worker:
 
     def _send_result(self, frame: dict[str, Any]) -> None:
         try:
-            encoded_ok = True
-            protocol.encode_frame(frame)
+            encoded = protocol.encode_frame(frame)
         except (protocol.FrameTooLarge, ValueError, TypeError) as exc:
-            encoded_ok = False
             reason = _describe(exc)
-        if encoded_ok:
-            self.send(frame)
+        else:
+            self._write(encoded)
             return
         data = frame.get("data")
         self.send(
@@ -628,6 +633,13 @@ class Worker:
     def _method(self, name: str) -> Callable[..., Any] | None:
         method = getattr(self.algorithm, name, None)
         return method if callable(method) else None
+
+    def _overridden(self, name: str) -> bool:
+        """Whether hook `name` does anything: False when missing or BaseAlgorithm's no-op."""
+        method = self._method(name)
+        if method is None:
+            return False
+        return getattr(method, "__func__", None) is not _BASE_HOOKS.get(name)
 
     def _run(self, name: str, *args: Any) -> tuple[Any, BaseException | None, float]:
         """Call an algorithm method; (value, exception, milliseconds). Missing optional = no-op."""
@@ -787,6 +799,8 @@ class Worker:
         self, entry: SessionEntry, step_index: int, timings: dict[str, float]
     ) -> Outcome | None:
         entry.steps.add(step_index)
+        if not self._overridden("on_step_start"):
+            return None  # the default hook does nothing: skip copying the context for it
         _, exc, ms = self._run("on_step_start", step_index, entry.session, entry.session.context)
         timings["hooks_ms"] += ms
         return exception_outcome(exc, "on_step_start") if exc is not None else None
@@ -795,6 +809,8 @@ class Worker:
         self, entry: SessionEntry, step_index: int, outcome: Outcome, timings: dict[str, float]
     ) -> Outcome:
         entry.steps.discard(step_index)
+        if not self._overridden("on_step_finish"):
+            return outcome  # the default hook does nothing: skip building its result copy
         _, exc, ms = self._run("on_step_finish", step_index, entry.session, outcome.public())
         timings["hooks_ms"] += ms
         if exc is None:
@@ -901,6 +917,8 @@ class Worker:
         except Exception as exc:
             _log.warning("diagnostics could not be collected", error=_describe(exc))
             return {}
+        if type(items) is dict and not items:
+            return {}  # the common case: nothing published since the last call
         return json_safe(items) if isinstance(items, dict) else {"value": json_safe(items)}
 
     def _result_frame(

@@ -299,9 +299,61 @@ def _walk_json(
     done.add(ident)
 
 
+# Bounds of the fast path below; anything beyond them takes the full walk.
+_PLAIN_INT_LIMIT = 1 << 1000  # far below the smallest int-to-str digit limit CPython allows
+_PLAIN_NODE_BUDGET = 4096
+
+
+def _plainly_json(value: object) -> bool:
+    """True only when the full walk would certainly find nothing; False means "walk it".
+
+    Accepts exact builtin types only (no subclasses, no numpy), finite floats, ints well within
+    every digit limit, str keys, containers shallower than MAX_NESTING_DEPTH, and at most
+    _PLAIN_NODE_BUDGET children in all (so cycles and huge shared structures fall through to
+    the walk, which reports them). It builds no paths, which is what makes it cheap.
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    budget = _PLAIN_NODE_BUDGET
+    while stack:
+        item, depth = stack.pop()
+        if item is None or type(item) is str or type(item) is bool:
+            continue
+        if type(item) is int:
+            if -_PLAIN_INT_LIMIT < item < _PLAIN_INT_LIMIT:
+                continue
+            return False
+        if type(item) is float:
+            if math.isfinite(item):
+                continue
+            return False
+        if type(item) is dict:
+            if depth >= MAX_NESTING_DEPTH:
+                return False
+            budget -= len(item)
+            if budget < 0:
+                return False
+            for key, child in item.items():
+                if type(key) is not str:
+                    return False
+                stack.append((child, depth + 1))
+            continue
+        if type(item) is list or type(item) is tuple:
+            if depth >= MAX_NESTING_DEPTH:
+                return False
+            budget -= len(item)
+            if budget < 0:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+            continue
+        return False
+    return True
+
+
 @_never_raises("result", INVALID_RESULT, _as_list)
 def find_unjsonable(value: object, where: str) -> list[Problem]:
     """Return a 1008 problem for every leaf that is not plain JSON (numpy, ndarray, bytes, ...)."""
+    if _plainly_json(value):
+        return []  # the common small valid result: no walk, no paths built
     problems: list[Problem] = []
     _walk_json(value, where if isinstance(where, str) else "", problems, set(), set(), 0)
     return problems
