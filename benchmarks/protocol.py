@@ -4,7 +4,8 @@ Both sides run in one process pair kind: this process writes to a child's stdin 
 its stdout pipe. The floor child only echoes length-prefixed frames (no JSON, no algorithm); the
 adapter child decodes the call, pre-attaches the image slot, runs the no-op execute, checks the
 result and answers with a full result frame. Rounds alternate between the two so machine noise
-hits both alike. Goal: adapter p50 at most 3x the floor p50.
+hits both alike. Goal: adapter p50 at most 3x the floor p50. Context lines (no goal): a JSON echo
+and a "threaded echo" that has the adapter's required reader-thread -> main-thread shape.
 
 Usage: .venv/bin/python benchmarks/protocol.py [--rounds 5] [--calls 400]
 """
@@ -78,6 +79,30 @@ JSON_ECHO_CHILD = textwrap.dedent(
     from procvision_algorithm_sdk import protocol
     while True:
         message = protocol.read_frame(0)
+        if message is None:
+            break
+        protocol.write_frame(1, message)
+    """
+)
+
+# Context only: the adapter's required two-thread shape with nothing else. A reader thread decodes
+# each frame from a buffered stream and hands it to the main thread through a queue.SimpleQueue;
+# the main thread encodes and writes the answer (the same message back).
+THREADED_ECHO_CHILD = textwrap.dedent(
+    """
+    import os, queue, threading
+    from procvision_algorithm_sdk import protocol
+    calls = queue.SimpleQueue()
+    def read_loop():
+        stream = os.fdopen(0, "rb", buffering=1 << 16, closefd=False)
+        while True:
+            message = protocol.read_frame(stream)
+            calls.put(message)
+            if message is None:
+                return
+    threading.Thread(target=read_loop, daemon=True).start()
+    while True:
+        message = calls.get()
         if message is None:
             break
         protocol.write_frame(1, message)
@@ -179,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         floor = _spawn([sys.executable, "-c", ECHO_CHILD])
         json_echo = _spawn([sys.executable, "-c", JSON_ECHO_CHILD], env)
+        threaded_echo = _spawn([sys.executable, "-c", THREADED_ECHO_CHILD], env)
         try:
             assert adapter.stdout is not None
             hello = protocol.read_frame(adapter.stdout.fileno())
@@ -188,18 +214,21 @@ def main(argv: list[str] | None = None) -> int:
             adapter_round(adapter, fields, 50, counter)  # warm-up: setup, attach, caches
             floor_round(floor, call_bytes, 50)
             floor_round(json_echo, call_bytes, 50)
+            floor_round(threaded_echo, call_bytes, 50)
             ours: list[float] = []
             base: list[float] = []
             json_base: list[float] = []
+            threaded_base: list[float] = []
             worker_only: list[float] = []
             for _ in range(args.rounds):
                 # the adapter's own share: the same pre-encoded call, the answer read undecoded
                 worker_only += floor_round(adapter, call_bytes, args.calls)
                 base += floor_round(floor, call_bytes, args.calls)
                 json_base += floor_round(json_echo, call_bytes, args.calls)
+                threaded_base += floor_round(threaded_echo, call_bytes, args.calls)
                 ours += adapter_round(adapter, fields, args.calls, counter)
         finally:
-            for proc in (adapter, floor, json_echo):
+            for proc in (adapter, floor, json_echo, threaded_echo):
                 assert proc.stdin is not None
                 proc.stdin.close()
                 try:
@@ -219,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (
         ("floor (bare ping-pong)", base),
         ("json echo (context)", json_base),
+        ("threaded echo (context)", threaded_base),
         ("adapter, pre-encoded call", worker_only),
         ("adapter execute call", ours),
     )
@@ -238,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"adapter alone (pre-encoded call, undecoded answer) vs floor: p50 {own50:.2f}x")
     print(f"context: full call p50 is {json50:.2f}x a JSON echo that decodes and re-encodes")
+    threaded50 = percentile(threaded_base, 50)
+    print(
+        f"context: the two-thread shape alone (threaded echo) is "
+        f"{threaded50 / percentile(base, 50):.2f}x the floor; the full call is "
+        f"{percentile(ours, 50) / threaded50:.2f}x the threaded echo"
+    )
     return 0
 
 
