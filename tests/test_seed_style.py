@@ -380,12 +380,23 @@ def test_session_id_context_and_state():
     assert session.exists("board") is False
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, b"bytes", np.zeros(3), {"k": object()}])
+@pytest.mark.parametrize(
+    "value",
+    [object(), {1, 2}, b"bytes", np.zeros(3), {"k": object()}, float("nan"), [float("inf")]],
+)
 def test_session_set_rejects_non_json(value):
     session = Session("s")
     with pytest.raises(TypeError):
         session.set("k", value)
     assert session.exists("k") is False
+
+
+def test_session_keys_must_be_strings():
+    session = Session("s")
+    with pytest.raises(TypeError, match="keys must be strings"):
+        session.set(1, "v")  # type: ignore[arg-type]
+    session.set("ok", 1)
+    assert session._take_changes() == {"set": {"ok": 1}, "deleted": []}
 
 
 def test_session_take_changes():

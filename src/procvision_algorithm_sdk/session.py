@@ -34,10 +34,13 @@ class Session:
         return self._state.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
-        """Store a JSON-serialisable `value` under `key` (TypeError otherwise)."""
+        """Store a JSON-serialisable `value` under a string `key` (TypeError otherwise)."""
+        if not isinstance(key, str):
+            raise TypeError(f"Session keys must be strings, not {type(key).__name__}")
         try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
+            # allow_nan=False: NaN/Infinity are not JSON and could not travel to the Runner.
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"Session value for {key!r} must be JSON-serialisable: {exc}") from exc
         self._state[key] = copy.deepcopy(value)
         self._changed.add(key)
