@@ -177,6 +177,10 @@ def test_undecodable_and_mismatched_encoded_payloads(reader: ReaderProcess) -> N
         assert answer["warnings"][0]["cause"] == "decode_failed" and answer["shape"] == [20, 30, 3]
         answer = reader.ask(op="read", id="small-png", meta={**good, "width": 31})
         assert answer["warnings"][0]["cause"] == "size_mismatch"
+        # A payload larger than its meta is refused before it is decoded.
+        answer = reader.ask(op="read", id="small-png", meta={**good, "width": 10})
+        assert answer["warnings"][0]["cause"] == "decode_failed"
+        assert "more than the limit of 200" in answer["warnings"][0]["message"]
         # Seed: the dev writer could not read a size, so the meta it returns gives None.
         answer = reader.ask(op="read", id="broken", meta=meta)
         assert answer["none"] is True and answer["warnings"][0]["cause"] == "invalid_size"
@@ -322,6 +326,37 @@ def test_clear_of_unknown_id_and_foreign_segment() -> None:
     finally:
         child.communicate("\n", timeout=30)
     assert child.returncode == 0
+
+
+def test_seed_writers_never_remove_a_live_runners_slot() -> None:
+    script = (
+        "import sys, numpy as np\n"
+        "from procvision_runner.slots import SlotRing\n"
+        "ring = SlotRing('owner', count=1)\n"
+        "slot = ring.acquire(48, timeout=5)\n"
+        "meta = slot.write_frame(np.full((4, 4, 3), 7, np.uint8))\n"
+        "print(slot.name, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "ring.close()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        name = child.stdout.readline().strip()
+        assert _exists(name)
+        assert sm.dev_clear_shared_memory(name) is False
+        with pytest.raises(FileExistsError, match="belongs to live process"):
+            sm.write_image_array_to_shared_memory(name, np.zeros((4, 4, 3), np.uint8))
+        assert _exists(name)
+        meta = {"width": 4, "height": 4, "color_space": "RGB"}
+        assert int(sm.read_image_from_shared_memory(name, meta, strict=True)[0, 0, 0]) == 7
+    finally:
+        child.communicate("\n", timeout=30)
+        sm.clear_attach_cache()
+    assert child.returncode == 0
+    assert not _exists(name)
 
 
 def test_segment_names_are_safe_and_stable() -> None:

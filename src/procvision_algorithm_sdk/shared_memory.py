@@ -265,7 +265,8 @@ def _decode(mapping: mmap.mmap, header: seg.SegmentHeader, width: int, height: i
     start = seg.HEADER_SIZE
     data = mapping[start : start + header.payload_size]
     try:
-        array = decode_image(data, formats=("PNG", "JPEG"))
+        # Bounded by the meta's size: a lying header must not make us decode a huge image.
+        array = decode_image(data, formats=("PNG", "JPEG"), max_pixels=max(width * height, 1))
     except ImageLoadError as exc:
         raise _LoadFailure(
             "decode_failed", f"{header.encoding_name} payload not decodable: {exc}"
@@ -308,8 +309,12 @@ def _owned_segment(name: str, size: int) -> SharedMemory:
     try:
         shm = seg.create_segment(name, size)
     except FileExistsError:
-        # Writing an id replaces what another writer left under it.
-        _discard_by_name(name)
+        # Writing an id replaces what another writer left under it, never a live owner's slot.
+        if not _discard_by_name(name):
+            raise FileExistsError(
+                f"shared memory {name!r} belongs to live process "
+                f"{seg.owner_pid_from_name(name)}; write under another id"
+            ) from None
         shm = seg.create_segment(name, size)
     _owned[name] = _Owned(shm, os.getpid())
     if not _atexit_registered:
@@ -319,6 +324,12 @@ def _owned_segment(name: str, size: int) -> SharedMemory:
 
 
 def _discard_by_name(name: str) -> bool:
+    """Retire and unlink a segment this process does not own; False if absent or protected."""
+    owner = seg.owner_pid_from_name(name)
+    if owner is not None and owner != os.getpid() and seg.pid_alive(owner):
+        # A Runner's slot: only its owner may unlink it (contract section 7).
+        _log.warning("refusing to remove a live owner's shared memory", segment=name, owner=owner)
+        return False
     try:
         other = seg.attach_segment(name)
     except FileNotFoundError:
