@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -58,6 +59,9 @@ _EXCLUDED_SUFFIXES = (".zip", ".pyc", ".pyo", ".whl", ".egg-info", ".DS_Store")
 # Files the package step regenerates at the root.
 _REGENERATED = {"requirements.txt", ENV_FILE, CHECKSUMS, SIGNATURE}
 _FIXED_DATE = (2020, 1, 1, 0, 0, 0)
+# Secret-looking files never ship, whatever directory they sit in: a station's package store
+# is not a place for private keys or credentials.
+_SECRET_PATTERNS = ("*.pem", "*.key", ".env", ".env.*", "id_rsa*")
 
 
 def _excluded_dir(path: Path) -> bool:
@@ -69,8 +73,16 @@ def _excluded_dir(path: Path) -> bool:
     )
 
 
-def project_files(project: Path, skip: set[Path]) -> list[str]:
-    """Return the project files that go into the package, root-relative, sorted."""
+def _secret(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _SECRET_PATTERNS)
+
+
+def project_files(project: Path, skip: set[Path], left_out: list[str] | None = None) -> list[str]:
+    """Return the project files that go into the package, root-relative, sorted.
+
+    Files in `skip` (resolved paths) and secret-looking files are left out; the root-relative
+    names of those that were there are appended to `left_out`, so the summary can say so.
+    """
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(project, followlinks=False):
         here = Path(dirpath)
@@ -80,9 +92,11 @@ def project_files(project: Path, skip: set[Path]) -> list[str]:
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(project).as_posix()
-            if path.is_symlink() or name.endswith(_EXCLUDED_SUFFIXES):
+            if path.is_symlink() or name.endswith(_EXCLUDED_SUFFIXES) or rel in _REGENERATED:
                 continue
-            if rel in _REGENERATED or path.resolve() in skip:
+            if path.resolve() in skip or _secret(name):
+                if left_out is not None:
+                    left_out.append(rel)
                 continue
             if "\\" in rel or any(ord(c) < 32 for c in rel):
                 raise CliError(INVALID_ZIP, f"file name {rel!r} cannot go into a package")
@@ -374,6 +388,12 @@ def build_package(
         )
         progress("writing the zip")
         entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
+    notes = list(final.notes)
+    if entries["left_out"]:
+        notes.append(
+            "left out of the package (signing key or secret-looking files: *.pem, *.key, "
+            ".env, .env.*, id_rsa*): " + ", ".join(entries["left_out"])
+        )
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     return {
         "status": "OK",
@@ -387,7 +407,7 @@ def build_package(
         "requirements": [r.line() for r in final.items],
         "target": target,
         "signed": sign_key is not None,
-        "notes": final.notes,
+        "notes": notes,
         "seconds": round(time.monotonic() - started, 2),
     }
 
@@ -423,7 +443,11 @@ def _write_zip(
         "requirements.txt": requirements_text.encode("utf-8"),
         ENV_FILE: (json.dumps(target, indent=2) + "\n").encode("utf-8"),
     }
-    sources = {rel: root / rel for rel in project_files(root, {out})}
+    skip = {out}
+    if sign_key is not None:
+        skip.add(Path(sign_key).resolve())
+    left_out: list[str] = []
+    sources = {rel: root / rel for rel in project_files(root, skip, left_out)}
     wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
     for name in wheels:
         sources[f"wheels/{name}"] = wheels_dir / name
@@ -452,7 +476,7 @@ def _write_zip(
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    return {"files": names, "wheels": wheels}
+    return {"files": names, "wheels": wheels, "left_out": left_out}
 
 
 def _load_signing_key(path: str | os.PathLike[str]) -> Any:
