@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import logging
 import sys
@@ -116,6 +117,9 @@ class Runner:
         self._sessions = SessionStore(self.config.session_ttl_s, self.config.session_log_lines)
         self._spawner = Spawner()
         self._closed = False
+        # ids of throw-away sessions: unique per Runner without a uuid4 per call
+        self._call_prefix = uuid.uuid4().hex
+        self._call_numbers = itertools.count(1)
         self._stop = threading.Event()
         self._supervisor = threading.Thread(
             target=self._supervise, name="procvision-supervisor", daemon=True
@@ -446,7 +450,11 @@ class Runner:
             return fail(INVALID_PARAMS, "session_context must be a dict", key)
 
         stored = session_id is not None
-        sid: str = session_id if isinstance(session_id, str) else f"call-{uuid.uuid4().hex}"
+        sid: str = (
+            session_id
+            if isinstance(session_id, str)
+            else f"call-{self._call_prefix}-{next(self._call_numbers)}"
+        )
         context = dict(session_context or {})
         record = self._sessions.touch(sid, context) if stored else None
         if record is not None:

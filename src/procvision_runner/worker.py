@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
@@ -207,6 +208,8 @@ class Worker:
         self._next_ping = time.monotonic()
         self._kill_at: float | None = None
         self._threads: list[threading.Thread] = []
+        self._request_prefix = f"{uuid.uuid4().hex[:8]}-"
+        self._request_numbers = itertools.count(1)
 
     # ------------------------------------------------------------------ start
 
@@ -263,7 +266,8 @@ class Worker:
 
     def call(self, phase: str, fields: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
         """Run one phase and return its result frame; failures come back as ERROR frames."""
-        request_id = uuid.uuid4().hex
+        # Unique per worker process is all matching needs; a counter is cheaper than uuid4.
+        request_id = f"{self._request_prefix}{next(self._request_numbers)}"
         session = fields.get("session") or {}
         context = session.get("context") or {}
         pending = _Pending(request_id, phase)
@@ -473,11 +477,12 @@ class Worker:
     def _read_stdout(self) -> None:
         proc = self.proc
         assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
+        # Popen's buffered reader: one read() syscall usually brings a whole small frame.
+        stream: Any = proc.stdout
         try:
             while True:
                 try:
-                    message = protocol.read_frame(fd)
+                    message = protocol.read_frame(stream)
                 except protocol.BadFrame as exc:
                     self._log_runner("warning", f"bad frame from worker: {exc}")
                     continue
