@@ -475,12 +475,17 @@ def test_package_refuses_editable_requirements_and_missing_project(
 
 
 def test_package_skip_download_ships_project_wheels(project: Path, tmp_path: Path) -> None:
+    from packaging_helpers import dependency_wheels
+
     (project / "requirements.txt").write_text("", encoding="utf-8")
+    (project / "wheels").mkdir()
+    for wheel in dependency_wheels():  # the SDK's own numpy and Pillow
+        shutil.copyfile(wheel, project / "wheels" / wheel.name)
     out = tmp_path / "p.zip"
     result = cli("package", str(project), "-s", "-o", str(out), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     wheels = json.loads(result.stdout)["wheels"]
-    assert len(wheels) == 1 and wheels[0].startswith("procvision_algorithm_sdk-")
+    assert [w.split("-")[0] for w in wheels] == ["numpy", "pillow", "procvision_algorithm_sdk"]
 
 
 # ---------------------------------------------------------------------------------------------

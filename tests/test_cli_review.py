@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 CLI = Path(sys.executable).parent / "procvision-cli"
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -42,12 +44,21 @@ def _write_ed25519_key(path: Path) -> None:
     )
 
 
+def _ship_dependency_wheels(project: Path) -> None:
+    """Put numpy and Pillow wheels into <project>/wheels, for `package -s`."""
+    from packaging_helpers import dependency_wheels
+
+    (project / "wheels").mkdir(exist_ok=True)
+    for wheel in dependency_wheels():
+        shutil.copyfile(wheel, project / "wheels" / wheel.name)
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. package never ships the signing key or other secrets
 
 
 def test_package_leaves_out_the_signing_key_and_secrets(project: Path, tmp_path: Path) -> None:
-    (project / "requirements.txt").write_text("", encoding="utf-8")
+    _ship_dependency_wheels(project)
     _write_ed25519_key(project / "signing.pem")
     (project / "keys").mkdir()
     _write_ed25519_key(project / "keys" / "station-signer.txt")  # the key under any name
@@ -82,3 +93,31 @@ def test_package_leaves_out_the_signing_key_and_secrets(project: Path, tmp_path:
         assert all(name in notes for name in secrets | {key_name}), notes
         checked = cli("validate", "--zip", str(out), "--json")
         assert checked.returncode == 0, checked.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. package -s refuses wheels/ that cannot install the package
+
+
+def test_package_skip_download_refuses_missing_wheels(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.zip"
+    # requirements.txt wants numpy, <project>/wheels is empty: validate --zip would say 2004
+    missing = cli("package", str(project), "-s", "-o", str(out), "--json")
+    assert missing.returncode == 1, missing.stdout
+    error = json.loads(missing.stdout)
+    assert error["error_code"] == "2004" and "no wheel for numpy" in error["message"]
+    assert not out.exists()
+    # the SDK's own dependencies count too: the store's pip install needs them offline
+    (project / "requirements.txt").write_text("", encoding="utf-8")
+    sdk_only = cli("package", str(project), "-s", "-o", str(out))
+    assert sdk_only.returncode == 1 and "error 2004: " in sdk_only.stderr
+    assert "pillow" in sdk_only.stderr.lower() and "procvision-algorithm-sdk" in sdk_only.stderr
+    assert not out.exists()
+    # with the wheels in place the same command succeeds and validate --zip agrees
+    (project / "requirements.txt").write_text("numpy>=1.23\n", encoding="utf-8")
+    _ship_dependency_wheels(project)
+    ok = cli("package", str(project), "-s", "-o", str(out), "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert len(json.loads(ok.stdout)["wheels"]) == 3
+    checked = cli("validate", "--zip", str(out), "--json")
+    assert checked.returncode == 0, checked.stdout

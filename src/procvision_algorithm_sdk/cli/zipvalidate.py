@@ -12,7 +12,7 @@ from ._common import Report
 from ._target import expand_platforms
 
 
-def _target_for(env: dict[str, Any] | None) -> Any:
+def target_env(env: dict[str, Any] | None) -> Any:
     """The interpreter the package declares (.procvision_env.json), else this one."""
     from procvision_runner.store.wheels import TargetEnv
 
@@ -50,7 +50,7 @@ def validate_zip(zip_path: Path, report: Report) -> None:
         f"{layout.name} {layout.version}",
     )
     try:
-        target = _target_for(layout.env)
+        target = target_env(layout.env)
     except Exception as exc:  # an env file naming an impossible interpreter
         report.fail(
             "target", f".procvision_env.json does not describe a target: {exc}", INVALID_ZIP
