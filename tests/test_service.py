@@ -156,6 +156,24 @@ def test_bad_input_is_422_with_code_1006(client: httpx.Client) -> None:
     )
 
 
+def test_json_fields_too_deep_or_not_plain_json_are_422(client: httpx.Client) -> None:
+    png = png_bytes(8, 8)
+    deep_object = '{"a":' * 150 + "1" + "}" * 150  # decodes, but deeper than the contract allows
+    for field in ("user_params", "session_context"):
+        for bad in ("[" * 10_000, '{"a": NaN}', '{"a": -Infinity}', deep_object):
+            body = assert_error(
+                client.post(
+                    "/inspect",
+                    data={"pid": "p001", "step_index": "1", field: bad},
+                    files={"image": png},
+                ),
+                422,
+                "1006",
+            )
+            assert field in body["message"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
 def test_undecodable_image_is_an_error_result_1002(client: httpx.Client) -> None:
     r = client.post(
         "/inspect",

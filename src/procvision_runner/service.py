@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from procvision_algorithm_sdk.contract import find_unjsonable
 from procvision_algorithm_sdk.errors import (
     ACTIVATION_CONFLICT,
     IMAGE_LOAD_FAILED,
@@ -419,12 +420,22 @@ def _parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
     if text is None or text == "":
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(422, INVALID_PARAMS, f"{name} is nested too deeply") from None
     except ValueError as exc:
         raise ApiError(422, INVALID_PARAMS, f"{name} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON object")
+    # the Runner sends these on as JSON: what it could not encode is refused here, not there
+    problems = find_unjsonable(value, name)
+    if problems:
+        raise ApiError(422, INVALID_PARAMS, f"{name}: {problems[0].message}")
     return value
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number")
 
 
 # ---------------------------------------------------------------------------------------------
