@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from service_server import RUNNER_CLI, RunnerServer, free_port
 
+from procvision_runner.metrics import ServiceMetrics
+
 TOKEN = "s3cret-station-token"
 
 
@@ -325,7 +327,7 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float:
 
 def test_metrics_count_calls_and_requests(client: httpx.Client) -> None:
     labels = {
-        "pid": "metric-pid",
+        "pid": "",  # an unrouted pid is not a label value: any client could invent new ones
         "name": "",
         "version": "",
         "phase": "pre",
@@ -354,6 +356,85 @@ def test_metrics_count_calls_and_requests(client: httpx.Client) -> None:
         "procvision_shared_memory_bytes",
     ):
         assert f"\n{name} " in after, name
+
+
+def _series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name + "{")]
+
+
+def test_metric_labels_stay_bounded_whatever_clients_and_algorithms_send(
+    client: httpx.Client,
+) -> None:
+    for i in range(5):
+        r = client.post(
+            "/inspect",
+            data={"pid": f"invented-{i}", "step_index": "1", "phase": "pre"},
+            files={"image": png_bytes(8, 8)},
+        )
+        assert r.status_code == 200 and r.json()["error_code"] == "1001", r.text
+        r = client.post(
+            "/inspect",
+            data={"pid": f"invented-img-{i}", "step_index": "1"},
+            files={"image": b"not an image"},
+        )
+        assert r.status_code == 200 and r.json()["pre_execute"]["error_code"] == "1002"
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        assert client.request(method, "/healthz").status_code == 405
+    text = client.get("/metrics").text
+    assert "invented" not in text
+    series = _series(text, "procvision_calls_total")
+    assert {line.split('pid="', 1)[1].split('"', 1)[0] for line in series} == {""}
+    methods = {
+        line.split('method="', 1)[1].split('"', 1)[0]
+        for line in _series(text, "procvision_http_requests_total")
+    }
+    assert "other" in methods and methods <= {"GET", "POST", "DELETE", "other"}
+
+
+def test_algorithm_error_codes_outside_the_contract_are_one_label() -> None:
+    metrics = ServiceMetrics()
+    for i in range(20):
+        metrics.observe(
+            {
+                "pid": "p001",
+                "name": "algo",
+                "version": "1.0.0",
+                "phase": "execute",
+                "status": "ERROR",
+                "error_code": f"ALGO-{i}",
+                "total_ms": 1.0,
+            }
+        )
+    metrics.observe(
+        {
+            "pid": "p001",
+            "name": "algo",
+            "version": "1.0.0",
+            "phase": "execute",
+            "status": "ERROR",
+            "error_code": "1002",
+        }
+    )
+    metrics.observe(
+        {
+            "pid": "p002",
+            "name": None,
+            "version": None,
+            "phase": "pre",
+            "status": "ERROR",
+            "error_code": "1001",
+        }
+    )
+    text = metrics.render().decode()
+    series = _series(text, "procvision_calls_total")
+    codes = sorted(line.split('error_code="', 1)[1].split('"', 1)[0] for line in series)
+    assert codes == ["1001", "1002", "other"]
+    base = {"name": "algo", "version": "1.0.0", "phase": "execute", "status": "ERROR"}
+    assert (
+        _sample(text, "procvision_calls_total", {**base, "pid": "p001", "error_code": "other"})
+        == 20
+    )
+    assert "p002" not in text  # no package routed: not a label value
 
 
 @pytest.fixture()

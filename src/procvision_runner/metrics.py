@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from procvision_algorithm_sdk.errors import ERROR_CODES
+
 # Milliseconds-scale work reported in seconds (Prometheus convention).
 LATENCY_BUCKETS = (
     0.0001,
@@ -45,6 +47,23 @@ LATENCY_LABELS = ("pid", "name", "version", "phase")
 def _label(value: object) -> str:
     """Label values are strings; a missing value is the empty string."""
     return "" if value is None else str(value)
+
+
+# Label values must come from small fixed sets: every new value is a new series kept forever.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+
+
+def error_code_label(code: object) -> str:
+    """A contract error code as itself, any other (algorithm-made) code as "other"."""
+    if code is None or code == "":
+        return ""
+    return str(code) if str(code) in ERROR_CODES else OTHER
+
+
+def method_label(method: str) -> str:
+    """A standard HTTP method as itself, anything a client invented as "other"."""
+    return method if method in HTTP_METHODS else OTHER
 
 
 def _field(record: object, name: str) -> Any:
@@ -186,6 +205,9 @@ class ServiceMetrics:
     def observe(self, record: object) -> None:
         """Count one answered call (a Runner `CallRecord` or a mapping with its fields)."""
         values = {name: _label(_field(record, name)) for name in CALL_LABELS}
+        if not values["name"]:
+            values["pid"] = ""  # no package routed: the pid is whatever the client sent
+        values["error_code"] = error_code_label(values["error_code"])
         self.calls.labels(**values).inc()
         latency = {name: values[name] for name in LATENCY_LABELS}
         for field, hist in (
@@ -198,10 +220,25 @@ class ServiceMetrics:
             if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
                 hist.labels(**latency).observe(ms / 1000.0)
 
-    def count_rejected(self, pid: str, phase: str, error_code: str) -> None:
+    def count_rejected(
+        self, pid: str, phase: str, error_code: str, package: Mapping[str, Any] | None = None
+    ) -> None:
         """Count a call the service answered itself (e.g. an undecodable image)."""
-        self.calls.labels(
-            pid=pid, name="", version="", phase=phase, status="ERROR", error_code=error_code
+        self.observe(
+            {
+                "pid": pid,
+                "name": package.get("name") if package else None,
+                "version": package.get("version") if package else None,
+                "phase": phase,
+                "status": "ERROR",
+                "error_code": error_code,
+            }
+        )
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        """Count one answered HTTP request."""
+        self.http_requests.labels(
+            route=route, method=method_label(method), status=str(status)
         ).inc()
 
     def render(self) -> bytes:

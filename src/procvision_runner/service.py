@@ -752,9 +752,7 @@ def create_app(
         response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
-        metrics.http_requests.labels(
-            route=template, method=request.method, status=str(response.status_code)
-        ).inc()
+        metrics.count_request(template, request.method, response.status_code)
         return response
 
     async def managed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -929,9 +927,9 @@ def create_app(
             data = await image.read()
             decoded, why = await run_in_threadpool(decode_image, data, cfg.max_image_pixels)
             if decoded is None:
-                metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED)
                 routed = runner.routes().get(pid)
                 package = {"name": routed[0], "version": routed[1]} if routed else None
+                metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
                 failed = error_result(IMAGE_LOAD_FAILED, why, package)
                 out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
                 return JSONResponse(out)
