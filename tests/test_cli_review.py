@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 CLI = Path(sys.executable).parent / "procvision-cli"
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -121,3 +123,71 @@ def test_package_skip_download_refuses_missing_wheels(project: Path, tmp_path: P
     assert len(json.loads(ok.stdout)["wheels"]) == 3
     checked = cli("validate", "--zip", str(out), "--json")
     assert checked.returncode == 0, checked.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. quick validate with a virtual environment inside the project
+
+
+def _fake_venv(project: Path) -> Path:
+    """A venv inside the project: pyvenv.cfg and a site-packages holding the SDK and a helper."""
+    venv = project / ".venv"
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).parent}\n", encoding="utf-8")
+    shutil.copytree(
+        REPO / "src" / "procvision_algorithm_sdk",
+        site / "procvision_algorithm_sdk",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (site / "venvhelper.py").write_text("LOADED = True\n", encoding="utf-8")
+    main = next(project.glob("*/main.py"))
+    main.write_text(
+        main.read_text(encoding="utf-8")
+        + "\nimport sys\nimport venvhelper  # noqa: F401\nimport procvision_algorithm_sdk as _sdk\n"
+        "print('SDK FROM', _sdk.__file__, file=sys.stderr)\n",
+        encoding="utf-8",
+    )
+    return site
+
+
+def test_quick_validate_keeps_modules_of_a_venv_inside_the_project(
+    project: Path, tmp_path: Path
+) -> None:
+    site = _fake_venv(project)
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "procvision_algorithm_sdk.cli", "validate", str(project), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert f"SDK FROM {site}" in result.stderr  # the CLI and the algorithm use the venv's SDK
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, [c for c in report["checks"] if c["result"] == "FAIL"]
+
+
+def test_purge_drops_project_code_only(project: Path) -> None:
+    from procvision_algorithm_sdk.cli._loader import purge_modules
+
+    site = _fake_venv(project)
+    (project / "dist-packages").mkdir()
+    (project / "dist-packages" / "distthing.py").write_text("", encoding="utf-8")
+    (project / "loose.py").write_text("", encoding="utf-8")
+    sys.path[:0] = [str(site), str(project / "dist-packages"), str(project)]
+    try:
+        import distthing  # noqa: F401
+        import loose  # noqa: F401
+        import venvhelper  # noqa: F401
+
+        purge_modules(project, None)
+        assert "venvhelper" in sys.modules and "distthing" in sys.modules
+        assert "loose" not in sys.modules
+    finally:
+        for path in (str(site), str(project / "dist-packages"), str(project)):
+            sys.path.remove(path)
+        for name in ("venvhelper", "distthing", "loose"):
+            sys.modules.pop(name, None)

@@ -24,22 +24,45 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
 
 
-def _within(path: str, root: Path) -> bool:
+_INSTALLED_DIRS = ("site-packages", "dist-packages")
+# Never purged: class identity (BaseAlgorithm) must survive, wherever these were installed.
+_KEPT_PACKAGES = ("procvision_algorithm_sdk", "procvision_runner")
+
+
+def _project_code(path: str, root: Path, venvs: dict[Path, bool]) -> bool:
+    """True for a source file of the project itself: under `root`, not in an installed tree.
+
+    A virtual environment (a directory holding pyvenv.cfg) or a site-packages/dist-packages
+    directory inside the project holds installed libraries, not the project's code.
+    """
     try:
-        return Path(path).resolve().is_relative_to(root)
+        rel = Path(path).resolve().relative_to(root)
     except (OSError, ValueError):
         return False
+    here = root
+    for part in rel.parts[:-1]:
+        if part in _INSTALLED_DIRS:
+            return False
+        here = here / part
+        if here not in venvs:
+            venvs[here] = (here / "pyvenv.cfg").exists()
+        if venvs[here]:
+            return False
+    return True
 
 
 def purge_modules(project: Path, top_level: str | None) -> None:
-    """Drop every module imported from `project` (or under `top_level`) from sys.modules."""
+    """Drop the project's own modules (and everything under `top_level`) from sys.modules."""
     root = project.resolve()
+    venvs: dict[Path, bool] = {}
     for name, module in list(sys.modules.items()):
         if top_level and (name == top_level or name.startswith(top_level + ".")):
             sys.modules.pop(name, None)
             continue
+        if name.split(".", 1)[0] in _KEPT_PACKAGES:
+            continue
         file = getattr(module, "__file__", None)
-        if isinstance(file, str) and _within(file, root):
+        if isinstance(file, str) and _project_code(file, root, venvs):
             sys.modules.pop(name, None)
     importlib.invalidate_caches()
 
