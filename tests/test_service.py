@@ -296,6 +296,28 @@ def test_a_bad_zip_is_400_and_the_upload_leaves_nothing(
     assert client.get("/algorithms").json() == []
 
 
+def test_a_zip_of_an_unsupported_version_is_a_failed_check_not_a_500(
+    client: httpx.Client, server: RunnerServer
+) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", "{}")
+        zf.writestr("requirements.txt", "")
+    data = bytearray(buf.getvalue())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:  # "version needed to extract" 7.1 in every central-directory entry
+        data[at + 6 : at + 8] = (71).to_bytes(2, "little")
+        at = data.find(b"PK\x01\x02", at + 4)
+    report = client.post("/algorithms/validate", files={"file": ("v.zip", bytes(data))})
+    assert report.status_code == 200, report.text
+    assert report.json()["summary"]["status"] == "FAIL"
+    assert report.json()["checks"][0]["error_code"] == "2001"
+    assert_error(
+        client.post("/algorithms/install", files={"file": ("v.zip", bytes(data))}), 400, "2001"
+    )
+    assert list((server.store / "tmp").iterdir()) == []
+
+
 def test_request_size_limits_answer_413(client: httpx.Client, server: RunnerServer) -> None:
     big = bytes(70 * 1024)  # over the 64 KiB upload limit of this server
     assert_error(client.post("/algorithms/install", files={"file": ("p.zip", big)}), 413, "1006")

@@ -6,6 +6,7 @@ written inside it but one audit line. No venv is built here: these stay fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import zipfile
@@ -19,7 +20,7 @@ from packaging_helpers import dependency_wheels, make_package_zip, sdk_wheel
 from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError
 from procvision_runner.store.registry import Registry
 from procvision_runner.store.wheels import TargetEnv, check_requirements
-from procvision_runner.store.zipcheck import check_zip
+from procvision_runner.store.zipcheck import check_zip, extract_zip
 
 
 def _snapshot(root: Path) -> dict[str, int]:
@@ -86,6 +87,60 @@ def test_unsafe_entries_refused(env, small_wheels, label: str, extra) -> None:
     z = make_package_zip(outside / "p.zip", wheels=small_wheels, extra=extra)
     err = _refuse(store, outside, z, "2001")
     assert err.message
+
+
+def _bump_version_needed(data: bytes, version: int = 71) -> bytes:
+    """Set every central-directory entry's "version needed to extract" (7.1: not supported)."""
+    out = bytearray(data)
+    at = out.find(b"PK\x01\x02")
+    while at != -1:
+        out[at + 6 : at + 8] = version.to_bytes(2, "little")
+        at = out.find(b"PK\x01\x02", at + 4)
+    return bytes(out)
+
+
+def test_unsupported_zip_version_refused(env, small_wheels) -> None:
+    outside, store = env
+    z = make_package_zip(outside / "v.zip", wheels=small_wheels)
+    z.write_bytes(_bump_version_needed(z.read_bytes()))
+    layout, problems = check_zip(z)
+    assert layout is None and [p.code for p in problems] == ["2001"], problems
+    err = _refuse(store, outside, z, "2001")
+    assert "7.1" in err.message
+    report = PackageManager(store).validate_zip(z)
+    assert report["summary"]["status"] == "FAIL"
+    assert report["checks"][0]["error_code"] == "2001"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("assets/a", b"file"), ("assets/a/b", b"x")],
+        [("assets/a/b", b"x"), ("assets/a", b"file")],
+        [("assets/A", b"file"), ("assets/a/b", b"x")],  # one path on a case-insensitive disk
+        [("assets/dup.txt", b"1"), ("assets/DUP.txt", b"2")],
+    ],
+    ids=["file-then-dir", "dir-then-file", "case-clash", "case-duplicate"],
+)
+def test_entries_that_clash_on_disk_refused(env, small_wheels, extra) -> None:
+    outside, store = env
+    z = make_package_zip(outside / "c.zip", wheels=small_wheels, extra=extra)
+    layout, problems = check_zip(z)
+    assert layout is None and problems and {p.code for p in problems} == {"2001"}, problems
+    _refuse(store, outside, z, "2001")
+
+
+def test_extract_turns_disk_clashes_into_refusals(tmp_path: Path, small_wheels) -> None:
+    # check_zip refuses these; extract_zip must not trust that and fail with OSError anyway
+    z = make_package_zip(tmp_path / "ok.zip", wheels=small_wheels[:0], requirements="")
+    layout, problems = check_zip(z)
+    assert layout is not None, problems
+    first = next(iter(layout.members))
+    clash = dataclasses.replace(
+        layout, members={first: layout.members[first], f"{first}/inner": layout.members[first]}
+    )
+    with pytest.raises(ValueError, match="inner"):
+        extract_zip(z, tmp_path / "out", clash)
 
 
 def test_zip_bomb_refused(env, small_wheels) -> None:

@@ -8,6 +8,7 @@ directory can lie.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -135,151 +136,176 @@ def check_zip(
     """
     limits = limits or ZipLimits()
     path = Path(zip_path)
-    problems: list[Problem] = []
     if not path.is_file():
         return None, [Problem("zip", INVALID_ZIP, f"{path} is not a file")]
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # a crafted header raises NotImplementedError, ValueError, ...
         return None, [Problem("zip", INVALID_ZIP, f"not a readable zip archive: {exc}")]
     with zf:
-        infos = zf.infolist()
-        if len(infos) > limits.max_entries:
-            return None, [
+        try:
+            return _check_open_zip(zf, limits)
+        except Exception as exc:  # whatever a crafted member makes zipfile raise is a bad zip
+            return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc!r}")]
+
+
+def _check_open_zip(
+    zf: zipfile.ZipFile, limits: ZipLimits
+) -> tuple[ZipLayout | None, list[Problem]]:
+    """The checks of `check_zip` on an open archive."""
+    problems: list[Problem] = []
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        return None, [
+            Problem(
+                "zip",
+                INVALID_ZIP,
+                f"{len(infos)} entries, more than the limit of {limits.max_entries}",
+            )
+        ]
+    total = 0
+    seen: set[str] = set()
+    files: set[str] = set()
+    for info in infos:
+        where = f"zip:{info.filename!r}"
+        why = entry_name_problem(info.filename) or _kind_problem(info)
+        if why:
+            problems.append(Problem(where, INVALID_ZIP, why))
+            continue
+        # lower(): names that are one path on a case-insensitive disk clash there too
+        key = info.filename.rstrip("/").lower()
+        if key in seen:
+            problems.append(Problem(where, INVALID_ZIP, "duplicate entry name"))
+        seen.add(key)
+        if not info.is_dir():
+            files.add(key)
+        if info.is_dir():
+            continue
+        total += info.file_size
+        if (
+            info.file_size >= limits.ratio_min_bytes
+            and info.file_size > limits.max_entry_ratio * max(info.compress_size, 1)
+        ):
+            problems.append(
                 Problem(
-                    "zip",
+                    where,
                     INVALID_ZIP,
-                    f"{len(infos)} entries, more than the limit of {limits.max_entries}",
+                    f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 "
+                    f"exceeds {limits.max_entry_ratio:.0f}:1 (zip bomb?)",
                 )
-            ]
-        total = 0
-        seen: set[str] = set()
-        for info in infos:
-            where = f"zip:{info.filename!r}"
-            why = entry_name_problem(info.filename) or _kind_problem(info)
-            if why:
-                problems.append(Problem(where, INVALID_ZIP, why))
-                continue
-            key = info.filename.rstrip("/").lower()
-            if key in seen:
-                problems.append(Problem(where, INVALID_ZIP, "duplicate entry name"))
-            seen.add(key)
-            if info.is_dir():
-                continue
-            total += info.file_size
-            if (
-                info.file_size >= limits.ratio_min_bytes
-                and info.file_size > limits.max_entry_ratio * max(info.compress_size, 1)
-            ):
+            )
+    for key in sorted(seen):
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in files:
                 problems.append(
                     Problem(
-                        where,
+                        f"zip:{key!r}",
                         INVALID_ZIP,
-                        f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 "
-                        f"exceeds {limits.max_entry_ratio:.0f}:1 (zip bomb?)",
+                        f"{parent!r} is a file, so nothing can be unpacked under it",
                     )
                 )
-        if total > limits.max_total_bytes:
-            problems.append(
-                Problem(
-                    "zip",
-                    INVALID_ZIP,
-                    f"uncompressed size {total} bytes exceeds the limit {limits.max_total_bytes}",
-                )
+                break
+    if total > limits.max_total_bytes:
+        problems.append(
+            Problem(
+                "zip",
+                INVALID_ZIP,
+                f"uncompressed size {total} bytes exceeds the limit {limits.max_total_bytes}",
             )
-        if problems:
-            return None, problems
+        )
+    if problems:
+        return None, problems
+    try:
+        bad = zf.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, ValueError, EOFError) as exc:
+        return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc}")]
+    except NotImplementedError as exc:
+        return None, [Problem("zip", INVALID_ZIP, f"unsupported compression: {exc}")]
+    if bad is not None:
+        return None, [Problem(f"zip:{bad!r}", INVALID_ZIP, "CRC check failed")]
+
+    names = [i.filename for i in infos if not any(i.filename.startswith(t) for t in _IGNORED_TOP)]
+    prefix, why = _find_prefix(names)
+    if prefix is None:
+        return None, [Problem("manifest.json", MANIFEST_MISSING, why or "manifest missing")]
+    members: dict[str, str] = {}
+    for info in infos:
+        if info.is_dir() or not info.filename.startswith(prefix):
+            continue
+        rel = info.filename[len(prefix) :]
+        if rel:
+            members[rel] = info.filename
+
+    def read_small(rel: str) -> bytes | None:
+        arc = members.get(rel)
+        if arc is None:
+            return None
+        if zf.getinfo(arc).file_size > _SMALL_MEMBER_MAX:
+            problems.append(Problem(rel, INVALID_ZIP, f"{rel} is larger than 4 MiB"))
+            return None
+        return zf.read(arc)
+
+    manifest_bytes = read_small(MANIFEST)
+    manifest: object = None
+    if manifest_bytes is None:
+        problems.append(Problem("manifest.json", MANIFEST_MISSING, "manifest.json missing"))
+    else:
         try:
-            bad = zf.testzip()
-        except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, ValueError, EOFError) as exc:
-            return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc}")]
-        except NotImplementedError as exc:
-            return None, [Problem("zip", INVALID_ZIP, f"unsupported compression: {exc}")]
-        if bad is not None:
-            return None, [Problem(f"zip:{bad!r}", INVALID_ZIP, "CRC check failed")]
-
-        names = [
-            i.filename for i in infos if not any(i.filename.startswith(t) for t in _IGNORED_TOP)
-        ]
-        prefix, why = _find_prefix(names)
-        if prefix is None:
-            return None, [Problem("manifest.json", MANIFEST_MISSING, why or "manifest missing")]
-        members: dict[str, str] = {}
-        for info in infos:
-            if info.is_dir() or not info.filename.startswith(prefix):
-                continue
-            rel = info.filename[len(prefix) :]
-            if rel:
-                members[rel] = info.filename
-
-        def read_small(rel: str) -> bytes | None:
-            arc = members.get(rel)
-            if arc is None:
-                return None
-            if zf.getinfo(arc).file_size > _SMALL_MEMBER_MAX:
-                problems.append(Problem(rel, INVALID_ZIP, f"{rel} is larger than 4 MiB"))
-                return None
-            return zf.read(arc)
-
-        manifest_bytes = read_small(MANIFEST)
-        manifest: object = None
-        if manifest_bytes is None:
-            problems.append(Problem("manifest.json", MANIFEST_MISSING, "manifest.json missing"))
-        else:
-            try:
-                manifest = json.loads(manifest_bytes.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problems.append(
-                    Problem("manifest.json", MANIFEST_MISSING, f"manifest.json is not JSON: {exc}")
-                )
-        if manifest is not None:
-            # check_manifest also refuses names, versions and pids unfit for a path component
-            problems.extend(check_manifest(manifest))
-        req_bytes = read_small(REQUIREMENTS)
-        requirements = ""
-        if req_bytes is None:
+            manifest = json.loads(manifest_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             problems.append(
-                Problem(REQUIREMENTS, WHEELS_MISSING, "requirements.txt missing from the zip")
+                Problem("manifest.json", MANIFEST_MISSING, f"manifest.json is not JSON: {exc}")
             )
+    if manifest is not None:
+        # check_manifest also refuses names, versions and pids unfit for a path component
+        problems.extend(check_manifest(manifest))
+    req_bytes = read_small(REQUIREMENTS)
+    requirements = ""
+    if req_bytes is None:
+        problems.append(
+            Problem(REQUIREMENTS, WHEELS_MISSING, "requirements.txt missing from the zip")
+        )
+    else:
+        try:
+            requirements = req_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, "not UTF-8 text"))
+    env: dict | None = None
+    env_bytes = read_small(ENV_FILE)
+    if env_bytes is not None:
+        try:
+            loaded = json.loads(env_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(Problem(ENV_FILE, INVALID_ZIP, f"not JSON: {exc}"))
         else:
-            try:
-                requirements = req_bytes.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, "not UTF-8 text"))
-        env: dict | None = None
-        env_bytes = read_small(ENV_FILE)
-        if env_bytes is not None:
-            try:
-                loaded = json.loads(env_bytes.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problems.append(Problem(ENV_FILE, INVALID_ZIP, f"not JSON: {exc}"))
+            if isinstance(loaded, dict):
+                env = loaded
             else:
-                if isinstance(loaded, dict):
-                    env = loaded
-                else:
-                    problems.append(Problem(ENV_FILE, INVALID_ZIP, "must be a JSON object"))
-        wheels = tuple(
-            rel[len(WHEELS_DIR) :]
-            for rel in members
-            if rel.startswith(WHEELS_DIR) and "/" not in rel[len(WHEELS_DIR) :]
-        )
-        if problems or not isinstance(manifest, dict):
-            return None, problems
-        return (
-            ZipLayout(
-                prefix=prefix,
-                files=tuple(members),
-                manifest=manifest,
-                requirements=requirements,
-                wheels=wheels,
-                env=env,
-                has_checksums=CHECKSUMS in members,
-                has_signature=SIGNATURE in members,
-                total_bytes=total,
-                members=members,
-            ),
-            [],
-        )
+                problems.append(Problem(ENV_FILE, INVALID_ZIP, "must be a JSON object"))
+    wheels = tuple(
+        rel[len(WHEELS_DIR) :]
+        for rel in members
+        if rel.startswith(WHEELS_DIR) and "/" not in rel[len(WHEELS_DIR) :]
+    )
+    if problems or not isinstance(manifest, dict):
+        return None, problems
+    return (
+        ZipLayout(
+            prefix=prefix,
+            files=tuple(members),
+            manifest=manifest,
+            requirements=requirements,
+            wheels=wheels,
+            env=env,
+            has_checksums=CHECKSUMS in members,
+            has_signature=SIGNATURE in members,
+            total_bytes=total,
+            members=members,
+        ),
+        [],
+    )
 
 
 def read_member(zip_path: str | Path, layout: ZipLayout, rel: str) -> bytes:
@@ -300,10 +326,34 @@ def extract_zip(
     limits = limits or ZipLimits()
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=False)
+    done: list[str] = []  # the member being unpacked is the last one, for the message
+    try:
+        _extract_members(zip_path, root, layout, limits, done)
+    except OSError as exc:
+        if exc.errno in _DISK_ERRNOS:
+            raise  # the machine's problem (disk full, read-only), not the archive's
+        where = repr(done[-1]) if done else "the archive"
+        raise ValueError(f"{where} cannot be unpacked: {exc.strerror or exc}") from exc
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, RuntimeError) as exc:
+        raise ValueError(f"archive is corrupt: {exc!r}") from exc
+
+
+# errno values that say the disk failed, not that the archive's names clash or are unusable
+_DISK_ERRNOS = frozenset(
+    getattr(errno, n)
+    for n in ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EMFILE", "ENFILE")
+    if hasattr(errno, n)
+)
+
+
+def _extract_members(
+    zip_path: str | Path, root: Path, layout: ZipLayout, limits: ZipLimits, done: list[str]
+) -> None:
     root_resolved = root.resolve()
     written = 0
     with zipfile.ZipFile(zip_path) as zf:
         for rel, arc in layout.members.items():
+            done.append(rel)
             why = entry_name_problem(rel)
             if why:
                 raise ValueError(f"{rel!r}: {why}")
