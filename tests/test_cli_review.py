@@ -191,3 +191,27 @@ def test_purge_drops_project_code_only(project: Path) -> None:
             sys.path.remove(path)
         for name in ("venvhelper", "distthing", "loose"):
             sys.modules.pop(name, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. validate --full names a non-BaseAlgorithm entry class
+
+
+def test_full_validate_reports_a_plain_entry_class(tmp_path: Path) -> None:
+    from cli_algos.broken import write_project
+
+    from procvision_algorithm_sdk.cli import validate
+
+    plain = write_project(tmp_path / "plain", base="object")
+    report = validate(plain, full=True)
+    fails = [c for c in report["checks"] if c["result"] == "FAIL"]
+    assert report["summary"]["status"] == "FAIL"
+    assert [(c["name"], c.get("code")) for c in fails] == [("BaseAlgorithm subclass", "2002")]
+    assert "must subclass" in fails[0]["message"] and "BaseAlgorithm" in fails[0]["message"]
+    # the hook-counting shim no longer breaks a class without hooks: every step ran
+    passed = {c["name"] for c in report["checks"] if c["result"] == "PASS"}
+    assert {"setup", "step 1 execute", "stdout clean", "worker exit"} <= passed
+    assert not any("AttributeError" in c["message"] for c in report["checks"])
+    clean = validate(write_project(tmp_path / "clean"), full=True)
+    assert clean["summary"]["status"] == "PASS"
+    assert "BaseAlgorithm subclass" in {c["name"] for c in clean["checks"]}

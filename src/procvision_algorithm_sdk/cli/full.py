@@ -25,7 +25,13 @@ from ..contract import (
     check_pre_execute_result,
     find_step,
 )
-from ..errors import ALGORITHM_EXCEPTION, INVALID_RESULT, PROTOCOL_ERROR, TIMEOUT
+from ..errors import (
+    ALGORITHM_EXCEPTION,
+    INVALID_RESULT,
+    MANIFEST_MISSING,
+    PROTOCOL_ERROR,
+    TIMEOUT,
+)
 from ._common import Report, make_test_image
 from .validate import check_against_info, check_assets, read_project, sample_params, step_indexes
 
@@ -53,22 +59,28 @@ def _note(name):
         os.close(fd)
 
 
+def _parent(instance, name):
+    # A class that does not subclass BaseAlgorithm may lack a hook: then it is a no-op.
+    hook = getattr(super(Counted, instance), name, None)
+    return hook if callable(hook) else (lambda *args, **kwargs: None)
+
+
 class Counted(_target):
     def setup(self, *args, **kwargs):
         _note("setup")
-        return super().setup(*args, **kwargs)
+        return _parent(self, "setup")(*args, **kwargs)
 
     def teardown(self, *args, **kwargs):
         _note("teardown")
-        return super().teardown(*args, **kwargs)
+        return _parent(self, "teardown")(*args, **kwargs)
 
     def on_step_start(self, *args, **kwargs):
         _note("on_step_start")
-        return super().on_step_start(*args, **kwargs)
+        return _parent(self, "on_step_start")(*args, **kwargs)
 
     def on_step_finish(self, *args, **kwargs):
         _note("on_step_finish")
-        return super().on_step_finish(*args, **kwargs)
+        return _parent(self, "on_step_finish")(*args, **kwargs)
 '''
 
 
@@ -283,6 +295,18 @@ def validate_full(
                 "protocol hello",
                 f"protocol {hello.get('protocol_version')}, sdk {hello.get('sdk_version')}",
             )
+            if hello.get("base_algorithm") is False:
+                # Reported like quick mode; the run goes on, so the report shows what else fails.
+                report.fail(
+                    "BaseAlgorithm subclass",
+                    f"{manifest['entry_point']} is not a subclass of "
+                    "procvision_algorithm_sdk.BaseAlgorithm (the entry class must subclass "
+                    "BaseAlgorithm)",
+                    MANIFEST_MISSING,
+                    "manifest.entry_point",
+                )
+            else:
+                report.ok("BaseAlgorithm subclass", f"{attr} subclasses BaseAlgorithm")
             worker.send(protocol.hello_from_runner("procvision-cli", 0, 0))
             phase = "info"
             info_frame = worker.call("info")
