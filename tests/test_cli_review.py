@@ -215,3 +215,19 @@ def test_full_validate_reports_a_plain_entry_class(tmp_path: Path) -> None:
     clean = validate(write_project(tmp_path / "clean"), full=True)
     assert clean["summary"]["status"] == "PASS"
     assert "BaseAlgorithm subclass" in {c["name"] for c in clean["checks"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. init into a place the filesystem refuses: one error line, no traceback
+
+
+def test_init_into_a_file_or_below_a_file_is_a_clean_error(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n", encoding="utf-8")
+    for target in (afile, afile / "sub"):
+        result = cli("init", "x", "-d", str(target))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("error 9999: "), result.stderr
+        assert "Traceback" not in result.stderr and str(target) in result.stderr
+        assert result.stdout == ""
+    assert afile.read_text(encoding="utf-8") == "not a directory\n"

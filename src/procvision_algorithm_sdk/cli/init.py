@@ -14,7 +14,7 @@ from typing import Any
 
 from .._version import __version__
 from ..contract import is_safe_name
-from ..errors import INVALID_PARAMS, INVALID_PID, MANIFEST_MISSING
+from ..errors import INVALID_PARAMS, INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
 from ._common import CliError, print_json
 from ._target import current_target
 
@@ -271,6 +271,8 @@ def scaffold(
         "tests/test_algorithm.py": _TEST_TEMPLATE.substitute(literals),
         ".gitignore": "__pycache__/\n*.pyc\n*.zip\n.venv/\nwheels/\n",
     }
+    if root.exists() and not root.is_dir():
+        raise CliError(UNKNOWN_ERROR, f"cannot create the project in {root}: not a directory")
     existing = [rel for rel in files if (root / rel).exists()]
     if existing and not force:
         raise CliError(
@@ -279,8 +281,17 @@ def scaffold(
         )
     for rel, text in files.items():
         target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            # No error code fits a refusing filesystem; 9999 (unknown_error) says so.
+            where = exc.filename or target
+            raise CliError(
+                UNKNOWN_ERROR,
+                f"cannot create the project in {root}: {where}: {exc.strerror or exc} "
+                "(the filesystem refused the write; choose another -d directory)",
+            ) from None
     return {
         "project": str(root),
         "name": manifest_name,
