@@ -6,9 +6,14 @@ written inside it but one audit line. No venv is built here: these stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import signal
 import stat
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from packaging_helpers import dependency_wheels, make_package_zip, sdk_wheel
 
-from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError
+from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError, venv
 from procvision_runner.store.registry import Registry
 from procvision_runner.store.wheels import TargetEnv, check_requirements
 from procvision_runner.store.zipcheck import check_zip, extract_zip
@@ -300,3 +305,94 @@ def test_reconcile_removes_leftovers(env) -> None:
     assert list(store.active_dir.iterdir()) == []
     assert changes == []  # the open() before already did all of it
     assert any("unfinished install" in a["message"] for a in store.audit.read())
+
+
+def _sleeper(cwd: Path, *, leader_exits: bool = False) -> tuple[subprocess.Popen, int]:
+    """A process group of its own, like an install step's; (leader, the sleeping pid)."""
+    script = (
+        "sleep 120 </dev/null >/dev/null & echo $!; read x"
+        if leader_exits
+        else "echo $$; exec sleep 120"
+    )
+    proc = subprocess.Popen(
+        ["sh", "-c", script],
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _stop(proc: subprocess.Popen, *pids: int) -> None:
+    for pid in (proc.pid, *pids):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+
+
+@pytest.mark.skipif(venv.boot_id() is None, reason="needs Linux /proc")
+def test_reconcile_never_kills_a_group_that_only_shares_the_recorded_number(env) -> None:
+    outside, store = env
+    proc, sleeper = _sleeper(outside)
+    try:
+        record = venv.record_group(store.tmp, proc.pid, outside)
+        assert record is not None
+        doc = json.loads(record.read_text())
+        for wrong in ({"start": doc["start"] + 1}, {"boot_id": "another-boot"}, {"pgid": 1}):
+            record.write_text(json.dumps({**doc, **wrong}))
+            PackageStore(store.root).open()  # reconcile
+            assert not record.exists()
+            assert _alive(sleeper), wrong
+        record.write_text(str(proc.pid))  # the old format names no start time: left alone
+        PackageStore(store.root).open()
+        assert _alive(sleeper)
+        # the same record, untouched, is ours: reconcile kills the group
+        record.write_text(json.dumps(doc))
+        assert venv.kill_recorded_groups(store.tmp) == [proc.pid]
+        proc.wait(timeout=10)
+        assert not _alive(sleeper)
+    finally:
+        _stop(proc, sleeper)
+
+
+@pytest.mark.skipif(venv.boot_id() is None, reason="needs Linux /proc")
+def test_a_group_whose_leader_died_is_killed_only_in_the_recorded_directory(
+    tmp_path: Path,
+) -> None:
+    records = tmp_path / "records"
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    for d in (records, work, elsewhere):
+        d.mkdir()
+    ours, our_sleeper = _sleeper(work, leader_exits=True)
+    theirs, their_sleeper = _sleeper(elsewhere, leader_exits=True)
+    try:
+        assert venv.record_group(records, ours.pid, work) is not None
+        doc = json.loads((records / f"{ours.pid}.pgid").read_text())
+        # the other group is recorded as if it had worked in our directory
+        (records / f"{theirs.pid}.pgid").write_text(
+            json.dumps({**doc, "pgid": theirs.pid, "start": 0})
+        )
+        for leader in (ours, theirs):
+            leader.communicate("\n", timeout=10)  # the leader exits; its sleep lives on
+        assert _alive(our_sleeper) and _alive(their_sleeper)
+        assert venv.kill_recorded_groups(records) == [ours.pid]
+        deadline = time.monotonic() + 10
+        while _alive(our_sleeper) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(our_sleeper)
+        assert _alive(their_sleeper)
+        assert list(records.iterdir()) == []
+    finally:
+        _stop(ours, our_sleeper)
+        _stop(theirs, their_sleeper)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -56,18 +57,103 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+_PROC = Path("/proc")
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux), or None where /proc does not tell."""
+    try:
+        return (_PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(process group, start time in clock ticks since boot) of a pid, from /proc/<pid>/stat."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and ')': fields are counted after the last ')'
+    rest = text[text.rfind(")") + 2 :].split()
+    try:
+        return int(rest[2]), int(rest[19])  # fields 5 (pgrp) and 22 (starttime)
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_cwd(pid: int) -> str | None:
+    try:
+        return os.readlink(_PROC / str(pid) / "cwd").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def record_group(pgid_dir: Path, leader: int, cwd: Path) -> Path | None:
+    """Note a step's process group so a later reconcile can kill what a crash left of it.
+
+    The record names the leader's start time and the boot, so a reboot or a reused pid never
+    makes reconcile kill a group that is not ours; None when /proc cannot tell them.
+    """
+    boot = boot_id()
+    stat_ = _proc_stat(leader)
+    if boot is None or stat_ is None or stat_[0] != leader:
+        return None
+    record = pgid_dir / f"{leader}.pgid"
+    doc = {"pgid": leader, "start": stat_[1], "boot_id": boot, "cwd": os.path.realpath(cwd)}
+    record.write_text(json.dumps(doc))
+    return record
+
+
+def _group_members(pgid: int, started_from: int, cwd: str) -> list[int]:
+    """Processes of group `pgid` that started with or after its leader and work in `cwd`."""
+    members = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat_ = _proc_stat(pid)
+        if stat_ is None or stat_[0] != pgid or stat_[1] < started_from:
+            continue
+        where = _proc_cwd(pid)
+        if where is not None and (where == cwd or where.startswith(cwd.rstrip("/") + "/")):
+            members.append(pid)
+    return members
+
+
 def kill_recorded_groups(pgid_dir: Path) -> list[int]:
-    """SIGKILL the process groups an interrupted install recorded (their leader died with it,
-    but grandchildren such as ensurepip's pip may still be writing into the store)."""
+    """SIGKILL what is left of the process groups an interrupted install recorded.
+
+    Their leader died with the install, but grandchildren such as ensurepip's pip may still be
+    writing into the store. A group is ours only in the same boot: with its leader alive and
+    of the recorded start time, or without it, its members started no earlier than the leader
+    and working in the recorded directory. Anything else is left alone.
+    """
     killed = []
+    here = boot_id()
     for f in sorted(pgid_dir.glob("*.pgid")):
         try:
-            pgid = int(f.read_text().strip())
-            os.killpg(pgid, signal.SIGKILL)
-            killed.append(pgid)
-        except (ValueError, OSError):
-            pass
+            doc = json.loads(f.read_text())
+            pgid, start, boot, cwd = int(doc["pgid"]), int(doc["start"]), doc["boot_id"], doc["cwd"]
+        except (OSError, ValueError, TypeError, KeyError):
+            doc = None
         f.unlink(missing_ok=True)
+        if doc is None or here is None or boot != here or pgid <= 1 or not isinstance(cwd, str):
+            continue
+        leader = _proc_stat(pgid)
+        if leader is not None and leader[0] == pgid:
+            if leader[1] != start:
+                continue  # the pid was reused: another program's group
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+            continue
+        members = _group_members(pgid, start, cwd)
+        for pid in members:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if members:
+            killed.append(pgid)
     return killed
 
 
@@ -90,10 +176,10 @@ def _run(cmd: list[str], cwd: Path, deadline: float, what: str, pgid_dir: Path |
         )
     except OSError as exc:
         raise StoreError(INSTALL_FAILED, f"{what} could not start: {exc}") from exc
-    record = pgid_dir / f"{child.pid}.pgid" if pgid_dir is not None else None
+    record = None
     try:
-        if record is not None:
-            record.write_text(str(child.pid))
+        if pgid_dir is not None:
+            record = record_group(pgid_dir, child.pid, cwd)
         try:
             out, _ = child.communicate(timeout=remaining)
         except subprocess.TimeoutExpired as exc:
