@@ -13,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 from service_server import RUNNER_CLI, RunnerServer, free_port
+from test_store_checks import hold_store_lock
 
 from procvision_runner.metrics import ServiceMetrics
 
@@ -39,7 +40,10 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
     root = tmp_path_factory.mktemp("service")
-    config = {"service": {"max_upload_bytes": 64 * 1024, "max_request_bytes": 16 * 1024}}
+    config = {
+        "service": {"max_upload_bytes": 64 * 1024, "max_request_bytes": 16 * 1024},
+        "store": {"lock_timeout_s": 2.0},  # a query waiting for the lock would fail, not hang
+    }
     with RunnerServer(root / "store", config=config) as srv:
         yield srv
     assert srv.proc is None
@@ -546,3 +550,18 @@ def test_env_token_and_bind_refusals(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1 and "require_token" in proc.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_queries_and_readiness_answer_while_a_cli_install_holds_the_lock(
+    client: httpx.Client, server: RunnerServer
+) -> None:
+    holder = hold_store_lock(server.store)
+    try:
+        for _ in range(3):
+            assert client.get("/algorithms").status_code == 200
+            assert client.get("/algorithms/active").json() == {}
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["problems"] == [], ready.text
+            assert_error(client.delete("/algorithms/absent/1.0"), 404, "1006")
+    finally:
+        holder.communicate("", timeout=10)

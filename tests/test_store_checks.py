@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -396,3 +397,48 @@ def test_a_group_whose_leader_died_is_killed_only_in_the_recorded_directory(
     finally:
         _stop(ours, our_sleeper)
         _stop(theirs, their_sleeper)
+
+
+def hold_store_lock(root: Path) -> subprocess.Popen:
+    """Another process holding the store lock (as a CLI install does) until its stdin closes."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire();"
+            " print('held', flush=True); sys.stdin.read()",
+            str(root / ".lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_queries_answer_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    store = PackageStore(tmp_path / "store", lock_timeout_s=0.5).open()
+    entry = {"name": "algo", "version": "1.0.0", "supported_pids": ["p1"], "state": "deployed"}
+    reg = Registry(packages=[entry], active={"p1": {"name": "algo", "version": "1.0.0"}})
+    store.save_registry(reg)
+    manager = PackageManager(store)
+    holder = hold_store_lock(store.root)
+    try:
+        with pytest.raises(StoreError, match="busy"):
+            manager.deactivate("p1")  # a flow still waits for the lock (and gives up here)
+        listed = manager.list()
+        assert [(e["name"], e["version"], e["state"]) for e in listed] == [
+            ("algo", "1.0.0", "running")
+        ]
+        assert manager.active() == {"p1": {"name": "algo", "version": "1.0.0"}}
+        # an unreadable registry.json: the queries read the last good copy and write nothing
+        store.registry_path.write_text("{broken")
+        assert manager.active() == {"p1": {"name": "algo", "version": "1.0.0"}}
+        assert [e["version"] for e in manager.list()] == ["1.0.0"]
+        assert store.registry_path.read_text() == "{broken"
+    finally:
+        holder.communicate("", timeout=10)
+    # with the lock free again, a flow repairs registry.json from the copy as before
+    assert manager.deactivate("p1")["pid"] == "p1"
+    assert json.loads(store.registry_path.read_text())["active"] == {}

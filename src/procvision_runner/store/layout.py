@@ -176,6 +176,26 @@ class PackageStore:
 
     # -- registry ----------------------------------------------------------------------------
 
+    def read_registry(self) -> Registry:
+        """Read the registry without the lock, for queries; never writes.
+
+        Safe because every write is an atomic rename: a reader sees the old or the new file.
+        When registry.json is unusable its last good copy is read instead; only when both are
+        does this fall back to `load_registry` under the lock (recovery, or its clear refusal).
+        """
+        try:
+            return Registry.read(self.registry_path)
+        except FileNotFoundError:
+            if not self.backup_path.exists():
+                return Registry()
+        except (RegistryCorrupt, OSError):
+            pass
+        try:
+            return Registry.read(self.backup_path)
+        except (RegistryCorrupt, OSError):
+            with self.lock.held():
+                return self.load_registry()
+
     def load_registry(self) -> Registry:
         """Read registry.json; recover it from the last good copy when corrupt, else refuse."""
         try:

@@ -1,7 +1,8 @@
 """PackageManager: install, activate, switch, rollback, deactivate, uninstall (contract section 8).
 
 Every flow takes the store lock for its whole length, so flows from several processes run one
-after another. Registry changes are single atomic writes of registry.json; the workers of a
+after another; the queries (`list`, `active`) read registry.json without it, so they never
+wait for an install. Registry changes are single atomic writes of registry.json; the workers of a
 version are started and warm before a mapping that names it is written. With a `runner` (the
 HTTP service) those workers stay and the Runner's routes follow the registry; without one (the
 `procvision-runner` CLI) a short-lived Runner proves the version starts and warms, then stops.
@@ -639,8 +640,7 @@ class PackageManager:
 
     def list(self, state: str | None = None, name: str | None = None) -> list[dict]:
         """Installed versions with their state (deployed, running, invalid) and bound pids."""
-        with self.store.lock.held():
-            reg = self.store.load_registry()
+        reg = self.store.read_registry()  # no lock: a query must not wait for an install
         out = []
         for e in sorted(reg.packages, key=lambda e: (e["name"], _version_key(e["version"]))):
             pids = reg.bound_pids(e["name"], e["version"])
@@ -668,8 +668,7 @@ class PackageManager:
 
     def active(self) -> dict[str, dict]:
         """pid -> {name, version, activated_at}."""
-        with self.store.lock.held():
-            reg = self.store.load_registry()
+        reg = self.store.read_registry()
         return {pid: dict(b) for pid, b in sorted(reg.active.items())}
 
     def start(self, pids: Iterable[str] | None = None) -> None:
