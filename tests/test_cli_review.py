@@ -17,10 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed console script."""
     return subprocess.run(
-        [str(CLI), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+        [str(CLI), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
@@ -231,3 +239,66 @@ def test_init_into_a_file_or_below_a_file_is_a_clean_error(tmp_path: Path) -> No
         assert "Traceback" not in result.stderr and str(target) in result.stderr
         assert result.stdout == ""
     assert afile.read_text(encoding="utf-8") == "not a directory\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. quick validate --json: low-level writes to fd 1 never reach stdout
+
+NOISY = """\
+import ctypes
+import os
+
+from procvision_algorithm_sdk import BaseAlgorithm
+
+os.write(1, b"POLLUTE at import\\n")
+_LIBC = ctypes.CDLL(None)
+
+
+class Noisy(BaseAlgorithm):
+    def __init__(self):
+        super().__init__()
+        os.write(1, b"POLLUTE in __init__\\n")
+        _LIBC.printf(b"C POLLUTE in __init__\\n")  # buffered by C stdio, flushed later
+
+    def get_info(self):
+        return {
+            "name": "noisy",
+            "version": "1.0.0",
+            "supported_pids": ["p1"],
+            "steps": [{"index": 1, "name": "inspect", "params": []}],
+        }
+
+    def pre_execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
+        return {"status": "OK", "message": "ready", "data": {}}
+
+    def execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
+        os.write(1, b"POLLUTE in execute\\n")
+        print("plain print in execute")
+        return {"status": "OK", "data": {"result_status": "OK", "defect_rects": []}}
+
+    def teardown(self):
+        _LIBC.printf(b"C POLLUTE in teardown\\n")  # still in the C buffer when validate ends
+"""
+
+
+def test_quick_validate_json_survives_writes_to_fd_1(tmp_path: Path) -> None:
+    root = tmp_path / "noisy"
+    (root / "noisy_algo").mkdir(parents=True)
+    (root / "noisy_algo" / "__init__.py").write_text("", encoding="utf-8")
+    (root / "noisy_algo" / "main.py").write_text(NOISY, encoding="utf-8")
+    manifest = {
+        "name": "noisy",
+        "version": "1.0.0",
+        "entry_point": "noisy_algo.main:Noisy",
+        "supported_pids": ["p1"],
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    # PYTHONUNBUFFERED would make C stdio unbuffered too; the point is the buffered case
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = cli("validate", str(root), "--json", env=env)
+    report = json.loads(result.stdout)  # nothing but the report on stdout
+    assert result.returncode == 0, report
+    assert report["summary"]["status"] == "PASS"
+    noises = ("at import", "in __init__", "C POLLUTE in __init__", "in execute", "plain print")
+    for noise in (*noises, "C POLLUTE in teardown"):
+        assert noise in result.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
+import os
 import sys
 import tempfile
 import traceback
@@ -102,13 +104,41 @@ def import_entry(entry_point: str) -> tuple[ModuleType, Any]:
     return module, target
 
 
+def _flush_c_stdio() -> None:
+    """Flush C stdio buffers (a C extension's printf) while fd 1 still points at stderr."""
+    with contextlib.suppress(Exception):  # no libc to reach: nothing buffered there either
+        ctypes.CDLL(None).fflush(None)
+
+
+def _flush_python_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
-    """Send algorithm prints to stderr so the CLI's own stdout (--json) stays clean."""
-    sys.stdout.flush()
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
-    sys.stderr.flush()
+    """Send algorithm output to stderr so the CLI's own stdout (--json) stays clean.
+
+    Both levels: `sys.stdout` for print(), and file descriptor 1 for os.write(1, ...), C
+    extensions and subprocesses that inherit it.
+    """
+    _flush_python_streams()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 at all: only Python-level output can be redirected
+        saved = -1
+    if saved >= 0:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush_python_streams()
+        if saved >= 0:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def project_top_level(entry_point: object) -> str | None:
