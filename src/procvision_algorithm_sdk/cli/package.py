@@ -428,8 +428,13 @@ def check_wheels(
         from procvision_runner.store.wheels import check_requirements
 
         from .zipvalidate import target_env
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        name = exc.name or ""
+        if name != "procvision_runner" and name.split(".")[0] != "packaging":
+            raise CliError(WHEELS_MISSING, f"cannot check wheels/: {exc}") from None
         return f"wheels/ not checked against requirements.txt (runner extra missing: {exc})"
+    except ImportError as exc:  # a broken install must not let an uninstallable zip through
+        raise CliError(WHEELS_MISSING, f"cannot check wheels/: {exc}") from None
     env = target_env(target)
     problems: list[str] = []
     codes: list[str] = []
