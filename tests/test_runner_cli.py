@@ -1,7 +1,8 @@
 """`procvision-runner` as a station uses it: real subprocesses, one real store per module.
 
-Also: installs from several processes at once (serialised by the lock) and installs killed
-with SIGKILL at random points followed by a restart (reconcile).
+Also: installs, switches and uninstalls from several processes at once (serialised by the
+lock), and actions killed with SIGKILL at each named crash point of the store and at random
+moments, each followed by a restart (reconcile).
 """
 
 from __future__ import annotations
@@ -18,18 +19,27 @@ from pathlib import Path
 import pytest
 from packaging_helpers import EXAMPLE, make_package_zip
 
+from procvision_runner.store.crashpoints import ENV as CRASH_ENV
+from procvision_runner.store.crashpoints import POINTS as CRASH_POINTS
+
 pytestmark = pytest.mark.slow
 NAME = "algorithm-example"
 IMAGE = EXAMPLE / "images" / "ok_01.png"
 
 
-def cli(store: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(
+    store: Path, *args: str, timeout: float = 300, crash_at: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash_at is not None:
+        env[CRASH_ENV] = crash_at
     return subprocess.run(
         [sys.executable, "-m", "procvision_runner.cli", "--store", str(store), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
@@ -39,6 +49,7 @@ def spawn(store: Path, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={k: v for k, v in os.environ.items() if k != CRASH_ENV},
     )
 
 
@@ -47,13 +58,15 @@ def station(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("cli")
     zips = {v: make_package_zip(base / "in" / f"a-{v}.zip", v) for v in ("1.0.0", "1.0.1")}
     zips["1.0.2"] = make_package_zip(base / "in" / "a-1.0.2.zip", "1.0.2", nested=True)
+    keep_one = base / "keep-one.toml"
+    keep_one.write_text("[store]\nkeep_versions = 1\n")
     store = base / "store"
     r = cli(store, "install", str(zips["1.0.0"]))
     assert r.returncode == 0, r.stderr
     assert "installed algorithm-example 1.0.0" in r.stdout
     r = cli(store, "activate", NAME, "1.0.0", "--pid", "p001", "--pid", "p002")
     assert r.returncode == 0, r.stderr
-    return {"store": store, "zips": zips, "base": base}
+    return {"store": store, "zips": zips, "base": base, "keep_one": keep_one}
 
 
 def _inspect_version(store: Path) -> str:
@@ -161,29 +174,76 @@ def _assert_consistent(store: Path) -> dict:
     return doc
 
 
-def test_install_killed_at_random_points_then_restart(station) -> None:
-    store = station["store"]
-    z = station["zips"]["1.0.2"]
+def _builds(store: Path) -> dict[str, int]:
+    """version -> created_ns of each registered build (which build of a version is installed)."""
+    registry = json.loads((store / "registry.json").read_text())
+    return {p["version"]: p["created_ns"] for p in registry["packages"]}
+
+
+def test_killed_at_each_named_point_then_restart(station) -> None:
+    """SIGKILL exactly between two steps of install, replace, prune and uninstall; restart."""
+    store, zips, keep_one = station["store"], station["zips"], str(station["keep_one"])
+    z2, z1 = str(zips["1.0.2"]), str(zips["1.0.1"])
+    # (crash point, command, what the registry holds after the restart: "before" = as before
+    # the command, else the versions whose build changed / appeared / disappeared)
+    steps = [
+        ("install-after-extract", ["install", z2], "before"),
+        ("install-after-venv", ["install", z2], "before"),
+        ("install-after-marker", ["install", z2], "before"),
+        ("install-after-rename", ["install", z2], "+1.0.2"),  # everything but the registry
+        ("replace-after-trash", ["install", "--replace", z2], "before"),
+        ("install-after-rename", ["install", "--replace", z2], "before"),
+        ("install-after-registry", ["install", "--replace", z2], "~1.0.2"),
+        ("uninstall-after-trash", ["uninstall", NAME, "1.0.2"], "before"),
+        ("prune-after-trash", ["--config", keep_one, "install", "--replace", z1], "before"),
+        ("prune-after-registry", ["--config", keep_one, "install", "--replace", z1], "-1.0.2"),
+    ]
+    seen = set()
+    for point, args, expect in steps:
+        before = _builds(store)
+        r = cli(store, *args, crash_at=point)
+        assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr)
+        seen.add(point)
+        doc = _assert_consistent(store)
+        after = _builds(store)
+        if expect == "before":
+            assert after == before, point
+        elif expect.startswith("+"):
+            assert set(after) - set(before) == {expect[1:]} and before.items() <= after.items()
+        elif expect.startswith("-"):
+            assert set(before) - set(after) == {expect[1:]}, point
+            assert after["1.0.1"] != before["1.0.1"]  # and the replace that pruned it stands
+        else:
+            assert set(after) == set(before) and after[expect[1:]] != before[expect[1:]], point
+        assert {pid: b["version"] for pid, b in doc["active"].items()} == {
+            "p001": "1.0.0",
+            "p002": "1.0.0",
+        }, point
+        assert _inspect_version(store) == "1.0.0", point
+    # an install killed at random moments (not only at the named points) then restarted
     rng = random.Random(int(os.environ.get("PROCVISION_KILL_SEED", "6")))
-    outcomes = []
-    for low, high in ((0.05, 0.6), (0.6, 2.5), (2.5, 5.0), (5.0, 9.0)):
-        p = spawn(store, "install", str(z))
+    for low, high in ((0.05, 0.6), (2.5, 6.0)):
+        p = spawn(store, "install", z2)
         time.sleep(rng.uniform(low, high))
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
-        outcomes.append(p.returncode)
         doc = _assert_consistent(store)
         assert {pid: b["version"] for pid, b in doc["active"].items()} == {
             "p001": "1.0.0",
             "p002": "1.0.0",
         }
-    assert -signal.SIGKILL in outcomes
     assert _inspect_version(store) == "1.0.0"
-    # and an install run to its end afterwards still works (or the version made it already)
-    r = cli(store, "install", str(z))
+    r = cli(store, "install", z2)
     assert r.returncode == 0 or "already installed" in r.stderr, r.stderr
-    doc = _assert_consistent(store)
-    assert (NAME, "1.0.2") in {(p["name"], p["version"]) for p in doc["packages"]}
+    before = _builds(store)
+    assert "1.0.2" in before
+    r = cli(store, "uninstall", NAME, "1.0.2", crash_at="uninstall-after-registry")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    seen.add("uninstall-after-registry")
+    _assert_consistent(store)
+    assert set(before) - set(_builds(store)) == {"1.0.2"}
+    assert _inspect_version(store) == "1.0.0"
+    assert seen == set(CRASH_POINTS)
 
 
 def test_switch_rollback_deactivate_uninstall(station) -> None:

@@ -308,6 +308,62 @@ def test_reconcile_removes_leftovers(env) -> None:
     assert any("unfinished install" in a["message"] for a in store.audit.read())
 
 
+def _fake_installed(store: PackageStore, version: str, pids: list[str]) -> dict:
+    """A registered version as an install leaves it (marker, zip), without building a venv."""
+    entry = {
+        "name": "algo",
+        "version": version,
+        "supported_pids": ["p1", "p2"],
+        "state": "deployed",
+        "created_ns": time.time_ns(),
+        "sha256": "0" * 64,
+    }
+    path = store.package_dir("algo", version)
+    path.mkdir(parents=True)
+    (path / ".procvision_install.json").write_text(json.dumps(entry))
+    store.zip_path("algo", version).write_bytes(b"zip of " + version.encode())
+    reg = store.load_registry()
+    reg.packages.append(entry)
+    for pid in pids:
+        reg.active[pid] = {"name": "algo", "version": version, "activated_at": "t"}
+    store.save_registry(reg)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("point", "gone"), [("uninstall-after-trash", False), ("uninstall-after-registry", True)]
+)
+def test_uninstall_killed_at_each_point_is_all_or_nothing(
+    tmp_path: Path, point: str, gone: bool
+) -> None:
+    root = tmp_path / "store"
+    store = PackageStore(root).open()
+    _fake_installed(store, "1.0.0", ["p1"])
+    _fake_installed(store, "2.0.0", ["p2"])
+    before = json.loads(store.registry_path.read_text())
+    cmd = [sys.executable, "-m", "procvision_runner.cli", "--store", str(root)]
+    r = subprocess.run(
+        [*cmd, "uninstall", "algo", "2.0.0", "--force"],
+        env={**os.environ, "PROCVISION_CRASH_AT": point},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    reg = PackageStore(root).open().load_registry()  # the restart
+    versions = sorted(p["version"] for p in reg.packages)
+    on_disk = sorted(p.name for p in (store.deployed / "algo").iterdir())
+    zips = sorted(p.name for p in store.zips.iterdir())
+    if gone:
+        assert versions == on_disk == ["1.0.0"] and zips == ["algo-1.0.0.zip"]
+        assert reg.active == {"p1": before["active"]["p1"]}
+    else:  # nothing happened: same registry, same files, the binding kept
+        assert reg.to_json() == before
+        assert on_disk == ["1.0.0", "2.0.0"] and zips == ["algo-1.0.0.zip", "algo-2.0.0.zip"]
+    assert all(p["state"] == "deployed" for p in reg.packages)
+
+
 def _sleeper(cwd: Path, *, leader_exits: bool = False) -> tuple[subprocess.Popen, int]:
     """A process group of its own, like an install step's; (leader, the sleeping pid)."""
     script = (

@@ -11,10 +11,12 @@ Layout (contract section 8)::
     <root>/trusted_keys/*.pub         Ed25519 public keys (PEM) for SIGNATURE
     <root>/tmp/                       scratch space of a running action
 
-Temporary names used by an install in progress: `deployed/<name>/.tmp-<version>-<rand>/`
-(being built) and `deployed/<name>/.trash-<version>-<rand>/` (an old version being replaced).
-Both only exist while an action holds the lock, so reconcile (run under the lock) may remove
-them: whoever made them is dead.
+Temporary names used by an action in progress: `deployed/<name>/.tmp-<version>-<rand>/`
+(being built), `deployed/<name>/.trash-<version>-<rand>/` (an old version being replaced, its
+zip inside as `.procvision_replaced.zip`) and `.trash-<version>-<rand>-gone/` (a version being
+uninstalled or pruned). They only exist while an action holds the lock, so reconcile (run under
+the lock) finds them only when whoever made them died, and finishes or undoes the action by
+what the registry says: the registry write is each action's point of no return.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from .zipcheck import safe_name
 INSTALL_MARKER = ".procvision_install.json"  # the registry entry, written before the final rename
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+GONE_SUFFIX = "-gone"  # trash of an uninstall or prune (else of a replace)
+REPLACED_ZIP = ".procvision_replaced.zip"  # a replaced version's zip, kept in its trash
 DEFAULT_HOME = ".procvision"
 
 
@@ -120,14 +124,7 @@ class PackageStore:
                     _remove(child)
                     changes.append(f"removed unfinished install {rel}")
                 elif child.name.startswith(TRASH_PREFIX):
-                    version = child.name[len(TRASH_PREFIX) :].rsplit("-", 1)[0]
-                    target = name_dir / version
-                    if reg.find(name_dir.name, version) and not target.exists():
-                        os.rename(child, target)
-                        changes.append(f"restored {rel} to {target.relative_to(self.root)}")
-                    else:
-                        _remove(child)
-                        changes.append(f"removed {rel}")
+                    changes.append(self._settle_trash(reg, name_dir, child))
         for name_dir in sorted(p for p in self.deployed.iterdir() if p.is_dir()):
             for child in sorted(name_dir.iterdir()):
                 if reg.find(name_dir.name, child.name) is not None:
@@ -173,6 +170,36 @@ class PackageStore:
         for change in changes:
             self.audit.record("reconcile", "ok", message=change)
         return changes
+
+    def _settle_trash(self, reg: Registry, name_dir: Path, trash: Path) -> str:
+        """Undo or finish the replace/uninstall/prune that died leaving `trash`."""
+        rel = str(trash.relative_to(self.root))
+        stem = trash.name[len(TRASH_PREFIX) :]
+        gone = stem.endswith(GONE_SUFFIX)
+        version = (
+            stem.removesuffix(GONE_SUFFIX).rsplit("-", 1)[0] if gone else stem.rsplit("-", 1)[0]
+        )
+        entry = reg.find(name_dir.name, version)
+        target = name_dir / version
+        if entry is not None and safe_name(version):
+            if gone and not target.exists():
+                os.rename(trash, target)  # the registry was not written: not uninstalled
+                return f"restored {rel} to {target.relative_to(self.root)}"
+            if not gone:
+                marker = _read_marker(target / INSTALL_MARKER)
+                new_is_registered = marker is not None and all(
+                    marker.get(k) == entry.get(k) for k in ("created_ns", "sha256")
+                )
+                if not new_is_registered:
+                    # the replacing build never reached the registry: the old one comes back
+                    _remove(target)
+                    os.rename(trash, target)
+                    old_zip = target / REPLACED_ZIP
+                    if old_zip.exists():
+                        os.replace(old_zip, self.zip_path(name_dir.name, version))
+                    return f"restored replaced {rel} to {target.relative_to(self.root)}"
+        _remove(trash)
+        return f"removed {rel}"
 
     # -- registry ----------------------------------------------------------------------------
 

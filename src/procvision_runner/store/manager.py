@@ -38,7 +38,16 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from . import signing
-from .layout import INSTALL_MARKER, TMP_PREFIX, TRASH_PREFIX, PackageStore, _remove
+from .crashpoints import crash_point
+from .layout import (
+    GONE_SUFFIX,
+    INSTALL_MARKER,
+    REPLACED_ZIP,
+    TMP_PREFIX,
+    TRASH_PREFIX,
+    PackageStore,
+    _remove,
+)
 from .lock import StoreError
 from .registry import Registry, atomic_write_json, fsync_dir
 from .venv import build_venv, venv_python
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
     from procvision_runner.config import RunnerConfig
     from procvision_runner.runner import PackageKey, Runner
 
-RESERVED = ("venv/", INSTALL_MARKER)
+RESERVED = ("venv/", INSTALL_MARKER, REPLACED_ZIP)
 
 
 @dataclass
@@ -352,32 +361,59 @@ class PackageManager:
                         INSTALL_FAILED,
                         f"{name} {version} is already installed (use --replace to reinstall it)",
                     )
-            entry = self._build(zip_path, layout, signed, replace=old is not None)
+            entry, replaced = self._build(zip_path, layout, signed, replace=old is not None)
             reg = self.store.load_registry()
             reg.packages = [e for e in reg.packages if (e["name"], e["version"]) != (name, version)]
             reg.packages.append(entry)
             pruned = self._prune(reg, name)
-            self.store.save_registry(reg)
-            for e in pruned:
-                self._delete_files(e["name"], e["version"])
+            try:
+                # pruned versions leave their place before the registry stops naming them, so
+                # a crash in between leaves them restorable (reconcile), never resurrectable
+                gone = [(e, self._retire(e["name"], e["version"])) for e in pruned]
+                if pruned:
+                    crash_point("prune-after-trash")
+                self.store.save_registry(reg)
+            except BaseException:
+                with suppress(Exception):
+                    self.store.reconcile()  # puts the replaced and pruned versions back
+                raise
+            crash_point("install-after-registry")
+            if replaced is not None:
+                _remove(replaced)
+            for e, trash in gone:
+                crash_point("prune-after-registry")
+                self._discard(e["name"], e["version"], trash)
                 self.store.audit.record(
                     "prune", "ok", package=e["name"], version=e["version"], message="keep_versions"
                 )
             return dict(entry)
 
-    def _build(self, zip_path: Path, layout: ZipLayout, signed: bool, *, replace: bool) -> dict:
+    def _build(
+        self, zip_path: Path, layout: ZipLayout, signed: bool, *, replace: bool
+    ) -> tuple[dict, Path | None]:
+        """Unpack, build and smoke a version, then rename it into place: (entry, old copy).
+
+        With `replace` the old directory (with its zip inside) is renamed to a trash name
+        first; the caller removes it once the registry names the new build. Until then a
+        crash leaves reconcile able to put the old version back.
+        """
         name, version = layout.name, layout.version
         final = self.store.package_dir(name, version)
         name_dir = final.parent
         name_dir.mkdir(parents=True, exist_ok=True)
         work = name_dir / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
+        final_zip = self.store.zip_path(name, version)
         zip_tmp = self.store.zips / f".{name}-{version}.zip.tmp-{secrets.token_hex(4)}"
+        trash = None
+        zip_placed = False
         try:
             try:
                 extract_zip(zip_path, work, layout, self.config.limits)
             except ValueError as exc:
                 raise StoreError(INVALID_ZIP, f"unpacking refused: {exc}") from exc
+            crash_point("install-after-extract")
             vpy, _log = build_venv(work, self.python, self.config.install_timeout_s, self.store.tmp)
+            crash_point("install-after-venv")
             info = self._smoke(work, vpy, layout.manifest)
             entry = {
                 "name": name,
@@ -397,20 +433,32 @@ class PackageManager:
             shutil.copyfile(zip_path, zip_tmp)
             with open(zip_tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            trash = None
+            crash_point("install-after-marker")
             if replace and final.exists():
                 trash = name_dir / f"{TRASH_PREFIX}{version}-{secrets.token_hex(4)}"
                 os.rename(final, trash)
+                fsync_dir(name_dir)
+                crash_point("replace-after-trash")
+                if final_zip.exists():
+                    os.replace(final_zip, trash / REPLACED_ZIP)
+            # the zip first: a crash before the directory's rename leaves an orphan zip
+            # (removed by reconcile), never a deployed directory without its zip
+            os.replace(zip_tmp, final_zip)
+            zip_placed = True
+            fsync_dir(self.store.zips)
             os.rename(work, final)
             fsync_dir(name_dir)
-            os.replace(zip_tmp, self.store.zip_path(name, version))
-            fsync_dir(self.store.zips)
-            if trash is not None:
-                _remove(trash)
-            return entry
+            crash_point("install-after-rename")
+            return entry, trash
         except BaseException:
             _remove(work)
             zip_tmp.unlink(missing_ok=True)
+            if zip_placed and not final.exists():
+                final_zip.unlink(missing_ok=True)
+            if trash is not None and trash.exists() and not final.exists():
+                os.rename(trash, final)
+                if (final / REPLACED_ZIP).exists():
+                    os.replace(final / REPLACED_ZIP, final_zip)
             with suppress(OSError):
                 name_dir.rmdir()  # only if this install made it and left it empty
             raise
@@ -459,15 +507,23 @@ class PackageManager:
             reg.history[pid] = [h for h in hist if (h["name"], h["version"]) not in gone]
         return drop
 
-    def _delete_files(self, name: str, version: str) -> None:
+    def _retire(self, name: str, version: str) -> Path | None:
+        """Rename a version's directory to a `-gone` trash name (before the registry write)."""
         path = self.store.package_dir(name, version)
-        if path.exists():
-            trash = path.parent / f"{TRASH_PREFIX}{version}-{secrets.token_hex(4)}-gone"
-            os.rename(path, trash)
+        if not path.exists():
+            return None
+        trash = path.parent / f"{TRASH_PREFIX}{version}-{secrets.token_hex(4)}{GONE_SUFFIX}"
+        os.rename(path, trash)
+        fsync_dir(path.parent)
+        return trash
+
+    def _discard(self, name: str, version: str, trash: Path | None) -> None:
+        """Remove a retired version's files once the registry no longer names it."""
+        if trash is not None:
             _remove(trash)
         self.store.zip_path(name, version).unlink(missing_ok=True)
         with suppress(OSError):
-            path.parent.rmdir()
+            self.store.package_dir(name, version).parent.rmdir()
 
     # -- bindings ----------------------------------------------------------------------------
 
@@ -632,8 +688,16 @@ class PackageManager:
                 key = PackageKey(name, version)
                 if self._loaded(key):
                     self.runner.unload(key, drain_timeout_s=self.config.drain_timeout_s)
-            self.store.save_registry(reg)
-            self._delete_files(name, version)
+            trash = self._retire(name, version)
+            crash_point("uninstall-after-trash")
+            try:
+                self.store.save_registry(reg)
+            except BaseException:
+                with suppress(Exception):
+                    self.store.reconcile()  # the registry still names it: put it back
+                raise
+            crash_point("uninstall-after-registry")
+            self._discard(name, version, trash)
             return {"name": name, "version": version, "deactivated": bound}
 
     # -- queries and start-up ----------------------------------------------------------------
