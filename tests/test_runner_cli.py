@@ -246,6 +246,74 @@ def test_killed_at_each_named_point_then_restart(station) -> None:
     assert seen == set(CRASH_POINTS)
 
 
+def _serial_outcome(state: dict, op: tuple[str, ...]) -> str | None:
+    """Apply one action to a model of the store; the error code it must give, None if it works."""
+    installed, active = state["installed"], state["active"]
+    kind, version = op[0], op[1]
+    if kind == "install":
+        if version in installed:
+            return "2005"
+        installed.add(version)
+    elif kind == "switch":
+        if version not in installed:
+            return "1006"
+        active.update({pid: version for pid in op[2:]})
+    elif kind == "uninstall":
+        if version not in installed:
+            return "1006"
+        if version in active.values():
+            return "2007"
+        installed.discard(version)
+    return None
+
+
+def test_install_switch_uninstall_from_several_processes_are_serialised(station) -> None:
+    store, zips = station["store"], station["zips"]
+    registry = json.loads((store / "registry.json").read_text())
+    state = {
+        "installed": {p["version"] for p in registry["packages"]},
+        "active": {pid: b["version"] for pid, b in registry["active"].items()},
+    }
+    assert state == {"installed": {"1.0.0", "1.0.1"}, "active": {"p001": "1.0.0", "p002": "1.0.0"}}
+    # switch and uninstall of 1.0.1 exclude each other; the uninstall of 1.0.2 works only if it
+    # comes after its install: every serial order is allowed, but only one order at a time
+    ops = {
+        ("install", "1.0.2"): ["install", str(zips["1.0.2"])],
+        ("switch", "1.0.1", "p002"): ["switch", NAME, "1.0.1", "--pid", "p002"],
+        ("uninstall", "1.0.1"): ["uninstall", NAME, "1.0.1"],
+        ("uninstall", "1.0.2"): ["uninstall", NAME, "1.0.2"],
+    }
+    procs = {op: spawn(store, *args) for op, args in ops.items()}
+    outs = {op: p.communicate(timeout=600) for op, p in procs.items()}
+    by_process = {p.pid: op for op, p in procs.items()}
+    audit = [
+        a
+        for a in map(json.loads, (store / "logs" / "audit.jsonl").read_text().splitlines())
+        if a["process"] in by_process and a["action"] in ("install", "switch", "uninstall")
+    ]
+    # one audit line per action, written under the lock at its end: the serial order
+    order = [by_process[a["process"]] for a in audit]
+    assert sorted(order) == sorted(ops), audit
+    for op in order:
+        want = _serial_outcome(state, op)
+        code, (_out, err) = procs[op].returncode, outs[op]
+        if want is None:
+            assert code == 0, (op, order, err)
+        else:
+            assert code == 1 and err.startswith(f"error {want}: "), (op, order, want, err)
+    doc = _assert_consistent(store)
+    assert {(p["version"]) for p in doc["packages"]} == state["installed"]
+    assert {pid: b["version"] for pid, b in doc["active"].items()} == state["active"]
+    assert _inspect_version(store) == state["active"]["p001"] == "1.0.0"
+    # back to where the next test starts: 1.0.0 and 1.0.1 installed, both pids on 1.0.0
+    if "1.0.1" not in state["installed"]:
+        assert cli(store, "install", str(zips["1.0.1"])).returncode == 0
+    if state["active"]["p002"] != "1.0.0":
+        assert cli(store, "switch", NAME, "1.0.0", "--pid", "p002").returncode == 0
+    if "1.0.2" in state["installed"]:
+        assert cli(store, "uninstall", NAME, "1.0.2").returncode == 0
+
+
 def test_switch_rollback_deactivate_uninstall(station) -> None:
     store = station["store"]
     r = cli(store, "switch", NAME, "1.0.1", "--pid", "p001", "--pid", "p002")
