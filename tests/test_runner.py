@@ -244,6 +244,23 @@ def test_start_failures_mark_package_failed(
     assert runner.stats()["restarts"] == 0  # no restart storm
 
 
+def test_slow_setup_is_kept_alive_by_heartbeats(make_runner: Any, tmp_path: Path) -> None:
+    # The adapter gives up after 3 x 200 + 200 ms without a frame; setup takes 3 s, well inside
+    # setup_timeout_ms, so only pings sent while the worker is still starting keep it alive.
+    tracked = make_runner(
+        heartbeat_interval_ms=200,
+        heartbeat_grace_ms=200,
+        warmup_calls=1,
+        extra_env={"PROC_TEST_SETUP_S": "3"},
+    )
+    runner = tracked.runner
+    runner.load(_package(tmp_path, "slow", "faulty_algo:SlowSetup"))
+    package = runner.packages()[0]
+    assert package["state"] == "READY", package.get("error")
+    _ok(runner.run_step("f1", 1, FRAME, user_params={"tag": "warm"})["execute"])
+    assert runner.stats()["restarts"] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # pools, routing, params, results
 

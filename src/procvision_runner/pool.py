@@ -84,6 +84,7 @@ class Pool:
         self._cond = threading.Condition()
         self._workers: list[Worker] = []
         self._idle: list[Worker] = []
+        self._launching: list[Worker] = []  # started but not yet in service: pinged only
         self._waiters = 0
         self._starting = 0
         self._seq = 0
@@ -132,6 +133,8 @@ class Pool:
             self._seq += 1
             worker_id = f"{self.spec.name}@{self.spec.version}#{self._seq}-{uuid.uuid4().hex[:4]}"
         worker = Worker(worker_id, self.spec, self.config, self._spawner, self._on_log)
+        with self._cond:
+            self._launching.append(worker)
         try:
             worker.slots = self._ring_factory(worker_id)
             worker.start()
@@ -149,6 +152,9 @@ class Pool:
             worker.terminate("start failed")
             self._dispose(worker)
             raise
+        finally:
+            with self._cond:
+                self._launching.remove(worker)
         return worker
 
     def _warm_up(self, worker: Worker) -> None:
@@ -349,6 +355,9 @@ class Pool:
         """Heartbeats, kill escalation, reaping, replacements; run by the supervisor thread."""
         with self._cond:
             workers = list(self._workers)
+            launching = list(self._launching)
+        for worker in launching:
+            worker.heartbeat(now, enforce=False)
         for worker in workers:
             worker.tick(now)
             if worker.state == "READY" and not worker.heartbeat(now):

@@ -88,3 +88,10 @@ class SetupRaise(Faulty):
 
     def setup(self) -> None:
         raise RuntimeError("model file is corrupt")
+
+
+class SlowSetup(Faulty):
+    """Loads a "model" for longer than the adapter's heartbeat watchdog allows in silence."""
+
+    def setup(self) -> None:
+        time.sleep(float(os.environ.get("PROC_TEST_SETUP_S", "3")))
