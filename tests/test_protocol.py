@@ -187,3 +187,43 @@ def test_call_fields_data_wins_over_top_level() -> None:
     assert fields["step_index"] == 1
     assert fields["phase"] == "pre"
     assert protocol.call_fields({"phase": "info", "data": "junk"})["phase"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (b'{"type":"ping","request_id":NaN}', "NaN is not a JSON number"),
+        (b'{"type":"zzz","request_id":Infinity}', "Infinity is not a JSON number"),
+        (b'{"x":[1,-Infinity]}', "-Infinity is not a JSON number"),
+        (b'{"type":"ping","request_id":1e999}', "overflows a float"),
+        (b'{"x":-1.5e400}', "overflows a float"),
+        (b'{"x":' + b"9" * 400 + b".0}", "overflows a float"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+        (b'{"a":' * 100000 + b"1" + b"}" * 100000, "nested too deeply"),
+    ],
+)
+def test_what_encoding_could_not_echo_is_a_bad_frame(payload: bytes, words: str) -> None:
+    # Frames are encoded with allow_nan=False: anything decoded must be encodable again.
+    data = struct.pack(">I", len(payload)) + payload + protocol.encode_frame({"type": "ping"})
+    fd = _pipe_with(data)
+    try:
+        with pytest.raises(protocol.BadFrame, match=words) as info:
+            protocol.read_frame(fd)
+        assert info.value.error_code == PROTOCOL_ERROR
+        assert protocol.read_frame(fd) == {"type": "ping"}
+    finally:
+        os.close(fd)
+
+
+def test_finite_numbers_still_decode_exactly() -> None:
+    payload = b'{"a":1.5,"b":-0.0,"c":1e308,"d":1e-400,"e":12345678901234567890,"f":[2.5e-3]}'
+    message = protocol.decode_payload(payload)
+    assert message == {
+        "a": 1.5,
+        "b": -0.0,
+        "c": 1e308,
+        "d": 0.0,
+        "e": 12345678901234567890,
+        "f": [2.5e-3],
+    }
+    assert protocol.decode_payload(protocol.encode_frame(message)[4:]) == message

@@ -42,6 +42,26 @@ class BadFrame(ProtocolError):
     """A complete frame whose payload is not a UTF-8 JSON object (the stream is still in sync)."""
 
 
+_INFINITY = float("inf")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadFrame(f"frame is not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # Only float tokens pay for this (~70 ns each); a call frame usually has none.
+    value = float(text)
+    if value == _INFINITY or value == -_INFINITY:
+        raise BadFrame(f"frame is not valid JSON: number {text[:40]} overflows a float")
+    return value
+
+
+# Every frame is encoded with allow_nan=False, so decoding accepts exactly what encoding can
+# echo back: NaN, Infinity and numbers that overflow to inf are refused (1010), not decoded.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def now_ms() -> int:
     """Return wall-clock milliseconds, the protocol's timestamp unit."""
     return int(time.time() * 1000)
@@ -56,7 +76,10 @@ def encode_frame(message: dict[str, Any]) -> bytes:
 
 
 def decode_payload(payload: bytes) -> dict[str, Any]:
-    """Decode one frame's payload into a message dict; BadFrame if it is not a JSON object."""
+    """Decode one frame's payload into a message dict; BadFrame if it is not a JSON object.
+
+    Also BadFrame: NaN/Infinity, numbers overflowing a float, and nesting too deep to decode.
+    """
     if not payload:
         raise BadFrame("empty frame (zero length)")
     try:
@@ -64,9 +87,13 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadFrame(f"frame is not valid UTF-8: {exc}") from exc
     try:
-        message = json.loads(text)
+        message = _DECODER.decode(text)
+    except BadFrame:
+        raise
     except ValueError as exc:
         raise BadFrame(f"frame is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadFrame("frame is not valid JSON: nested too deeply to decode") from exc
     if not isinstance(message, dict):
         raise BadFrame(f"frame must be a JSON object, got {type(message).__name__}")
     return message
