@@ -88,3 +88,64 @@ def test_nesting_too_deep_to_decode_gets_1010_and_the_worker_lives_on(
     adapter.send_raw(_frame(payload))
     _assert_error_1010(adapter.recv(), "nested too deeply")
     _assert_alive_then_shutdown(adapter)
+
+
+def _huge_request_id(message: dict) -> bytes:
+    """A frame within the limit whose request_id, echoed in any answer, is beyond it."""
+    head = protocol.encode_frame({**message, "request_id": ""})[4:]
+    request_id = "r" * (protocol.MAX_FRAME_BYTES - len(head))
+    payload = protocol.encode_frame({**message, "request_id": request_id})[4:]
+    assert len(payload) == protocol.MAX_FRAME_BYTES
+    return _frame(payload)
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        pytest.param({"type": "ping"}, "pong frame could not be encoded", id="ping"),
+        pytest.param({"type": "dance"}, "error frame could not be encoded", id="unknown-type"),
+        pytest.param(
+            {"type": "call", "phase": "info"}, "result frame could not be encoded", id="call"
+        ),
+        pytest.param(
+            {"type": "call", "phase": "fly"}, "error frame could not be encoded", id="bad-phase"
+        ),
+    ],
+)
+def test_an_answer_too_large_to_echo_becomes_1010_with_a_null_request_id(
+    adapter: AdapterProcess, message: dict, words: str
+) -> None:
+    adapter.send_raw(_huge_request_id(message))
+    frame = adapter.recv()
+    _assert_error_1010(frame, words)
+    assert "exceeds" in frame["message"]
+    _assert_alive_then_shutdown(adapter)
+
+
+def test_a_shutdown_whose_ack_cannot_be_echoed_still_tears_down_once(
+    adapter: AdapterProcess,
+) -> None:
+    adapter.send_raw(_huge_request_id({"type": "shutdown"}))
+    _assert_error_1010(adapter.recv(), "shutdown frame could not be encoded")
+    adapter.recv_eof()
+    assert adapter.wait() == 0
+    assert adapter.log_lines().count("teardown") == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(_frame(b'{"type":"ping","request_id":NaN}'), id="nan"),
+        pytest.param(_frame(b"[" * 100000 + b"]" * 100000), id="deep"),
+        pytest.param(_huge_request_id({"type": "ping"}), id="unechoable"),
+    ],
+)
+def test_stdin_eof_after_a_bad_frame_tears_down_once_and_exits_0(
+    adapter: AdapterProcess, bad: bytes
+) -> None:
+    adapter.send_raw(bad)
+    assert adapter.recv()["error_code"] == PROTOCOL_ERROR
+    adapter.close_stdin()
+    adapter.recv_eof()
+    assert adapter.wait() == 0
+    assert adapter.log_lines().count("teardown") == 1

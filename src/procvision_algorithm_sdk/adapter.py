@@ -437,8 +437,20 @@ class Worker:
     # --- output
 
     def send(self, message: dict[str, Any]) -> bool:
-        """Write one frame; False if the Runner's end of the pipe is gone."""
-        return self._write(protocol.encode_frame(message))
+        """Write one frame; False if the Runner's end of the pipe is gone.
+
+        A message that cannot be encoded (an echoed value too large or too deep) goes out as an
+        `error` frame (1010, request_id null) instead, so the worker always answers and lives on.
+        """
+        try:
+            data = protocol.encode_frame(message)
+        except Exception as exc:
+            kind = message.get("type")
+            text = f"{kind if isinstance(kind, str) else 'a'} frame could not be encoded: "
+            text += _describe(exc)[:_REPR_LIMIT]
+            _log.error(text, error_code=PROTOCOL_ERROR)
+            data = protocol.encode_frame(protocol.error(None, text, PROTOCOL_ERROR))
+        return self._write(data)
 
     def _write(self, data: bytes) -> bool:
         """Write one encoded frame; False if the Runner's end of the pipe is gone."""
@@ -479,6 +491,18 @@ class Worker:
         return thread
 
     def _read_loop(self) -> None:
+        # However this thread ends, the main thread hears of it and never waits forever.
+        stop: tuple[str, Any] = ("broken", "protocol reader stopped")
+        try:
+            stop = self._read_frames()
+        except Exception as exc:
+            _log.error("protocol reader failed", error_code=PROTOCOL_ERROR, exc_info=exc)
+            stop = ("broken", f"protocol reader failed: {_describe(exc)}")
+        finally:
+            self.events.put(stop)
+
+    def _read_frames(self) -> tuple[str, Any]:
+        """Decode and dispatch frames until the stream ends; the (event, detail) that ended it."""
         stream = os.fdopen(self.protocol_in, "rb", buffering=1 << 16, closefd=False)
         while True:
             try:
@@ -491,22 +515,26 @@ class Worker:
                         PROTOCOL_ERROR,
                     )
                 )
-                self.events.put(("broken", str(exc)))
-                return
+                return "broken", str(exc)
             except protocol.BadFrame as exc:
                 self.send(protocol.error(None, str(exc), PROTOCOL_ERROR))
                 continue
             except EOFError as exc:
-                self.events.put(("broken", str(exc)))
-                return
+                return "broken", str(exc)
             except (OSError, ValueError) as exc:
-                self.events.put(("eof", f"protocol input failed: {exc}"))
-                return
+                return "eof", f"protocol input failed: {exc}"
             if message is None:
-                self.events.put(("eof", "stdin closed"))
-                return
+                return "eof", "stdin closed"
             self._last_frame = time.monotonic()
-            self.dispatch(message, time.perf_counter())
+            try:
+                self.dispatch(message, time.perf_counter())
+            except Exception as exc:  # one frame the adapter mishandles must not stop the reader
+                _log.error("adapter failed on a frame", error_code=PROTOCOL_ERROR, exc_info=exc)
+                self.send(
+                    protocol.error(
+                        None, f"frame could not be handled: {_describe(exc)}", PROTOCOL_ERROR
+                    )
+                )
 
     def dispatch(self, message: dict[str, Any], received: float) -> None:
         """Handle one decoded frame on the reader thread (pings here, calls to the main thread)."""
@@ -607,10 +635,13 @@ class Worker:
             return EXIT_STREAM_BROKEN if kind == "broken" else EXIT_OK
 
     def _send_result(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") != "result":
+            self.send(frame)  # an error frame: send() has the fallback for what cannot be encoded
+            return
         try:
             encoded = protocol.encode_frame(frame)
-        except (protocol.FrameTooLarge, ValueError, TypeError) as exc:
-            reason = _describe(exc)
+        except Exception as exc:  # too large, too deep, not JSON: answer, never die here
+            reason = _describe(exc)[:_REPR_LIMIT]
         else:
             self._write(encoded)
             return
