@@ -344,6 +344,60 @@ def test_routing_and_unknown_pid(make_runner: Any, tmp_path: Path) -> None:
     assert [p["name"] for p in runner.packages()] == ["faulty"]
 
 
+def test_call_routed_before_a_switch_is_answered_by_the_old_version(
+    make_runner: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import procvision_runner.runner as runner_module
+
+    tracked = make_runner()
+    runner = tracked.runner
+    old_key = runner.load(FAULTY)
+    new_root = _package(tmp_path, "faulty", "faulty_algo:Faulty")
+    manifest = json.loads((new_root / "manifest.json").read_text())
+    manifest["version"] = "2.0.0"
+    (new_root / "manifest.json").write_text(json.dumps(manifest))
+    new_key = runner.load(new_root, activate=False)
+    old_pool = runner._pools[old_key]
+    tracked.worker_pids()
+
+    # Hold the caller between its route lookup and its worker acquire (parameter validation
+    # sits in between), and switch + unload the old version exactly there.
+    routed, release = threading.Event(), threading.Event()
+    original = runner_module.validate_user_params
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "caller":
+            routed.set()
+            release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "validate_user_params", held)
+    answer: dict[str, Any] = {}
+    caller = threading.Thread(
+        target=lambda: answer.update(runner.execute("f1", 1, FRAME, user_params={"tag": "in"})),
+        name="caller",
+    )
+    caller.start()
+    assert routed.wait(30)
+
+    def switch() -> None:
+        runner.route(["f1", "f2"], new_key)
+        runner.unload(old_key)
+
+    switcher = threading.Thread(target=switch)
+    switcher.start()
+    assert _wait_for(lambda: old_pool.state != "READY")  # the unload is draining (or done)
+    release.set()
+    caller.join(60)
+    switcher.join(60)
+    assert not caller.is_alive() and not switcher.is_alive()
+    assert _ok(answer)["data"]["tag"] == "in"
+    assert answer["package"] == {"name": "faulty", "version": "1.0.0"}
+    after = _ok(runner.execute("f1", 1, FRAME))
+    assert after["package"] == {"name": "faulty", "version": "2.0.0"}
+    assert old_pool.state == "STOPPED"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [

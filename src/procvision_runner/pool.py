@@ -86,6 +86,7 @@ class Pool:
         self._idle: list[Worker] = []
         self._launching: list[Worker] = []  # started but not yet in service: pinged only
         self._waiters = 0
+        self._entered = 0  # callers routed here that have not finished (see enter())
         self._starting = 0
         self._seq = 0
         self._failures: deque[float] = deque()
@@ -246,7 +247,7 @@ class Pool:
         with self._cond:
             if self.state not in (FAILED, STOPPED):
                 self.state = DRAINING
-            while self._waiters or any(w.leased for w in self._workers):
+            while self._entered or self._waiters or any(w.leased for w in self._workers):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -288,6 +289,17 @@ class Pool:
                 retryable=True,
             )
         return None
+
+    def enter(self) -> None:
+        """Count a caller that was routed to this pool; drain() waits until it leave()s."""
+        with self._cond:
+            self._entered += 1
+
+    def leave(self) -> None:
+        """The caller counted by enter() is done (answered or refused)."""
+        with self._cond:
+            self._entered -= 1
+            self._cond.notify_all()
 
     def acquire(
         self, timeout_s: float, prefer: str | None = None

@@ -394,8 +394,55 @@ class Runner:
         with self._lock:
             key = self._routes.get(pid) if isinstance(pid, str) else None
             pool = self._pools.get(key) if key is not None else None
+            # Registered under the routing lock: a switch that unroutes this pool right after
+            # must find this call in drain() (it is in flight), not stop the pool under it.
+            if pool is not None:
+                pool.enter()
         if key is None or pool is None:
             return fail(INVALID_PID, f"pid {pid_text} is not routed to any loaded package")
+        try:
+            return self._invoke_routed(
+                pool,
+                key,
+                started,
+                phases,
+                pid,
+                step_index,
+                frame,
+                user_params,
+                session_id,
+                session_context,
+                color_space,
+                camera_id,
+                timestamp_ms,
+            )
+        finally:
+            pool.leave()
+
+    def _invoke_routed(
+        self,
+        pool: Pool,
+        key: PackageKey,
+        started: float,
+        phases: tuple[str, ...],
+        pid: str,
+        step_index: Any,
+        frame: Any,
+        user_params: Any,
+        session_id: Any,
+        session_context: Any,
+        color_space: Any,
+        camera_id: Any,
+        timestamp_ms: Any,
+    ) -> list[dict[str, Any]]:
+        first = phases[0]
+        pid_text = pid
+
+        def fail(code: str, message: str, key: PackageKey | None = None) -> list[dict[str, Any]]:
+            result = self._result(error_frame(message, code), key, first, {}, started)
+            self._observe(pid_text, key, first, result)
+            return [result]
+
         unavailable = pool.unavailable()
         if unavailable is not None:
             result = self._result(unavailable, key, first, {}, started)
