@@ -207,3 +207,31 @@ def test_pings_keep_a_heartbeat_worker_alive(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert adapter.proc.poll() is None
         assert adapter.call("info")["status"] == "OK"
+
+
+def _wait_for_log(adapter: AdapterProcess, words: str, deadline_s: float = 20.0) -> None:
+    """Wait until the worker's stderr shows `words`; fail if it exits or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while words not in adapter.stderr():
+        assert adapter.proc.poll() is None, f"worker exited; stderr:\n{adapter.stderr()}"
+        assert time.monotonic() < end, f"no {words!r} within {deadline_s} s:\n{adapter.stderr()}"
+        time.sleep(0.05)
+
+
+def test_a_later_hello_with_heartbeat_0_disarms_the_watchdog_and_another_rearms_it(
+    tmp_path: Path,
+) -> None:
+    with AdapterProcess(tmp_path) as adapter:
+        adapter.send(protocol.hello_from_runner("test", 5000, 2000))
+        adapter.ping()
+        # The later hello replaces the settings: interval 0 means no watchdog, not a 0 s limit.
+        adapter.send(protocol.hello_from_runner("test", 0, 0))
+        _wait_for_log(adapter, "heartbeat watchdog disarmed")
+        adapter.ping()
+        assert adapter.call("info")["status"] == "OK"
+        assert adapter.proc.poll() is None
+        adapter.send(protocol.hello_from_runner("test", 50, 50))
+        adapter.recv_eof()  # silent again: 3 intervals + grace later the Runner counts as lost
+        assert adapter.wait() == 0
+        assert adapter.log_lines().count("teardown") == 1
+        assert "no frame for" in adapter.stderr()

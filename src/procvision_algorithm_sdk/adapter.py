@@ -53,6 +53,8 @@ SESSION_CACHE_ENV = "PROC_SESSION_CACHE"
 DEFAULT_SESSION_CACHE = 1024
 DEFAULT_SESSION_ID = "default"
 DEFAULT_MAX_DEFECTS = 20
+# How often a disarmed heartbeat watchdog (interval 0) looks for new settings.
+WATCHDOG_IDLE_S = 0.5
 # After teardown the interpreter may still wait for threads the algorithm left running.
 EXIT_GRACE_S = 5.0
 _REPR_LIMIT = 2000
@@ -564,6 +566,7 @@ class Worker:
             self.send(protocol.error(request_id, f"unknown message type {kind!r}", PROTOCOL_ERROR))
 
     def _apply_hello(self, message: dict[str, Any]) -> None:
+        """A Runner hello; each one replaces the heartbeat settings (interval 0 = no watchdog)."""
         interval = _as_step(message.get("heartbeat_interval_ms")) or 0
         grace = _as_step(message.get("heartbeat_grace_ms")) or 0
         self.heartbeat_interval_ms = max(0, interval)
@@ -585,9 +588,24 @@ class Worker:
         return (3 * self.heartbeat_interval_ms + self.heartbeat_grace_ms) / 1000.0
 
     def _watch_heartbeat(self) -> None:
+        armed = True
         while True:
+            interval_ms = self.heartbeat_interval_ms
+            if interval_ms <= 0:
+                # A later Runner hello replaces the settings; interval 0 means no watchdog (not
+                # a 0 s limit) until a hello with an interval arms it again.
+                if armed:
+                    armed = False
+                    _log.info("heartbeat watchdog disarmed", heartbeat_interval_ms=interval_ms)
+                time.sleep(WATCHDOG_IDLE_S)
+                continue
+            if not armed:
+                armed = True
+                _log.info("heartbeat watchdog armed", heartbeat_interval_ms=interval_ms)
+            time.sleep(min(max(interval_ms / 1000.0, 0.02), 1.0))
+            if self.heartbeat_interval_ms <= 0:
+                continue  # disarmed while asleep
             limit = self.heartbeat_limit_s()
-            time.sleep(min(max(self.heartbeat_interval_ms / 1000.0, 0.02), 1.0))
             silent = time.monotonic() - self._last_frame
             orphaned = os.getppid() != self._parent_pid
             if silent > limit or orphaned:
