@@ -282,6 +282,11 @@ def test_unknown_messages_and_phases_get_1010(adapter: AdapterProcess) -> None:
     assert (frame["type"], frame["request_id"], frame["error_code"]) == ("error", "d", "1010")
     unknown = adapter.call("fly")
     assert unknown["error_code"] == PROTOCOL_ERROR and "unknown phase" in unknown["message"]
+    for phase in ([], {}, ["info"], 5, None):
+        adapter.send({"type": "call", "request_id": "p", "phase": phase})
+        frame = adapter.recv()
+        assert (frame["type"], frame["request_id"], frame["error_code"]) == ("error", "p", "1010")
+        assert "unknown phase" in frame["message"]
     no_step = adapter.call("pre", pid="P1")
     assert no_step["error_code"] == PROTOCOL_ERROR and "step_index" in no_step["message"]
     adapter.ping()

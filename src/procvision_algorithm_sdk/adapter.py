@@ -749,8 +749,9 @@ class Worker:
         request_id = message.get("request_id")
         fields = protocol.call_fields(message)
         phase = fields.get("phase")
-        if phase not in _METHODS:
-            return protocol.error(request_id, f"unknown phase {phase!r}", PROTOCOL_ERROR)
+        if not isinstance(phase, str) or phase not in _METHODS:  # a list is not even hashable
+            text = f"unknown phase {json_safe(phase)!r}"[:_REPR_LIMIT]
+            return protocol.error(request_id, text, PROTOCOL_ERROR)
         method_name, required = _METHODS[phase]
         if required and self._method(method_name) is None:
             return protocol.error(
