@@ -331,6 +331,31 @@ def test_exceptions_become_error_results(
     assert adapter.step("pre", 2)["status"] == "OK"
 
 
+@pytest.mark.parametrize(
+    ("error", "code", "retryable", "restart"),
+    [
+        ("", "1005", True, False),  # a bare ProcVisionError: retryable because 1005 is
+        ("", "1003", False, False),
+        ("RecoverableError", "1003", True, False),  # the class says so, whatever the code
+        ("FatalError", "1005", True, True),
+        ("GPUOutOfMemoryError", "1004", False, False),
+    ],
+)
+def test_retryable_comes_from_the_exception_or_the_code_table(
+    adapter: AdapterProcess, error: str, code: str, retryable: bool, restart: bool
+) -> None:
+    frame = adapter.step(
+        "execute", 1, user_params={"mode": "raise_code", "error": error, "code": code}
+    )
+    assert (frame["status"], frame["error_code"], frame["retryable"], frame["restart_worker"]) == (
+        "ERROR",
+        code,
+        retryable,
+        restart,
+    )
+    assert frame["message"].endswith("requested a code")
+
+
 def test_an_exception_in_pre_finishes_the_step(adapter: AdapterProcess) -> None:
     frame = adapter.step("pre", 1, user_params={"mode": "raise", "error": "ValueError"})
     assert frame["error_code"] == ALGORITHM_EXCEPTION

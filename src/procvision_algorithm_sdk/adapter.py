@@ -39,6 +39,7 @@ from .errors import (
     PROTOCOL_ERROR,
     FatalError,
     ProcVisionError,
+    is_retryable,
 )
 from .logger import StructuredLogger, install_logging_bridge
 from .session import Session
@@ -294,7 +295,8 @@ def exception_outcome(exc: BaseException, what: str) -> Outcome:
     """Map an exception raised by algorithm code to an ERROR outcome (traceback to stderr)."""
     if isinstance(exc, ProcVisionError):
         code = str(exc.error_code)
-        retryable = bool(exc.retryable)
+        # A bare ProcVisionError("camera timeout", error_code="1005") is as retryable as 1005.
+        retryable = bool(exc.retryable) or is_retryable(code)
     else:
         code = ALGORITHM_EXCEPTION
         retryable = False

@@ -23,6 +23,7 @@ from procvision_algorithm_sdk import (
     Session,
     read_image_from_shared_memory,
 )
+from procvision_algorithm_sdk.errors import ProcVisionError
 from procvision_algorithm_sdk.shared_memory import cached_segment_names
 
 # Noise at import time: the adapter must already have moved the protocol away from fd 1.
@@ -101,6 +102,10 @@ class Probe(BaseAlgorithm):
         elif mode == "raise":
             exc_type = _ERRORS[user_params["error"]]
             raise exc_type(f"requested {user_params['error']}")
+        elif mode == "raise_code":
+            exc_class = _ERRORS.get(user_params.get("error", ""), ProcVisionError)
+            assert issubclass(exc_class, ProcVisionError)
+            raise exc_class("requested a code", error_code=user_params["code"])
         elif mode == "set_hook_failure":
             session.set("fail_hook", user_params["hook"])
         return mode
