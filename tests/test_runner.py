@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -185,6 +186,55 @@ def test_worker_sigkilled_mid_call(make_runner: Any) -> None:
     assert "SIGKILL" in result["message"]
     _ok(runner.run_step("f1", 1, FRAME)["execute"])
     assert runner.stats()["crashes"] >= 1
+
+
+def test_stopped_worker_with_a_large_call_does_not_stall_other_packages(
+    make_runner: Any,
+) -> None:
+    # A call frame larger than the pipe to a SIGSTOPped worker keeps its writer blocked until
+    # the call's deadline (60 s). Supervision must go on meanwhile: the stopped worker is lost
+    # by heartbeat, and a worker of another package that dies is replaced, both well before it.
+    tracked = make_runner(
+        execute_timeout_ms=60000, heartbeat_interval_ms=250, heartbeat_grace_ms=750
+    )
+    runner = tracked.runner
+    faulty_key = runner.load(FAULTY)
+    runner.load(ALGOS / "noop")
+    stuck = runner._pools[faulty_key].workers()[0]
+    noop_pid = next(w["pid"] for w in runner.stats()["workers"] if w["package"] == "noop")
+    tracked.worker_pids()
+    os.kill(stuck.pid, signal.SIGSTOP)
+    answer: dict[str, Any] = {}
+    caller = threading.Thread(
+        target=lambda: answer.update(
+            runner.execute("f1", 1, FRAME, user_params={"tag": "x" * 300_000})
+        )
+    )
+    try:
+        caller.start()
+        assert _wait_for(lambda: stuck.in_call and stuck._write_lock.locked(), 30), (
+            stuck.info(),
+            answer,
+        )
+        os.kill(noop_pid, signal.SIGKILL)
+
+        def noop_replaced() -> bool:
+            return any(
+                w["package"] == "noop" and w["state"] == "READY" and w["pid"] != noop_pid
+                for w in runner.stats()["workers"]
+            )
+
+        assert _wait_for(noop_replaced, 30), runner.stats()["workers"]
+        caller.join(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck.pid, signal.SIGCONT)
+    assert answer["error_code"] == "1005"
+    assert "heartbeat lost" in answer["message"], answer["message"]
+    assert not _alive(stuck.pid) or _wait_for(lambda: not _alive(stuck.pid))
+    _ok(runner.execute("f1", 1, FRAME, user_params={"tag": "after"}))
+    _ok(runner.execute("n1", 1, FRAME))
+    tracked.worker_pids()
 
 
 def test_ten_megabytes_of_output_never_stalls(make_runner: Any) -> None:

@@ -199,6 +199,7 @@ class Worker:
         self._hello_frame: dict[str, Any] | None = None
         self._start_error: dict[str, Any] | None = None
         self._eof = threading.Event()
+        self._abandoned = threading.Event()  # terminate() was called: stop writing to it
         self._stderr_done = threading.Event()
         self._shutdown_ack = threading.Event()
         self._tail: deque[str] = deque(maxlen=config.stderr_tail_lines)
@@ -288,12 +289,8 @@ class Worker:
                 sent = self._send(message, deadline)
             except protocol.FrameTooLarge as exc:
                 return error_frame(f"call frame too large: {exc}", PROTOCOL_ERROR)
-            if not sent:
-                if self._eof.is_set() or self.proc is None or self.proc.poll() is not None:
-                    return self._crashed(phase)
-                self.terminate("stdin blocked")
-                return self._timed_out(phase, timeout_ms)
-            pending.event.wait(max(0.0, deadline - time.monotonic()))
+            if sent:
+                pending.event.wait(max(0.0, deadline - time.monotonic()))
             if pending.frame is not None:
                 self.calls += 1
                 if pending.frame.get("restart_worker"):
@@ -306,6 +303,17 @@ class Worker:
                     TIMEOUT,
                     retryable=True,
                 )
+            if not sent:
+                if self._eof.is_set() or self.proc is None or self.proc.poll() is not None:
+                    return self._crashed(phase)
+                if self._abandoned.is_set():
+                    return error_frame(
+                        f"{phase} failed: the worker was stopped ({self.failure})",
+                        TIMEOUT,
+                        retryable=True,
+                    )
+                self.terminate("stdin blocked")
+                return self._timed_out(phase, timeout_ms)
             if pending.lost is not None:
                 return self._crashed(phase)
             self.terminate(f"{phase} timed out")
@@ -332,16 +340,29 @@ class Worker:
             retryable=True,
         )
 
-    def _send(self, message: dict[str, Any], deadline: float) -> bool:
-        """Write one frame before `deadline`; False when the pipe is gone or stays full."""
+    def _send(self, message: dict[str, Any], deadline: float, *, wait: bool = True) -> bool:
+        """Write one frame before `deadline`; False when the pipe is gone or stays full.
+
+        With `wait=False` the frame is skipped (False) when another write is in progress: the
+        supervisor's pings must never queue behind a large call frame to a worker that does
+        not read. A write also stops once the worker is being terminated.
+        """
         data = protocol.encode_frame(message)
         proc = self.proc
         if proc is None or proc.stdin is None:
             return False
         fd = proc.stdin.fileno()
-        with self._write_lock:
+        if wait:
+            locked = self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        else:
+            locked = self._write_lock.acquire(blocking=False)
+        if not locked:
+            return False
+        try:
             view = memoryview(data)
             while view:
+                if self._abandoned.is_set():
+                    return False
                 try:
                     written = os.write(fd, view)
                     view = view[written:]
@@ -354,7 +375,9 @@ class Worker:
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(OSError, ValueError):
-                    select.select([], [fd], [], min(remaining, 0.5))
+                    select.select([], [fd], [], min(remaining, 0.1))
+        finally:
+            self._write_lock.release()
         return True
 
     # ------------------------------------------------------------------ supervision
@@ -373,7 +396,9 @@ class Worker:
             return False
         if now >= self._next_ping:
             self._next_ping = now + cfg.heartbeat_interval_ms / 1000
-            self._send(protocol.ping(uuid.uuid4().hex[:12]), now + 0.05)
+            # One non-blocking attempt: a ping (< PIPE_BUF) is written whole or not at all, and
+            # a worker whose pipe stays full misses its pongs and is declared lost.
+            self._send(protocol.ping(uuid.uuid4().hex[:12]), now, wait=False)
         return True
 
     def lose(self, reason: str) -> None:
@@ -395,6 +420,7 @@ class Worker:
     def terminate(self, reason: str) -> None:
         """SIGTERM now, SIGKILL after the grace period (escalated by `tick`)."""
         self.failure = self.failure or reason
+        self._abandoned.set()
         self.mark_dead()
         proc = self.proc
         if proc is None or proc.poll() is not None:
