@@ -23,6 +23,7 @@ All integers little-endian. The payload starts at HEADER_SIZE (64, cache-line al
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import mmap
 import os
@@ -248,13 +249,47 @@ def _untracked() -> Any:
 
 
 def create_segment(name: str, size: int) -> SharedMemory:
-    """Create a new segment of `size` bytes that no resource tracker knows about."""
+    """Create a new segment of `size` bytes that no resource tracker knows about.
+
+    The space is reserved up front where the platform allows it, so a full /dev/shm is an
+    OSError (ENOSPC) here rather than a SIGBUS on the first write into the mapping.
+    """
     if size <= 0:
         raise ValueError("segment size must be positive")
     with _untracked():
         if _USE_TRACK_ARG:
-            return SharedMemory(name=name, create=True, size=size, track=False)  # type: ignore[call-arg]
-        return SharedMemory(name=name, create=True, size=size)
+            shm = SharedMemory(name=name, create=True, size=size, track=False)  # type: ignore[call-arg]
+        else:
+            shm = SharedMemory(name=name, create=True, size=size)
+    try:
+        _reserve(shm, size)
+    except BaseException:
+        unlink_segment(shm.name)
+        close_quietly(shm)
+        raise
+    return shm
+
+
+# posix_fallocate errors that mean "cannot reserve on this filesystem", not "no space".
+_NO_RESERVE = {errno.EINVAL, errno.ENOSYS, getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
+
+
+def _reserve(shm: SharedMemory, size: int) -> None:
+    """Back every byte of a fresh segment (ftruncate alone leaves it sparse)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    fd = getattr(shm, "_fd", -1)
+    if fallocate is None or not isinstance(fd, int) or fd < 0:
+        return  # Windows and macOS: no sparse POSIX shm object to reserve
+    try:
+        fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in _NO_RESERVE:
+            return
+        raise OSError(
+            exc.errno,
+            f"shared memory exhausted: cannot reserve {size} bytes for segment {shm.name} "
+            f"({os.strerror(exc.errno) if exc.errno else exc})",
+        ) from exc
 
 
 def attach_segment(name: str) -> SharedMemory:

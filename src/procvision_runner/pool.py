@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from procvision_algorithm_sdk.contract import validate_user_params
-from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT
+from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERROR
 
 from .config import RunnerConfig
 from .worker import Spawner, Worker, WorkerSpec, WorkerStartError, error_frame
@@ -107,6 +107,9 @@ class Pool:
                 worker: Worker | WorkerStartError = self._start_worker()
             except WorkerStartError as exc:
                 worker = exc
+            except Exception as exc:  # e.g. OSError from a full /dev/shm: never a silent gap
+                log.exception("worker start of %s %s failed", self.spec.name, self.spec.version)
+                worker = WorkerStartError(f"{type(exc).__name__}: {exc}", UNKNOWN_ERROR)
             with lock:
                 results.append(worker)
 

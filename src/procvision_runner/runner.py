@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from procvision_algorithm_sdk.errors import (
     INVALID_RESULT,
     MANIFEST_MISSING,
     TIMEOUT,
+    UNKNOWN_ERROR,
     ProcVisionError,
     is_retryable,
 )
@@ -524,15 +526,20 @@ class Runner:
             try:
                 slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
                 meta = slot.write_frame(frame, space, **extra_meta)
-            except (TimeoutError, RuntimeError, ValueError) as exc:
-                code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
-                result = self._result(
-                    error_frame(f"cannot place the frame in shared memory: {exc}", code),
-                    key,
-                    first,
-                    {"queue_ms": queue_ms},
-                    started,
-                )
+            except (TimeoutError, RuntimeError, ValueError, OSError) as exc:
+                if isinstance(exc, (TimeoutError, RuntimeError, ValueError)):
+                    code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
+                    frame_error = error_frame(
+                        f"cannot place the frame in shared memory: {exc}", code
+                    )
+                else:  # /dev/shm full (ENOSPC) or out of memory: transient, say so
+                    frame_error = error_frame(
+                        f"shared memory exhausted: cannot place a {frame.nbytes}-byte frame "
+                        f"({os.strerror(exc.errno) if exc.errno else exc})",
+                        UNKNOWN_ERROR,
+                        retryable=True,
+                    )
+                result = self._result(frame_error, key, first, {"queue_ms": queue_ms}, started)
                 self._observe(pid_text, key, first, result)
                 return [result]
             transfer_ms = _ms(time.perf_counter() - t_slot)
