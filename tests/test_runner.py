@@ -561,6 +561,71 @@ def test_bad_input_is_a_coded_result_before_any_worker_call(
     assert tracked.calls() == calls
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("field", ["user_params", "session_context"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"extra": _nested(5000)},
+        {"extra": float("nan")},
+        {"extra": b"bytes"},
+        {"extra": {1, 2}},
+        {1: "an int key"},
+    ],
+    ids=["deep", "nan", "bytes", "set", "int-key"],
+)
+def test_unjsonable_input_is_1006_not_an_exception(
+    make_runner: Any, field: str, bad: dict[Any, Any]
+) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    calls = tracked.calls()
+    out = runner.run_step("f1", 1, FRAME, **{field: bad})
+    assert out["execute"] is None
+    result = out["pre_execute"]
+    assert result["status"] == "ERROR" and result["error_code"] == "1006", result
+    assert f"{field} is not plain JSON" in result["message"]
+    assert tracked.calls() == calls  # refused before any worker call
+    _ok(runner.run_step("f1", 1, FRAME)["execute"])
+
+
+def test_numpy_scalars_in_input_are_converted(make_runner: Any) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    runner.load(FAULTY)
+    result = _ok(
+        runner.execute(
+            "f1",
+            1,
+            FRAME,
+            user_params={"extra": np.int64(3), "ratio": np.float32(0.25)},
+            session_context={"line": np.int32(4)},
+        )
+    )
+    assert result["data"]["user_params"]["extra"] == 3
+    assert result["data"]["user_params"]["ratio"] == 0.25
+
+
+def test_worker_call_with_unencodable_fields_is_a_1006_frame(make_runner: Any) -> None:
+    tracked = make_runner()
+    runner = tracked.runner
+    key = runner.load(FAULTY)
+    worker = runner._pools[key].workers()[0]
+    for bad in ({1, 2}, float("inf"), _nested(5000)):
+        frame = worker.call("info", {"extra": bad}, 5000)
+        assert frame["status"] == "ERROR" and frame["error_code"] == "1006", frame
+        assert "not plain JSON" in frame["message"]
+    assert worker.state == "READY"
+    assert worker.call("info", {}, 5000)["status"] == "OK"
+
+
 def test_defaults_applied_and_gray_frames(make_runner: Any) -> None:
     tracked = make_runner()
     runner = tracked.runner

@@ -30,6 +30,8 @@ from procvision_algorithm_sdk.contract import (
     check_manifest,
     check_pre_execute_result,
     find_step,
+    find_unjsonable,
+    to_jsonable,
     validate_user_params,
 )
 from procvision_algorithm_sdk.errors import (
@@ -491,12 +493,19 @@ class Runner:
         if problems:
             text = "; ".join(f"{p.where}: {p.message}" for p in problems[:5])
             return fail(problems[0].code, f"invalid user_params: {text}", key)
+        params, unjsonable = _plain_json(params, "user_params")
+        if unjsonable is not None:
+            return fail(INVALID_PARAMS, unjsonable, key)
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             return fail(
                 INVALID_PARAMS, f"session_id must be a non-empty str, not {session_id!r}", key
             )
         if session_context is not None and not isinstance(session_context, dict):
             return fail(INVALID_PARAMS, "session_context must be a dict", key)
+        if session_context is not None:
+            session_context, unjsonable = _plain_json(session_context, "session_context")
+            if unjsonable is not None:
+                return fail(INVALID_PARAMS, unjsonable, key)
 
         stored = session_id is not None
         sid: str = (
@@ -825,6 +834,16 @@ class Runner:
         self._spawner.stop()
         with contextlib.suppress(Exception):
             atexit.unregister(self._atexit)
+
+
+def _plain_json(value: Any, where: str) -> tuple[Any, str | None]:
+    """Return `value` as plain JSON (numpy scalars converted), or why it cannot be sent."""
+    if not find_unjsonable(value, where):
+        return value, None
+    try:
+        return to_jsonable(value), None
+    except (TypeError, ValueError, RecursionError) as exc:
+        return None, f"{where} is not plain JSON: {exc}"
 
 
 def _frame_problem(frame: Any) -> str | None:

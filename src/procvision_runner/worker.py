@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk import protocol
-from procvision_algorithm_sdk.errors import MODEL_NOT_FOUND, PROTOCOL_ERROR, TIMEOUT
+from procvision_algorithm_sdk.errors import (
+    INVALID_PARAMS,
+    MODEL_NOT_FOUND,
+    PROTOCOL_ERROR,
+    TIMEOUT,
+)
 
 from .config import RunnerConfig
 
@@ -283,12 +288,14 @@ class Worker:
             trace = context.get("trace_id") if isinstance(context, dict) else None
             self._current_trace = str(trace) if trace is not None else None
         try:
-            message = protocol.call(request_id, phase, **fields)
             deadline = time.monotonic() + timeout_ms / 1000
             try:
-                sent = self._send(message, deadline)
+                sent = self._send(protocol.call(request_id, phase, **fields), deadline)
             except protocol.FrameTooLarge as exc:
                 return error_frame(f"call frame too large: {exc}", PROTOCOL_ERROR)
+            except (TypeError, ValueError, RecursionError) as exc:
+                # Nothing was written: the worker is untouched and stays in service.
+                return error_frame(f"{phase} call fields are not plain JSON: {exc}", INVALID_PARAMS)
             if sent:
                 pending.event.wait(max(0.0, deadline - time.monotonic()))
             if pending.frame is not None:
