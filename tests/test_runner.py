@@ -249,6 +249,42 @@ def test_ten_megabytes_of_output_never_stalls(make_runner: Any) -> None:
     _ok(runner.run_step("f1", 1, FRAME, user_params={"tag": "after"})["execute"])
 
 
+def test_helper_processes_die_with_their_worker_and_readers_end(
+    make_runner: Any, tmp_path: Path
+) -> None:
+    helpers_dir = tmp_path / "helper-pids"
+    helpers_dir.mkdir()
+    tracked = make_runner(extra_env={"PROC_TEST_HELPER_DIR": str(helpers_dir)})
+    runner = tracked.runner
+    runner.load(_package(tmp_path, "helpers", "faulty_algo:SpawnsHelper"))
+
+    def helpers() -> list[int]:
+        return sorted(int(p.name.split("-")[1]) for p in helpers_dir.iterdir())
+
+    def readers() -> list[str]:
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith("helpers@") and t.name.endswith(("-err", "-out"))
+        ]
+
+    [first] = helpers()
+    assert _alive(first)
+    old_worker = tracked.worker_pids()[0]
+    timed_out = runner.execute("f1", 1, FRAME, user_params={"mode": "sleep"})
+    assert timed_out["error_code"] == "1005" and "timed out" in timed_out["message"]
+    assert _wait_for(lambda: len(helpers()) == 2 and old_worker not in tracked.ready_pids())
+    assert _wait_for(lambda: not _alive(first)), "the helper outlived its timed-out worker"
+    assert _wait_for(lambda: len(readers()) == 2), readers()  # only the replacement's two
+    second = next(pid for pid in helpers() if pid != first)
+    assert _alive(second)
+    _ok(runner.execute("f1", 1, FRAME))
+    tracked.worker_pids()
+    runner.close()
+    assert not _alive(second), "the helper outlived Runner.close()"
+    assert readers() == []
+
+
 def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
     tracked = make_runner(crash_loop_failures=3)
     runner = tracked.runner

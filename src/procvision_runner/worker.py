@@ -49,6 +49,8 @@ MAX_LOG_LINE = 64 * 1024
 _READ_BLOCK = 64 * 1024
 
 _PR_SET_PDEATHSIG = 1
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
+_waitid: Any = getattr(os, "waitid", None)
 _prctl: Any = None
 if sys.platform.startswith("linux"):
     try:
@@ -311,7 +313,7 @@ class Worker:
                     retryable=True,
                 )
             if not sent:
-                if self._eof.is_set() or self.proc is None or self.proc.poll() is not None:
+                if self._eof.is_set() or self.proc is None or self._poll() is not None:
                     return self._crashed(phase)
                 if self._abandoned.is_set():
                     return error_frame(
@@ -337,8 +339,8 @@ class Worker:
         return error_frame(f"{phase} timed out after {timeout_ms} ms", TIMEOUT, retryable=True)
 
     def _crashed(self, phase: str) -> dict[str, Any]:
+        detail = self.describe_exit()  # reaps it, taking down its process group first
         self._stderr_done.wait(1.0)  # let the last lines arrive before quoting them
-        detail = self.describe_exit()
         self.failure = self.failure or f"crashed ({detail})"
         self.mark_dead()
         return error_frame(
@@ -425,38 +427,78 @@ class Worker:
                 self.state = "DEAD"
 
     def terminate(self, reason: str) -> None:
-        """SIGTERM now, SIGKILL after the grace period (escalated by `tick`)."""
+        """SIGTERM to its process group now, SIGKILL after the grace period (by `tick`)."""
         self.failure = self.failure or reason
         self._abandoned.set()
         self.mark_dead()
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if self.proc is None or self._poll() is not None:
             return
         if self._kill_at is None:
             self._kill_at = time.monotonic() + self.config.kill_grace_ms / 1000
-            with contextlib.suppress(OSError):
-                proc.terminate()
+            self._signal(signal.SIGTERM)
 
     def tick(self, now: float) -> None:
         """Escalate a pending termination to SIGKILL once its grace period is over."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if self.proc is None or self._poll() is not None:
             return
         if self._kill_at is not None and now >= self._kill_at:
-            with contextlib.suppress(OSError):
-                proc.kill()
+            self._signal(_SIGKILL)
 
     def exited(self) -> bool:
         """Whether the process has been reaped (or never started)."""
-        return self.proc is None or self.proc.poll() is not None
+        return self.proc is None or self._poll() is not None
+
+    def _signal(self, signum: int) -> None:
+        """Signal the worker's whole process group (the helpers its algorithm started too).
+
+        The worker leads its own group (start_new_session). Callers signal only while the
+        leader is not reaped, so the group id cannot have been reused by another process.
+        """
+        proc = self.proc
+        if proc is None:
+            return
+        if os.name == "nt":  # pragma: no cover - Windows
+            with contextlib.suppress(OSError):
+                if signum == _SIGKILL:
+                    proc.kill()
+                else:
+                    proc.terminate()
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signum)
+
+    def _poll(self) -> int | None:
+        """Popen.poll(), but a leader found exited takes its process group down before it is
+        reaped: helpers left behind would hold the stderr pipe (and the Runner's resources)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is not None:
+            return proc.returncode
+        if _waitid is not None:
+            try:
+                exited = _waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                exited = None  # reaped meanwhile by another thread's poll
+            if exited is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, _SIGKILL)
+        return proc.poll()
 
     def _wait_exit(self, timeout_s: float) -> int | None:
         if self.proc is None:
             return None
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
+        deadline = time.monotonic() + timeout_s
+        delay = 0.001
+        while True:
+            code = self._poll()
+            if code is not None:
+                return code
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
 
     def describe_exit(self) -> str:
         """Say how the process ended: exit code or signal name (waits up to 1 s for it)."""
@@ -476,36 +518,47 @@ class Worker:
         if proc is None:
             self.state = "STOPPED"
             return
-        if proc.poll() is None and not self._eof.is_set() and not self.in_call:
+        if self._poll() is None and not self._eof.is_set() and not self.in_call:
             self._send(protocol.shutdown(uuid.uuid4().hex[:12]), time.monotonic() + 0.5)
             self._shutdown_ack.wait(timeout_s)
             self._wait_exit(timeout_s)
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.terminate()
+        if self._poll() is None:
+            self._signal(signal.SIGTERM)
             if self._wait_exit(self.config.kill_grace_ms / 1000) is None:
-                with contextlib.suppress(OSError):
-                    proc.kill()
+                self._signal(_SIGKILL)
                 self._wait_exit(5.0)
         self.reap()
         with self._lock:
             self.state = "STOPPED"
 
     def reap(self) -> None:
-        """Close our pipe ends and join the reader threads (the process has exited)."""
+        """Kill what is left of the process group, reap it, end the reader threads, close pipes.
+
+        A pipe is closed only after its reader thread ended: closing it under a blocked read
+        would free the fd number for reuse while the thread still reads from it. A reader that
+        does not end (a process outside the group still holds the pipe) keeps its fd open.
+        """
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.kill()
+        if self._poll() is None:
+            self._signal(_SIGKILL)
             self._wait_exit(5.0)
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
-        for thread in self._threads:
-            thread.join(timeout=2.0)
-        for stream in (proc.stdout, proc.stderr):
+        deadline = time.monotonic() + 2.0
+        for thread, stream in zip(self._threads, (proc.stdout, proc.stderr), strict=False):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "worker %s (pid %s): reader %s still blocked after exit (a process outside "
+                    "its group holds the pipe); its fd stays open",
+                    self.id,
+                    self.pid,
+                    thread.name,
+                )
+                continue
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()

@@ -95,3 +95,14 @@ class SlowSetup(Faulty):
 
     def setup(self) -> None:
         time.sleep(float(os.environ.get("PROC_TEST_SETUP_S", "3")))
+
+
+class SpawnsHelper(Faulty):
+    """Starts a helper process in setup (a camera daemon, a tool) that inherits stderr."""
+
+    def setup(self) -> None:
+        import subprocess
+
+        self.helper = subprocess.Popen(["sleep", "300"])
+        record = Path(os.environ["PROC_TEST_HELPER_DIR"]) / f"helper-{self.helper.pid}"
+        record.write_text(str(os.getpid()))
