@@ -285,6 +285,25 @@ def test_helper_processes_die_with_their_worker_and_readers_end(
     assert readers() == []
 
 
+def test_worker_that_closes_its_pipes_but_runs_on_is_killed(
+    make_runner: Any, tmp_path: Path
+) -> None:
+    tracked = make_runner(execute_timeout_ms=30000)
+    runner = tracked.runner
+    key = runner.load(_package(tmp_path, "closer", "faulty_algo:ClosesPipes"))
+    worker = runner._pools[key].workers()[0]
+    _ok(runner.pre_execute("f1", 1, FRAME))
+    segments = set(worker.slots.names)
+    assert segments and segments <= set(os.listdir("/dev/shm"))
+    tracked.worker_pids()
+    result = runner.run_step("f1", 1, FRAME)["execute"]
+    assert result["error_code"] == "1005" and "crashed" in result["message"], result
+    assert _wait_for(lambda: not _alive(worker.pid)), "a worker without pipes was left running"
+    assert _wait_for(lambda: not segments & set(os.listdir("/dev/shm")))
+    _ok(runner.pre_execute("f1", 1, FRAME))  # the Runner goes on with a replacement
+    assert worker.pid not in tracked.ready_pids()
+
+
 def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
     tracked = make_runner(crash_loop_failures=3)
     runner = tracked.runner

@@ -384,6 +384,10 @@ class Pool:
             if worker.state == "DEAD" and worker.id not in self._counted:
                 self._counted.add(worker.id)
                 self._worker_lost(worker, now)
+            if worker.state == "DEAD" and not worker.exited():
+                # Out of service but still running (e.g. it closed its pipes): it would hold
+                # its slots and memory until close(). Idempotent; tick() escalates to SIGKILL.
+                worker.terminate(worker.failure or "out of service but still running")
             if worker.state == "DEAD" and worker.exited() and not worker.leased:
                 with self._cond:
                     if worker in self._workers:

@@ -106,3 +106,12 @@ class SpawnsHelper(Faulty):
         self.helper = subprocess.Popen(["sleep", "300"])
         record = Path(os.environ["PROC_TEST_HELPER_DIR"]) / f"helper-{self.helper.pid}"
         record.write_text(str(os.getpid()))
+
+
+class ClosesPipes(Faulty):
+    """execute closes every inherited fd (as a vendor SDK "daemonizing" might), then hangs on."""
+
+    def execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
+        os.closerange(3, 4096)
+        time.sleep(3600)
+        return {"status": "OK", "data": {"result_status": "OK"}}
