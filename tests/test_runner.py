@@ -446,6 +446,28 @@ def test_full_dev_shm_gives_coded_results_not_sigbus(tmp_path: Path) -> None:
     assert "shared memory exhausted" in warm["error"]["message"]
 
 
+def test_worker_with_another_protocol_major_version_is_refused(
+    make_runner: Any, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "fake.pid"
+    wrapper = tmp_path / "python9"
+    fake = ALGOS / "protocol9_worker.py"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}"\n')
+    wrapper.chmod(0o755)
+    tracked = make_runner(extra_env={"PROC_TEST_PID_FILE": str(pid_file)})
+    runner = tracked.runner
+    runner.load(FAULTY, python=str(wrapper))
+    package = runner.packages()[0]
+    assert package["state"] == "FAILED"
+    error = package["error"]
+    assert error["error_code"] == "1010", error
+    assert "'9.0'" in error["message"] and "'1.0'" in error["message"]
+    result = runner.execute("f1", 1, FRAME)
+    assert result["error_code"] == "1010"
+    assert _wait_for(lambda: not _alive(int(pid_file.read_text())))
+    assert runner.stats()["restarts"] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # pools, routing, params, results
 

@@ -254,6 +254,15 @@ class Worker:
             )
         if self._hello_frame is None:
             raise WorkerStartError("worker exited before hello: " + self.describe_exit())
+        theirs = self._hello_frame.get("protocol_version")
+        if _major(theirs) is None or _major(theirs) != _major(protocol.PROTOCOL_VERSION):
+            self.terminate("incompatible protocol version")
+            raise WorkerStartError(
+                f"worker speaks protocol version {theirs!r} but this Runner speaks "
+                f"{protocol.PROTOCOL_VERSION!r}: the major versions must match "
+                f"(sdk_version {self._hello_frame.get('sdk_version')!r} in {self.spec.python})",
+                PROTOCOL_ERROR,
+            )
         hello = protocol.hello_from_runner(
             _runner_version(), cfg.heartbeat_interval_ms, cfg.heartbeat_grace_ms
         )
@@ -705,6 +714,14 @@ class Worker:
             "failure": self.failure,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
         }
+
+
+def _major(version: object) -> int | None:
+    """The major number of a "MAJOR.MINOR" protocol version, None when it is not one."""
+    if not isinstance(version, str):
+        return None
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _runner_version() -> str:
