@@ -524,6 +524,22 @@ def test_full_queue_answers_busy_at_once(make_runner: Any) -> None:
     assert runner.stats()["busy_rejections"] == 1
 
 
+def test_close_right_after_a_timeout_does_not_wait_for_the_dead_worker(make_runner: Any) -> None:
+    # The timed-out worker is still in its SIGTERM grace period when close() comes; it cannot
+    # answer a shutdown frame, so close() must not wait shutdown_timeout_ms (twice) for one.
+    tracked = make_runner(shutdown_timeout_ms=60000)
+    runner = tracked.runner
+    runner.load(FAULTY)
+    victim = tracked.worker_pids()[0]
+    result = runner.execute("f1", 1, FRAME, user_params={"mode": "sleep"})
+    assert result["error_code"] == "1005"
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    closer.join(30)  # well below the 60 s shutdown timeout
+    assert not closer.is_alive(), "close() waited for a shutdown answer from a dead worker"
+    assert not _alive(victim)
+
+
 def test_routing_and_unknown_pid(make_runner: Any, tmp_path: Path) -> None:
     tracked = make_runner()
     runner = tracked.runner

@@ -527,13 +527,19 @@ class Worker:
         if proc is None:
             self.state = "STOPPED"
             return
-        if self._poll() is None and not self._eof.is_set() and not self.in_call:
+        # A worker already being terminated (timed out, lost, dead) gets no shutdown frame: it
+        # cannot answer one, and waiting for it would hold close() for 2 x timeout_s.
+        graceful = not (self._abandoned.is_set() or self._eof.is_set() or self.in_call)
+        if graceful and self._poll() is None:
             self._send(protocol.shutdown(uuid.uuid4().hex[:12]), time.monotonic() + 0.5)
             self._shutdown_ack.wait(timeout_s)
             self._wait_exit(timeout_s)
         if self._poll() is None:
+            grace = self.config.kill_grace_ms / 1000
+            if self._kill_at is not None:  # the grace period already started
+                grace = max(0.0, self._kill_at - time.monotonic())
             self._signal(signal.SIGTERM)
-            if self._wait_exit(self.config.kill_grace_ms / 1000) is None:
+            if self._wait_exit(grace) is None:
                 self._signal(_SIGKILL)
                 self._wait_exit(5.0)
         self.reap()
