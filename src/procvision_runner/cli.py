@@ -46,28 +46,15 @@ def load_config(path: str | Path | None) -> tuple[Any, StoreConfig]:
 
     Other tables belong to other parts (the HTTP service) and are left alone here.
     """
-    from .config import RunnerConfig
+    from .config import ConfigFileError, RunnerConfig, read_config_file
 
     if path is None:
         return None, StoreConfig()
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StoreError(INVALID_PARAMS, f"cannot read config {p}: {exc}") from exc
-    try:
-        if p.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib
-            doc: Any = tomllib.loads(text)
-        else:
-            doc = json.loads(text)
-    except ValueError as exc:
-        raise StoreError(INVALID_PARAMS, f"config {p} does not parse: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise StoreError(INVALID_PARAMS, f"config {p} must be an object/table")
+        doc = read_config_file(p)
+    except ConfigFileError as exc:
+        raise StoreError(INVALID_PARAMS, str(exc)) from exc
     loose = sorted(k for k, v in doc.items() if not isinstance(v, dict))
     if loose:
         raise StoreError(

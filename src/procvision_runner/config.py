@@ -11,6 +11,35 @@ from typing import Any
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read or parsed (reported with code 1006)."""
+
+    error_code = INVALID_PARAMS
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse one JSON or TOML (by suffix) config document into a dict; ConfigFileError if not."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"cannot read config {p}: {exc}") from exc
+    try:
+        if p.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
+            doc: Any = tomllib.loads(text)
+        else:
+            doc = json.loads(text)
+    except ValueError as exc:  # json and toml decode errors are ValueErrors
+        raise ConfigFileError(f"config {p} does not parse: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigFileError(f"config {p} must be an object/table")
+    return doc
+
+
 @dataclass
 class RunnerConfig:
     """Runner settings; all times in milliseconds unless the name says otherwise."""
@@ -102,23 +131,9 @@ class RunnerConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> RunnerConfig:
         """Load a config from a JSON or TOML file (a `[runner]` table is used when present)."""
-        p = Path(path)
-        text = p.read_text(encoding="utf-8")
-        if p.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
-            values: Any = tomllib.loads(text)
-        else:
-            values = json.loads(text)
-        if isinstance(values, dict) and isinstance(values.get("runner"), dict):
-            values = values["runner"]
-        if not isinstance(values, dict):
-            from .runner import RunnerError
-
-            raise RunnerError(f"{p}: a runner config must be an object", INVALID_PARAMS)
-        return cls.from_dict(values)
+        values = read_config_file(path)
+        runner = values.get("runner")
+        return cls.from_dict(runner if isinstance(runner, dict) else values)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as plain JSON-able values."""

@@ -50,6 +50,7 @@ from procvision_algorithm_sdk.errors import (
     ProcVisionError,
 )
 
+from .config import read_config_file
 from .metrics import ServiceMetrics
 
 try:
@@ -109,7 +110,7 @@ class ServiceConfig:
         """Read the `service` section of a JSON/TOML config file, then PROCVISION_TOKEN."""
         data: dict[str, Any] = {}
         if path is not None:
-            raw = _read_config_file(Path(path))
+            raw = read_config_file(path)
             section = raw.get("service", {})
             if not isinstance(section, dict):
                 raise ValueError("the config's 'service' section must be a table/object")
@@ -121,21 +122,6 @@ class ServiceConfig:
         if cfg.token == "":
             cfg.token = None
         return cfg
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".toml":
-        try:
-            import tomllib as toml_reader  # type: ignore[import-not-found,unused-ignore]
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as toml_reader  # type: ignore[import-not-found,no-redef,unused-ignore]
-        data = toml_reader.loads(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the config must be an object")
-    return data
 
 
 def is_loopback(host: str) -> bool:
