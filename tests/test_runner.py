@@ -195,8 +195,10 @@ def test_stopped_worker_with_a_large_call_does_not_stall_other_packages(
     # A call frame larger than the pipe to a SIGSTOPped worker keeps its writer blocked until
     # the call's deadline (60 s). Supervision must go on meanwhile: the stopped worker is lost
     # by heartbeat, and a worker of another package that dies is replaced, both well before it.
+    # The heartbeat window (~3 s) must outlast the caller thread's start on a loaded box, so
+    # the blocked write is really in progress when it expires; it stays far below the deadline.
     tracked = make_runner(
-        execute_timeout_ms=60000, heartbeat_interval_ms=250, heartbeat_grace_ms=750
+        execute_timeout_ms=60000, heartbeat_interval_ms=500, heartbeat_grace_ms=2500
     )
     runner = tracked.runner
     faulty_key = runner.load(FAULTY)
