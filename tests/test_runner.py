@@ -700,12 +700,22 @@ def test_numpy_scalars_in_input_are_converted(make_runner: Any) -> None:
             "f1",
             1,
             FRAME,
-            user_params={"extra": np.int64(3), "ratio": np.float32(0.25)},
+            user_params={
+                "extra": np.int64(3),
+                "ratio": np.float32(0.25),
+                "count": np.int16(7),
+                "threshold": np.float64(0.75),
+            },
             session_context={"line": np.int32(4)},
         )
     )
-    assert result["data"]["user_params"]["extra"] == 3
-    assert result["data"]["user_params"]["ratio"] == 0.25
+    echoed = result["data"]["user_params"]
+    assert (echoed["extra"], echoed["ratio"], echoed["count"], echoed["threshold"]) == (
+        3,
+        0.25,
+        7,
+        0.75,
+    )
 
 
 def test_worker_call_with_unencodable_fields_is_a_1006_frame(make_runner: Any) -> None:

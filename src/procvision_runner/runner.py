@@ -487,15 +487,14 @@ class Runner:
                     key,
                 )
             specs = step.get("params") or []
-        params, problems = validate_user_params(
-            specs, {} if user_params is None else user_params, width, height
-        )
+        # Plain JSON first, so a numpy scalar for a declared param validates like its Python twin.
+        plain, unjsonable = _plain_json({} if user_params is None else user_params, "user_params")
+        if unjsonable is not None:
+            return fail(INVALID_PARAMS, unjsonable, key)
+        params, problems = validate_user_params(specs, plain, width, height)
         if problems:
             text = "; ".join(f"{p.where}: {p.message}" for p in problems[:5])
             return fail(problems[0].code, f"invalid user_params: {text}", key)
-        params, unjsonable = _plain_json(params, "user_params")
-        if unjsonable is not None:
-            return fail(INVALID_PARAMS, unjsonable, key)
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             return fail(
                 INVALID_PARAMS, f"session_id must be a non-empty str, not {session_id!r}", key
