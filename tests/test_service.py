@@ -162,6 +162,18 @@ def test_bad_input_is_422_with_code_1006(client: httpx.Client) -> None:
     )
 
 
+def test_a_malformed_multipart_body_is_422_like_malformed_json(client: httpx.Client) -> None:
+    # A body that claims multipart but does not parse is bad input, not a bad package: every
+    # multipart endpoint answers with the documented 422 / 1006.
+    boundary = "9cc651cd2c8d168349f50fede4c361ac"
+    body = f"--{boundary}\r\nFalse--{boundary}--\r\n".encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    for path in ("/inspect", "/algorithms/validate", "/algorithms/install"):
+        assert_error(client.post(path, content=body, headers=headers), 422, "1006")
+        documented = client.get("/openapi.json").json()["paths"][path]["post"]["responses"]
+        assert "422" in documented
+
+
 def test_json_fields_too_deep_or_not_plain_json_are_422(client: httpx.Client) -> None:
     png = png_bytes(8, 8)
     deep_object = '{"a":' * 150 + "1" + "}" * 150  # decodes, but deeper than the contract allows

@@ -722,9 +722,10 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
-        return _error_response(
-            exc.status_code, _code_for_status(exc.status_code), str(exc.detail), headers
-        )
+        # The framework's only 400 is a body it could not parse (malformed multipart or form):
+        # bad input, answered like malformed JSON so every documented status stays true.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        return _error_response(status, _code_for_status(status), str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
