@@ -195,10 +195,11 @@ def test_stopped_worker_with_a_large_call_does_not_stall_other_packages(
     # A call frame larger than the pipe to a SIGSTOPped worker keeps its writer blocked until
     # the call's deadline (60 s). Supervision must go on meanwhile: the stopped worker is lost
     # by heartbeat, and a worker of another package that dies is replaced, both well before it.
-    # The heartbeat window (~3 s) must outlast the caller thread's start on a loaded box, so
-    # the blocked write is really in progress when it expires; it stays far below the deadline.
+    # The heartbeat window (~10 s) must outlast the caller thread's start and this test's polling
+    # on a box running two suites at once (3 s was seen to be too short), so the blocked write is
+    # observed in progress before it expires; it stays far below the deadline.
     tracked = make_runner(
-        execute_timeout_ms=60000, heartbeat_interval_ms=500, heartbeat_grace_ms=2500
+        execute_timeout_ms=60000, heartbeat_interval_ms=500, heartbeat_grace_ms=9500
     )
     runner = tracked.runner
     faulty_key = runner.load(FAULTY)
