@@ -354,13 +354,14 @@ def test_start_failures_mark_package_failed(
 
 
 def test_slow_setup_is_kept_alive_by_heartbeats(make_runner: Any, tmp_path: Path) -> None:
-    # The adapter gives up after 3 x 200 + 200 ms without a frame; setup takes 3 s, well inside
+    # The adapter gives up after 3 x 500 + 500 ms without a frame; setup takes 5 s, well inside
     # setup_timeout_ms, so only pings sent while the worker is still starting keep it alive.
+    # (A 200 ms interval left too little slack for a late ping thread on a loaded box.)
     tracked = make_runner(
-        heartbeat_interval_ms=200,
-        heartbeat_grace_ms=200,
+        heartbeat_interval_ms=500,
+        heartbeat_grace_ms=500,
         warmup_calls=1,
-        extra_env={"PROC_TEST_SETUP_S": "3"},
+        extra_env={"PROC_TEST_SETUP_S": "5"},
     )
     runner = tracked.runner
     runner.load(_package(tmp_path, "slow", "faulty_algo:SlowSetup"))
