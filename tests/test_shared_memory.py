@@ -23,6 +23,11 @@ SHM = "/dev/shm"
 SIZES = {"2mp": (1200, 1920), "20mp": (3648, 5472)}
 
 
+def _id(name: str) -> str:
+    # Ids name machine-wide segments: suffix this run's pid so two suites never share one.
+    return f"{name}.{os.getpid()}"
+
+
 def _exists(name: str) -> bool:
     return os.path.exists(os.path.join(SHM, name))
 
@@ -73,11 +78,11 @@ def test_raw_frame_read_in_another_process(reader: ReaderProcess, kind: str, siz
     else:
         frame = _frame(height, width, 4 if kind == "RGBA" else 3)
         expected = frame[:, :, 2::-1] if kind == "BGR" else frame[:, :, :3]
-    meta = sm.write_image_array_to_shared_memory(f"cam-{kind}", frame)
+    meta = sm.write_image_array_to_shared_memory(_id(f"cam-{kind}"), frame)
     assert meta["shm_seq"] > 0 and (meta["width"], meta["height"]) == (width, height)
     if kind == "BGR":
         meta["color_space"] = "BGR"
-    answer = reader.ask(op="read", id=f"cam-{kind}", meta=meta)
+    answer = reader.ask(op="read", id=_id(f"cam-{kind}"), meta=meta)
     try:
         assert answer["warnings"] == []
         assert answer["shape"] == [height, width, 3] and answer["dtype"] == "uint8"
@@ -89,7 +94,7 @@ def test_raw_frame_read_in_another_process(reader: ReaderProcess, kind: str, siz
         if kind.startswith("GRAY"):
             assert answer["strides"][2] == 0  # expanded without a copy
     finally:
-        assert sm.dev_clear_shared_memory(f"cam-{kind}")
+        assert sm.dev_clear_shared_memory(_id(f"cam-{kind}"))
 
 
 @pytest.mark.parametrize("size", ["2mp", "20mp"])
@@ -104,44 +109,44 @@ def test_encoded_frame_decoded_in_another_process(
     data = out.getvalue()
     with Image.open(io.BytesIO(data)) as decoded:
         expected = np.asarray(decoded.convert("RGB"))
-    meta = sm.dev_write_image_to_shared_memory("encoded", data)
+    meta = sm.dev_write_image_to_shared_memory(_id("encoded"), data)
     assert meta["encoding"] == fmt.lower() and (meta["width"], meta["height"]) == (width, height)
     try:
-        answer = reader.ask(op="read", id="encoded", meta=meta)
+        answer = reader.ask(op="read", id=_id("encoded"), meta=meta)
         assert answer["warnings"] == []
         assert answer["shape"] == [height, width, 3]
         assert answer["sha"] == _sha(expected)
         assert answer["writeable"] is False
     finally:
-        sm.dev_clear_shared_memory("encoded")
+        sm.dev_clear_shared_memory(_id("encoded"))
 
 
 def test_gray_png_is_expanded_to_rgb(reader: ReaderProcess) -> None:
     gray = _frame(48, 64, None)
     out = io.BytesIO()
     Image.fromarray(gray, "L").save(out, "PNG")
-    meta = sm.dev_write_image_to_shared_memory("gray-png", out.getvalue())
+    meta = sm.dev_write_image_to_shared_memory(_id("gray-png"), out.getvalue())
     try:
-        answer = reader.ask(op="read", id="gray-png", meta=meta)
+        answer = reader.ask(op="read", id=_id("gray-png"), meta=meta)
         assert answer["sha"] == _sha(np.repeat(gray[:, :, None], 3, axis=2))
     finally:
-        sm.dev_clear_shared_memory("gray-png")
+        sm.dev_clear_shared_memory(_id("gray-png"))
 
 
 def test_reader_failures_keep_seed_values_and_warn(reader: ReaderProcess) -> None:
     frame = _frame(30, 40)
-    meta = sm.write_image_array_to_shared_memory("faults", frame)
+    meta = sm.write_image_array_to_shared_memory(_id("faults"), frame)
     out = io.BytesIO()
     Image.fromarray(frame).save(out, "PNG")
     try:
         cases = [
-            ("no-such-id", meta, "segment_missing", "zero"),
-            ("faults", {**meta, "width": 0}, "invalid_size", "none"),
-            ("faults", {**meta, "height": -3}, "invalid_size", "none"),
-            ("faults", {**meta, "shm_seq": meta["shm_seq"] + 7}, "stale_sequence", "zero"),
-            ("faults", {**meta, "width": 41}, "header_mismatch", "zero"),
-            ("faults", {**meta, "encoding": "jpeg"}, "header_mismatch", "zero"),
-            ("faults", {**meta, "color_space": "YUV"}, "header_mismatch", "zero"),
+            (_id("no-such-id"), meta, "segment_missing", "zero"),
+            (_id("faults"), {**meta, "width": 0}, "invalid_size", "none"),
+            (_id("faults"), {**meta, "height": -3}, "invalid_size", "none"),
+            (_id("faults"), {**meta, "shm_seq": meta["shm_seq"] + 7}, "stale_sequence", "zero"),
+            (_id("faults"), {**meta, "width": 41}, "header_mismatch", "zero"),
+            (_id("faults"), {**meta, "encoding": "jpeg"}, "header_mismatch", "zero"),
+            (_id("faults"), {**meta, "color_space": "YUV"}, "header_mismatch", "zero"),
         ]
         for shm_id, bad_meta, cause, returned in cases:
             answer = reader.ask(op="read", id=shm_id, meta=bad_meta)
@@ -159,34 +164,34 @@ def test_reader_failures_keep_seed_values_and_warn(reader: ReaderProcess) -> Non
             assert strict["ok"] is False and strict["error"] == "ImageLoadError"
             assert strict["code"] == IMAGE_LOAD_FAILED and strict["warnings"] == []
         # The good meta still reads after all that.
-        good = reader.ask(op="read", id="faults", meta=meta)
+        good = reader.ask(op="read", id=_id("faults"), meta=meta)
         assert good["sha"] == _sha(frame) and good["warnings"] == []
     finally:
-        sm.dev_clear_shared_memory("faults")
+        sm.dev_clear_shared_memory(_id("faults"))
 
 
 def test_undecodable_and_mismatched_encoded_payloads(reader: ReaderProcess) -> None:
     broken = b"\xff\xd8\xff\xe0 not really a jpeg"
-    meta = sm.dev_write_image_to_shared_memory("broken", broken)
+    meta = sm.dev_write_image_to_shared_memory(_id("broken"), broken)
     assert meta["encoding"] == "jpeg" and meta["width"] == 0
     out = io.BytesIO()
     Image.fromarray(_frame(20, 30)).save(out, "PNG")
-    good = sm.dev_write_image_to_shared_memory("small-png", out.getvalue())
+    good = sm.dev_write_image_to_shared_memory(_id("small-png"), out.getvalue())
     try:
-        answer = reader.ask(op="read", id="broken", meta={**meta, "width": 30, "height": 20})
+        answer = reader.ask(op="read", id=_id("broken"), meta={**meta, "width": 30, "height": 20})
         assert answer["warnings"][0]["cause"] == "decode_failed" and answer["shape"] == [20, 30, 3]
-        answer = reader.ask(op="read", id="small-png", meta={**good, "width": 31})
+        answer = reader.ask(op="read", id=_id("small-png"), meta={**good, "width": 31})
         assert answer["warnings"][0]["cause"] == "size_mismatch"
         # A payload larger than its meta is refused before it is decoded.
-        answer = reader.ask(op="read", id="small-png", meta={**good, "width": 10})
+        answer = reader.ask(op="read", id=_id("small-png"), meta={**good, "width": 10})
         assert answer["warnings"][0]["cause"] == "decode_failed"
         assert "more than the limit of 200" in answer["warnings"][0]["message"]
         # Seed: the dev writer could not read a size, so the meta it returns gives None.
-        answer = reader.ask(op="read", id="broken", meta=meta)
+        answer = reader.ask(op="read", id=_id("broken"), meta=meta)
         assert answer["none"] is True and answer["warnings"][0]["cause"] == "invalid_size"
     finally:
-        sm.dev_clear_shared_memory("broken")
-        sm.dev_clear_shared_memory("small-png")
+        sm.dev_clear_shared_memory(_id("broken"))
+        sm.dev_clear_shared_memory(_id("small-png"))
 
 
 def test_strict_mode_from_environment() -> None:
@@ -211,25 +216,25 @@ def test_strict_argument_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_rewrite_with_larger_frame_is_seen_through_cached_mapping(reader: ReaderProcess) -> None:
     small = _frame(10, 10, seed=1)
-    meta = sm.write_image_array_to_shared_memory("grow", small)
+    meta = sm.write_image_array_to_shared_memory(_id("grow"), small)
     try:
-        assert reader.ask(op="read", id="grow", meta=meta)["sha"] == _sha(small)
+        assert reader.ask(op="read", id=_id("grow"), meta=meta)["sha"] == _sha(small)
         same_size = _frame(10, 10, seed=2)
-        meta = sm.write_image_array_to_shared_memory("grow", same_size)  # in place
-        assert reader.ask(op="read", id="grow", meta=meta)["sha"] == _sha(same_size)
+        meta = sm.write_image_array_to_shared_memory(_id("grow"), same_size)  # in place
+        assert reader.ask(op="read", id=_id("grow"), meta=meta)["sha"] == _sha(same_size)
         large = _frame(300, 200, seed=3)
-        meta = sm.write_image_array_to_shared_memory("grow", large)  # new segment, same name
-        assert reader.ask(op="read", id="grow", meta=meta)["sha"] == _sha(large)
+        meta = sm.write_image_array_to_shared_memory(_id("grow"), large)  # new segment, same name
+        assert reader.ask(op="read", id=_id("grow"), meta=meta)["sha"] == _sha(large)
     finally:
-        sm.dev_clear_shared_memory("grow")
+        sm.dev_clear_shared_memory(_id("grow"))
 
 
 def test_name_reused_without_retire_is_reattached() -> None:
     """A segment recreated under a cached name (its writer crashed) is read afresh."""
     first = _frame(8, 8, seed=1)
-    meta = sm.write_image_array_to_shared_memory("reuse", first)
-    name = seg.segment_name_for_id("reuse")
-    assert (sm.read_image_from_shared_memory("reuse", meta) == first).all()
+    meta = sm.write_image_array_to_shared_memory(_id("reuse"), first)
+    name = seg.segment_name_for_id(_id("reuse"))
+    assert (sm.read_image_from_shared_memory(_id("reuse"), meta) == first).all()
     assert name in sm.cached_segment_names()
     owned = sm._owned.pop(name)
     seg.unlink_segment(name)  # like a crashed writer: gone without the retired flag
@@ -241,7 +246,7 @@ def test_name_reused_without_retire_is_reattached() -> None:
         assert buf is not None
         buf[seg.HEADER_SIZE : seg.HEADER_SIZE + second.nbytes] = second.tobytes()
         seg.write_header(buf, seq=99, height=8, width=8, channels=3, payload_size=192)
-        image = sm.read_image_from_shared_memory("reuse", {**meta, "shm_seq": 99}, strict=True)
+        image = sm.read_image_from_shared_memory(_id("reuse"), {**meta, "shm_seq": 99}, strict=True)
         assert (image == second).all()
         del image
     finally:
@@ -250,7 +255,7 @@ def test_name_reused_without_retire_is_reattached() -> None:
 
 
 def test_attach_cache_is_bounded() -> None:
-    ids = [f"many-{i}" for i in range(sm.ATTACH_CACHE_SIZE * 3)]
+    ids = [_id(f"many-{i}") for i in range(sm.ATTACH_CACHE_SIZE * 3)]
     try:
         for i, shm_id in enumerate(ids):
             meta = sm.write_image_array_to_shared_memory(shm_id, _frame(4, 4, seed=i))
@@ -266,41 +271,46 @@ def test_attach_cache_is_bounded() -> None:
 
 def test_reader_exit_leaves_writer_segment_and_prints_no_tracker_noise() -> None:
     frame = _frame(16, 16)
-    meta = sm.write_image_array_to_shared_memory("tracked", frame)
-    name = seg.segment_name_for_id("tracked")
+    meta = sm.write_image_array_to_shared_memory(_id("tracked"), frame)
+    name = seg.segment_name_for_id(_id("tracked"))
     try:
         child = ReaderProcess()
-        assert child.ask(op="read", id="tracked", meta=meta)["sha"] == _sha(frame)
+        assert child.ask(op="read", id=_id("tracked"), meta=meta)["sha"] == _sha(frame)
         assert child.ask(op="attach_rw", name=name)["size"] >= seg.HEADER_SIZE + frame.nbytes
         assert child.close() == 0
         assert b"resource_tracker" not in child.stderr and b"leaked" not in child.stderr
         assert _exists(name)
         again = ReaderProcess()
-        assert again.ask(op="read", id="tracked", meta=meta)["sha"] == _sha(frame)
+        assert again.ask(op="read", id=_id("tracked"), meta=meta)["sha"] == _sha(frame)
         again.kill()
         assert _exists(name)
     finally:
-        assert sm.dev_clear_shared_memory("tracked")
+        assert sm.dev_clear_shared_memory(_id("tracked"))
     assert not _exists(name)
 
 
 def test_segments_created_by_seed_functions_are_unlinked_at_exit() -> None:
     script = (
-        "import json, numpy as np\n"
+        "import json, os, sys, numpy as np\n"
         "from procvision_algorithm_sdk import shared_memory as sm, segment as seg\n"
-        "sm.write_image_array_to_shared_memory('exit-a', np.ones((4, 4, 3), np.uint8))\n"
-        "sm.dev_write_image_to_shared_memory('exit-b', b'\\x89PNG\\r\\n\\x1a\\n')\n"
-        "sm.write_image_array_to_shared_memory('exit-c', np.ones((4, 4), np.uint8))\n"
-        "sm.dev_clear_shared_memory('exit-c')\n"
-        "import os\n"
-        "names = [seg.segment_name_for_id(i) for i in ('exit-a', 'exit-b')]\n"
+        "a, b, c = sys.argv[1:]\n"
+        "sm.write_image_array_to_shared_memory(a, np.ones((4, 4, 3), np.uint8))\n"
+        "sm.dev_write_image_to_shared_memory(b, b'\\x89PNG\\r\\n\\x1a\\n')\n"
+        "sm.write_image_array_to_shared_memory(c, np.ones((4, 4), np.uint8))\n"
+        "sm.dev_clear_shared_memory(c)\n"
+        "names = [seg.segment_name_for_id(i) for i in (a, b)]\n"
         "print(json.dumps([os.path.exists('/dev/shm/' + n) for n in names]))\n"
     )
+    ids = [_id("exit-a"), _id("exit-b"), _id("exit-c")]
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script, *ids],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert json.loads(done.stdout) == [True, True]
-    for shm_id in ("exit-a", "exit-b", "exit-c"):
+    for shm_id in ids:
         assert not _exists(seg.segment_name_for_id(shm_id))
     assert done.stderr == ""
 
@@ -310,18 +320,21 @@ def test_clear_of_unknown_id_and_foreign_segment() -> None:
     script = (
         "import sys, numpy as np\n"
         "from procvision_algorithm_sdk import shared_memory as sm\n"
-        "sm.write_image_array_to_shared_memory('foreign', np.ones((4, 4, 3), np.uint8))\n"
+        "sm.write_image_array_to_shared_memory(sys.argv[1], np.ones((4, 4, 3), np.uint8))\n"
         "print('ready', flush=True)\n"
         "sys.stdin.readline()\n"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, _id("foreign")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        name = seg.segment_name_for_id("foreign")
+        name = seg.segment_name_for_id(_id("foreign"))
         assert _exists(name)
-        assert sm.dev_clear_shared_memory("foreign") is True
+        assert sm.dev_clear_shared_memory(_id("foreign")) is True
         assert not _exists(name)
     finally:
         child.communicate("\n", timeout=30)
@@ -393,10 +406,10 @@ def test_header_round_trip() -> None:
 
 def test_uint16_frames_keep_their_dtype() -> None:
     frame = (_frame(6, 5).astype(np.uint16) * 200).astype(np.uint16)
-    meta = sm.write_image_array_to_shared_memory("deep", frame)
+    meta = sm.write_image_array_to_shared_memory(_id("deep"), frame)
     try:
-        image = sm.read_image_from_shared_memory("deep", meta, strict=True)
+        image = sm.read_image_from_shared_memory(_id("deep"), meta, strict=True)
         assert image.dtype == np.uint16 and (image == frame).all()
         del image
     finally:
-        sm.dev_clear_shared_memory("deep")
+        sm.dev_clear_shared_memory(_id("deep"))
