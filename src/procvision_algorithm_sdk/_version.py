@@ -1,3 +1,3 @@
 """The distribution version, read by pyproject and reported in hello frames."""
 
-__version__ = "0.3.0"
+__version__ = "1.0.0"

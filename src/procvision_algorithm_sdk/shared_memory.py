@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import legacy_frames
 from . import segment as seg
 from .errors import IMAGE_LOAD_FAILED, ImageLoadError
 from .imagefile import decode_image
@@ -45,6 +46,10 @@ class _LoadFailure(Exception):
         self.detail = detail
 
 
+class _NoSegment(_LoadFailure):
+    """Internal: no segment of ours has that name (a legacy frame file may stand in)."""
+
+
 class _AttachCache:
     """Read-only mappings by segment name, least recently used evicted beyond `capacity`."""
 
@@ -64,7 +69,7 @@ class _AttachCache:
             try:
                 mapping = seg.attach_segment_readonly(name)
             except FileNotFoundError:
-                raise _LoadFailure("segment_missing", f"no shared-memory segment {name}") from None
+                raise _NoSegment("segment_missing", f"no shared-memory segment {name}") from None
             except (OSError, ValueError) as exc:
                 raise _LoadFailure("segment_missing", f"cannot attach {name}: {exc}") from None
             self._maps[name] = mapping
@@ -142,8 +147,7 @@ def read_image_from_shared_memory(
             f"{meta.get('height')!r}",
         )
     try:
-        name = seg.segment_name_for_id(shared_mem_id)
-        return _read(name, meta, width, height)
+        return _read_any(shared_mem_id, meta, width, height)
     except _LoadFailure as failure:
         return _fail(
             _zero_image(height, width), strict_mode, shared_mem_id, failure.cause, failure.detail
@@ -167,6 +171,23 @@ def _fail(value: Any, strict: bool, shared_mem_id: Any, cause: str, detail: str)
 def _zero_image(height: int, width: int) -> np.ndarray:
     # A broadcast view: allocates one pixel and, like the raw views, can never be made writable.
     return np.broadcast_to(np.frombuffer(bytes(3), dtype=np.uint8), (height, width, 3))
+
+
+def _read_any(shared_mem_id: str, meta: Mapping[str, Any], width: int, height: int) -> np.ndarray:
+    name = seg.segment_name_for_id(shared_mem_id)
+    try:
+        return _read(name, meta, width, height)
+    except _NoSegment:
+        # Hosts and tools of the original SDK hand frames over as files (contract section 11).
+        try:
+            frame = legacy_frames.open_legacy_frame(shared_mem_id, width, height)
+        except legacy_frames.LegacyFrameError as exc:
+            raise _LoadFailure(exc.cause, exc.detail) from None
+        if frame is None:
+            raise
+    if frame.kind == "bin":
+        return _checked_decoded(frame.pixels, width, height)
+    return _pixels_view(frame.pixels, meta)
 
 
 def _read(name: str, meta: Mapping[str, Any], width: int, height: int) -> np.ndarray:
@@ -237,15 +258,20 @@ def _raw_view(
     channels = header.channels
     if channels not in (1, 3, 4):
         raise _LoadFailure("header_invalid", f"unsupported channel count {channels}")
-    color_space = str(meta.get("color_space") or "RGB").upper()
-    if color_space not in _COLOR_SPACES:
-        raise _LoadFailure("header_mismatch", f"unsupported color_space {color_space!r}")
     count = height * width * channels
     if count * dtype.itemsize > header.payload_size:
         raise _LoadFailure("payload_truncated", "payload smaller than height*width*channels")
     # A read-only mapping gives a read-only array whose WRITEABLE flag cannot be turned back on.
     pixels = np.frombuffer(mapping, dtype=dtype, count=count, offset=seg.HEADER_SIZE)
-    pixels = pixels.reshape(height, width, channels)
+    return _pixels_view(pixels.reshape(height, width, channels), meta)
+
+
+def _pixels_view(pixels: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
+    """H x W x 3 RGB view of stored H x W x 1|3|4 pixels (gray expanded, BGR flipped), no copy."""
+    height, width, channels = pixels.shape
+    color_space = str(meta.get("color_space") or "RGB").upper()
+    if color_space not in _COLOR_SPACES:
+        raise _LoadFailure("header_mismatch", f"unsupported color_space {color_space!r}")
     if channels == 1:
         plane = pixels[:, :, 0]
         return np.lib.stride_tricks.as_strided(
@@ -271,6 +297,10 @@ def _decode(mapping: mmap.mmap, header: seg.SegmentHeader, width: int, height: i
         raise _LoadFailure(
             "decode_failed", f"{header.encoding_name} payload not decodable: {exc}"
         ) from None
+    return _checked_decoded(array, width, height)
+
+
+def _checked_decoded(array: np.ndarray, width: int, height: int) -> np.ndarray:
     if array.shape[:2] != (height, width):
         raise _LoadFailure(
             "size_mismatch",
