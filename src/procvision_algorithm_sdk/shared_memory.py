@@ -31,6 +31,10 @@ from .imagefile import decode_image
 from .logger import StructuredLogger
 
 ATTACH_CACHE_SIZE = 8
+# The header stores width and height as uint32; no segment can hold a frame past these bounds,
+# so a meta beyond them is refused before anything (even the seed's zero image) is sized by it.
+MAX_SIDE = 2**32 - 1
+MAX_FRAME_PIXELS = 2**32
 STRICT_ENV = "PROC_STRICT_IMAGES"
 _COLOR_SPACES = ("RGB", "BGR", "GRAY")
 
@@ -130,7 +134,8 @@ def read_image_from_shared_memory(
 ) -> Any:
     """Return the image behind `shared_mem_id` as a read-only H x W x 3 RGB array (no copy for raw).
 
-    Seed behaviour: None when width/height <= 0, a zero image of the meta's size when the data
+    Seed behaviour: None when width/height <= 0 (or beyond what a segment can hold: a side
+    past 2**32-1 or more than 2**32 pixels), a zero image of the meta's size when the data
     is missing, stale, mismatched or undecodable; each with a structured warning. With
     `strict=True` or PROC_STRICT_IMAGES=1 those cases raise ImageLoadError (code 1002) instead.
     """
@@ -146,11 +151,22 @@ def read_image_from_shared_memory(
             f"image_meta width/height must be positive, got {meta.get('width')!r}x"
             f"{meta.get('height')!r}",
         )
+    if max(width, height) > MAX_SIDE or width * height > MAX_FRAME_PIXELS:
+        return _fail(
+            None,
+            strict_mode,
+            shared_mem_id,
+            "invalid_size",
+            f"image_meta width/height {width}x{height} is beyond any frame a segment can hold "
+            f"({MAX_FRAME_PIXELS} pixels)",
+        )
     try:
         return _read_any(shared_mem_id, meta, width, height)
     except _LoadFailure as failure:
+        if strict_mode:
+            return _fail(None, True, shared_mem_id, failure.cause, failure.detail)
         return _fail(
-            _zero_image(height, width), strict_mode, shared_mem_id, failure.cause, failure.detail
+            _zero_image(height, width), False, shared_mem_id, failure.cause, failure.detail
         )
 
 
