@@ -49,6 +49,7 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from .config import RunnerConfig
+from .leases import SharedFrame
 from .pool import FAILED, STOPPED, Pool, PoolCounters
 from .sessions import SessionStore
 from .slots import SlotRing
@@ -532,8 +533,17 @@ class Runner:
         try:
             t_slot = time.perf_counter()
             try:
-                slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
-                meta = slot.write_frame(frame, space, **extra_meta)
+                if isinstance(frame, SharedFrame):
+                    # A leased segment: the worker reads the client's own buffer, no copy.
+                    if frame.channels == 1:
+                        space = "GRAY"
+                    elif space == "GRAY":
+                        raise ValueError(f"color_space GRAY does not fit {frame.channels} channels")
+                    shm_name, meta = frame.name, frame.image_meta(space, extra_meta)
+                else:
+                    slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
+                    meta = slot.write_frame(frame, space, **extra_meta)
+                    shm_name = slot.name
             except (TimeoutError, RuntimeError, ValueError, OSError) as exc:
                 if isinstance(exc, (TimeoutError, RuntimeError, ValueError)):
                     code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
@@ -560,7 +570,7 @@ class Runner:
                     "pid": pid,
                     "session": {"id": sid, "context": context},
                     "user_params": params,
-                    "shared_mem_id": slot.name,
+                    "shared_mem_id": shm_name,
                     "image_meta": meta,
                     "max_defects": _ADAPTER_DEFECT_LIMIT,
                 }
@@ -847,6 +857,8 @@ def _plain_json(value: Any, where: str) -> tuple[Any, str | None]:
 
 def _frame_problem(frame: Any) -> str | None:
     """Why `frame` is not an H x W x 3 (or H x W, H x W x 1) uint8 ndarray, or None."""
+    if isinstance(frame, SharedFrame):
+        return None  # checked against its segment header when the lease was checked out
     if not isinstance(frame, np.ndarray):
         return f"frame must be a numpy ndarray, not {type(frame).__name__}"
     if frame.dtype != np.uint8:
