@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from procvision_algorithm_sdk.cli import main, run, validate
-from procvision_algorithm_sdk.cli._common import CliError
-from procvision_algorithm_sdk.cli._requirements import normalise
-from procvision_algorithm_sdk.cli.init import manifest_name_for, module_name_for
 from procvision_algorithm_sdk.contract import is_safe_name
+from procvision_devtools import main, run, validate
+from procvision_devtools._common import CliError
+from procvision_devtools._requirements import normalise
+from procvision_devtools.init import manifest_name_for, module_name_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_algos.broken import CASES, write_project
@@ -94,7 +94,7 @@ def test_no_subcommand_prints_help_and_exits_2() -> None:
 
 def test_python_dash_m_works_and_usage_errors_exit_2() -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "procvision_algorithm_sdk.cli", "--help"],
+        [sys.executable, "-m", "procvision_devtools", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -179,7 +179,7 @@ def test_quick_validate_keeps_modules_of_a_venv_inside_the_project(
 
 
 def test_purge_drops_project_code_only(project: Path) -> None:
-    from procvision_algorithm_sdk.cli._loader import purge_modules
+    from procvision_devtools._loader import purge_modules
 
     site = _fake_venv(project)
     (project / "dist-packages").mkdir()
@@ -208,7 +208,7 @@ def test_purge_drops_project_code_only(project: Path) -> None:
 def test_full_validate_reports_a_plain_entry_class(tmp_path: Path) -> None:
     from cli_algos.broken import write_project
 
-    from procvision_algorithm_sdk.cli import validate
+    from procvision_devtools import validate
 
     plain = write_project(tmp_path / "plain", base="object")
     report = validate(plain, full=True)

@@ -1,4 +1,4 @@
-"""`python -m procvision_algorithm_sdk.cli`."""
+"""`python -m procvision_devtools`."""
 
 import sys
 

@@ -11,9 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import Problem
-from ..errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, MANIFEST_MISSING, ImageLoadError
-from ..imagefile import decode_image
+from procvision_algorithm_sdk.contract import Problem
+from procvision_algorithm_sdk.errors import (
+    IMAGE_LOAD_FAILED,
+    INVALID_PARAMS,
+    MANIFEST_MISSING,
+    ImageLoadError,
+)
+from procvision_algorithm_sdk.imagefile import decode_image
 
 PASS = "PASS"
 FAIL = "FAIL"

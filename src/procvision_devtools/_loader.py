@@ -28,7 +28,7 @@ def describe_exception(exc: BaseException) -> str:
 
 _INSTALLED_DIRS = ("site-packages", "dist-packages")
 # Never purged: class identity (BaseAlgorithm) must survive, wherever these were installed.
-_KEPT_PACKAGES = ("procvision_algorithm_sdk", "procvision_runner")
+_KEPT_PACKAGES = ("procvision_algorithm_sdk", "procvision_runner", "procvision_devtools")
 
 
 def _project_code(path: str, root: Path, venvs: dict[Path, bool]) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import WHEELS_MISSING
+from procvision_algorithm_sdk.errors import WHEELS_MISSING
+
 from ._common import CliError
 
 SDK_PROJECT = "procvision-algorithm-sdk"

@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import UNKNOWN_ERROR
+from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
+
 from ._common import CliError, load_image, load_manifest, parse_params, print_json, report_error
 from ._loader import describe_exception
 from .run import open_runner, prepare

@@ -17,21 +17,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
-from ..contract import (
+from procvision_algorithm_sdk import protocol
+from procvision_algorithm_sdk.contract import (
     DEFAULT_MAX_DEFECTS,
     Problem,
     check_execute_result,
     check_pre_execute_result,
     find_step,
 )
-from ..errors import (
+from procvision_algorithm_sdk.errors import (
     ALGORITHM_EXCEPTION,
     INVALID_RESULT,
     MANIFEST_MISSING,
     PROTOCOL_ERROR,
     TIMEOUT,
 )
+
 from ._common import Report, make_test_image
 from .validate import check_against_info, check_assets, read_project, sample_params, step_indexes
 
@@ -258,7 +259,10 @@ def validate_full(
     if manifest is None:
         return
     module, _, attr = manifest["entry_point"].partition(":")
-    from ..shared_memory import dev_clear_shared_memory, write_image_array_to_shared_memory
+    from procvision_algorithm_sdk.shared_memory import (
+        dev_clear_shared_memory,
+        write_image_array_to_shared_memory,
+    )
 
     image = make_test_image()
     height, width = image.shape[:2]

@@ -12,9 +12,15 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from .._version import __version__
-from ..contract import is_safe_name
-from ..errors import INVALID_PARAMS, INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+from procvision_algorithm_sdk._version import __version__
+from procvision_algorithm_sdk.contract import is_safe_name
+from procvision_algorithm_sdk.errors import (
+    INVALID_PARAMS,
+    INVALID_PID,
+    MANIFEST_MISSING,
+    UNKNOWN_ERROR,
+)
+
 from ._common import CliError, print_json
 from ._target import current_target
 
@@ -24,6 +30,7 @@ _RESERVED_MODULES = {
     "PIL",
     "procvision_algorithm_sdk",
     "procvision_runner",
+    "procvision_devtools",
     "test",
     "tests",
 }

@@ -7,7 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .._version import __version__
+from procvision_algorithm_sdk._version import __version__
+
 from ._common import CliError, report_error
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import UNKNOWN_ERROR
+from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
+
 from ._common import CliError, load_image
 
 COLORS = {

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .._version import __version__
-from ..contract import check_manifest
-from ..errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
+from procvision_algorithm_sdk._version import __version__
+from procvision_algorithm_sdk.contract import check_manifest
+from procvision_algorithm_sdk.errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
+
 from ._common import CliError, load_manifest, print_json, progress, report_error
 from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
 from ._target import current_target, expand_platforms
@@ -123,8 +124,8 @@ def _sdk_source_root() -> Path | None:
                 root = Path(unquote(url.path))
                 if (root / "pyproject.toml").is_file():
                     return root
-    # Running from a checkout without an install record: src/procvision_algorithm_sdk/cli/..
-    here = Path(__file__).resolve().parents[3]
+    # Running from a checkout without an install record: src/procvision_devtools/..
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "pyproject.toml").is_file() and (here / "src").is_dir() else None
 
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..contract import check_manifest
-from ..errors import INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+from procvision_algorithm_sdk.contract import check_manifest
+from procvision_algorithm_sdk.errors import INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+
 from ._common import (
     CliError,
     error_result,

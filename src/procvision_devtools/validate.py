@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..base import BaseAlgorithm
-from ..contract import (
+from procvision_algorithm_sdk.base import BaseAlgorithm
+from procvision_algorithm_sdk.contract import (
     DEFAULT_MAX_DEFECTS,
     Problem,
     check_execute_result,
@@ -21,7 +21,7 @@ from ..contract import (
     find_step,
     validate_user_params,
 )
-from ..errors import (
+from procvision_algorithm_sdk.errors import (
     ALGORITHM_EXCEPTION,
     INVALID_RESULT,
     MANIFEST_MISSING,
@@ -29,7 +29,8 @@ from ..errors import (
     UNKNOWN_ERROR,
     ProcVisionError,
 )
-from ..session import Session
+from procvision_algorithm_sdk.session import Session
+
 from ._common import (
     CliError,
     Report,
@@ -267,7 +268,10 @@ def smoke_in_process(
     algorithm: BaseAlgorithm, manifest: dict[str, Any], info: dict[str, Any], report: Report
 ) -> None:
     """Run setup, every step (hooks, pre_execute, execute) and teardown on a generated image."""
-    from ..shared_memory import dev_clear_shared_memory, write_image_array_to_shared_memory
+    from procvision_algorithm_sdk.shared_memory import (
+        dev_clear_shared_memory,
+        write_image_array_to_shared_memory,
+    )
 
     pids = info.get("supported_pids") or manifest.get("supported_pids") or []
     pid = str(pids[0])

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import INVALID_ZIP
+from procvision_algorithm_sdk.errors import INVALID_ZIP
+
 from ._common import Report
 from ._target import expand_platforms
 
@@ -35,7 +36,7 @@ def validate_zip(zip_path: Path, report: Report) -> None:
     except ImportError as exc:
         report.fail(
             "zip",
-            f"--zip needs the runner extra (pip install 'procvision-algorithm-sdk[runner]'): {exc}",
+            f"--zip needs the runner extra (pip install procvision-runner): {exc}",
             INVALID_ZIP,
         )
         return
