@@ -6,6 +6,7 @@ import json
 import os
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,32 @@ def test_no_allocation_is_sized_by_the_meta(frame_id: str) -> None:
     assert image.strides[:2] == (0, 0) and image[-1, -1].tolist() == [0, 0, 0]
     assert not image.flags.writeable
     assert peak < 1024 * 1024, f"reading with an untrusted meta allocated {peak} bytes"
+
+
+KEEP_RULE = "valid only during"
+
+
+def test_a_kept_array_shows_the_next_frame_and_a_copy_does_not(frame_id: str) -> None:
+    first = np.full((8, 12, 3), 11, np.uint8)
+    meta = sm.write_image_array_to_shared_memory(frame_id, first)
+    kept = sm.read_image_from_shared_memory(frame_id, meta, strict=True)
+    copied = kept.copy()
+    # The writer reuses the segment for the next frame of the same size, as Runner slots do.
+    second = np.full((8, 12, 3), 222, np.uint8)
+    sm.write_image_array_to_shared_memory(frame_id, second)
+    np.testing.assert_array_equal(kept, second)
+    np.testing.assert_array_equal(copied, first)
+    del kept
+
+
+def test_the_rule_is_written_where_algorithm_authors_look(tmp_path: Path) -> None:
+    from procvision_algorithm_sdk.cli.init import scaffold
+
+    doc = " ".join((sm.read_image_from_shared_memory.__doc__ or "").split())
+    assert KEEP_RULE in doc and "Copy what you keep" in doc
+    made = scaffold("keeper", directory=tmp_path / "keeper")
+    main = (tmp_path / "keeper" / made["module"] / "main.py").read_text()
+    assert KEEP_RULE in main and ".copy()" in main
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    algorithm_section = readme.read_text().split("## Writing an algorithm", 1)[1].split("\n## ")[0]
+    assert KEEP_RULE in algorithm_section and "copy what you keep" in algorithm_section

@@ -138,6 +138,10 @@ def read_image_from_shared_memory(
     past 2**32-1 or more than 2**32 pixels), a zero image of the meta's size when the data
     is missing, stale, mismatched or undecodable; each with a structured warning. With
     `strict=True` or PROC_STRICT_IMAGES=1 those cases raise ImageLoadError (code 1002) instead.
+
+    The array is valid only during the call that received `shared_mem_id`: it is a view of a
+    slot the Runner reuses, so after the call returns it shows later frames' pixels. Copy what
+    you keep (`image.copy()`), e.g. a reference frame stored on `self` or in the session.
     """
     strict_mode = _strict_from_env() if strict is None else bool(strict)
     meta: Mapping[str, Any] = image_meta if isinstance(image_meta, Mapping) else {}

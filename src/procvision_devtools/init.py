@@ -119,6 +119,8 @@ class $class_name(BaseAlgorithm):
         shared_mem_id: str,
         image_meta: dict[str, Any],
     ) -> dict[str, Any]:
+        # The array is valid only during this call: the Runner reuses its shared memory for
+        # later frames. Copy what you keep beyond the call: self.reference = image.copy()
         image = read_image_from_shared_memory(shared_mem_id, image_meta)
         if image is None:
             return {"status": "ERROR", "message": "no image", "error_code": "1002"}
