@@ -94,7 +94,7 @@ def test_a_kept_array_shows_the_next_frame_and_a_copy_does_not(frame_id: str) ->
 
 
 def test_the_rule_is_written_where_algorithm_authors_look(tmp_path: Path) -> None:
-    from procvision_algorithm_sdk.cli.init import scaffold
+    from procvision_devtools.init import scaffold
 
     doc = " ".join((sm.read_image_from_shared_memory.__doc__ or "").split())
     assert KEEP_RULE in doc and "Copy what you keep" in doc
