@@ -57,6 +57,16 @@ class PoolCounters:
             }
 
 
+class _Waiter:
+    """One caller queued for a worker; release() fills `worker` (hand-off in arrival order)."""
+
+    __slots__ = ("event", "worker")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.worker: Worker | None = None
+
+
 class Pool:
     """The workers of one package version and the queue of callers waiting for one."""
 
@@ -85,7 +95,7 @@ class Pool:
         self._workers: list[Worker] = []
         self._idle: list[Worker] = []
         self._launching: list[Worker] = []  # started but not yet in service: pinged only
-        self._waiters = 0
+        self._queue: deque[_Waiter] = deque()  # callers waiting for a worker, oldest first
         self._entered = 0  # callers routed here that have not finished (see enter())
         self._starting = 0
         self._seq = 0
@@ -123,6 +133,7 @@ class Pool:
         with self._cond:
             self._workers.extend(started)
             self._idle.extend(started)
+            self._serve_queue()
             if errors:
                 self._fail(errors[0].error_code, f"worker start failed: {errors[0].message}")
             else:
@@ -250,7 +261,7 @@ class Pool:
         with self._cond:
             if self.state not in (FAILED, STOPPED):
                 self.state = DRAINING
-            while self._entered or self._waiters or any(w.leased for w in self._workers):
+            while self._entered or self._queue or any(w.leased for w in self._workers):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -264,7 +275,7 @@ class Pool:
             workers = list(self._workers)
             self._workers.clear()
             self._idle.clear()
-            self._cond.notify_all()
+            self._wake_waiters()
         self._stop_workers(workers)
         for thread in list(self._start_threads):
             thread.join(timeout=self.config.startup_timeout_ms / 1000)
@@ -307,42 +318,97 @@ class Pool:
     def acquire(
         self, timeout_s: float, prefer: str | None = None
     ) -> tuple[Worker | None, dict[str, Any] | None]:
-        """Take an idle worker (preferring `prefer`), waiting in the bounded queue."""
+        """Take a worker, waiting in the bounded FIFO queue; waiters are served in arrival order.
+
+        An idle worker is taken at once (preferring `prefer`) only when nobody is waiting: a
+        new arrival never overtakes a waiter, and release() hands a worker directly to the
+        oldest waiter instead of putting it back where the releasing caller could retake it.
+        """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            queued = False
-            try:
-                while True:
+            error = self.unavailable()
+            if error is not None:
+                return None, error
+            self._prune_idle()
+            if self._idle and not self._queue:
+                first = next((w for w in self._idle if w.id == prefer), self._idle[0])
+                self._idle.remove(first)
+                first.leased = True
+                return first, None
+            if len(self._queue) >= self.config.queue_size:
+                self._counters.add("busy_rejections")
+                return None, self.busy_error(
+                    f"busy: {len(self._queue)} calls already queued for "
+                    f"{self.spec.name} {self.spec.version} "
+                    f"(queue_size {self.config.queue_size})"
+                )
+            waiter = _Waiter()
+            self._queue.append(waiter)
+            self._serve_queue()
+        # Each waiter sleeps on its own event: a hand-off wakes exactly the caller it serves,
+        # with no herd of woken waiters racing it for the pool's lock.
+        try:
+            while True:
+                waiter.event.wait(max(0.0, deadline - time.monotonic()))
+                with self._cond:
+                    chosen, waiter.worker = waiter.worker, None
+                    if chosen is not None:
+                        if chosen.state == "READY" and not chosen.retire:
+                            return chosen, None
+                        # Died between the hand-off and our wake-up: keep our place in front.
+                        chosen.leased = False
+                        self._queue.appendleft(waiter)
+                        waiter.event.clear()
+                        self._serve_queue()
+                        continue
                     error = self.unavailable()
                     if error is not None:
                         return None, error
-                    self._idle = [w for w in self._idle if w.state == "READY" and not w.retire]
-                    if self._idle:
-                        chosen = next((w for w in self._idle if w.id == prefer), self._idle[0])
-                        self._idle.remove(chosen)
-                        chosen.leased = True
-                        return chosen, None
-                    if not queued:
-                        if self._waiters >= self.config.queue_size:
-                            self._counters.add("busy_rejections")
-                            return None, self.busy_error(
-                                f"busy: {self._waiters} calls already queued for "
-                                f"{self.spec.name} {self.spec.version} "
-                                f"(queue_size {self.config.queue_size})"
-                            )
-                        self._waiters += 1
-                        queued = True
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if deadline - time.monotonic() <= 0:
                         self._counters.add("busy_rejections")
                         return None, self.busy_error(
-                            f"busy: no worker of {self.spec.name} {self.spec.version} became free "
-                            f"within the queue timeout of {self.config.queue_timeout_ms} ms"
+                            f"busy: no worker of {self.spec.name} {self.spec.version} became "
+                            f"free within the queue timeout of {self.config.queue_timeout_ms} ms"
                         )
-                    self._cond.wait(remaining)
-            finally:
-                if queued:
-                    self._waiters -= 1
+                    waiter.event.clear()
+        finally:
+            with self._cond:
+                if waiter in self._queue:
+                    self._queue.remove(waiter)
+                if waiter.worker is not None:  # handed one as we gave up: pass it on
+                    self._offer(waiter.worker)
+                    waiter.worker = None
+
+    def _prune_idle(self) -> None:
+        """Drop idle workers that died or retire (caller holds the condition)."""
+        self._idle = [w for w in self._idle if w.state == "READY" and not w.retire]
+
+    def _offer(self, worker: Worker) -> None:
+        """Give a free worker to the oldest waiter, else make it idle (caller holds the lock)."""
+        worker.leased = False
+        if worker.state != "READY" or worker.retire or worker not in self._workers:
+            self._cond.notify_all()
+            return
+        if self._queue:
+            waiter = self._queue.popleft()
+            worker.leased = True
+            waiter.worker = worker
+            waiter.event.set()
+        else:
+            self._idle.append(worker)
+        self._cond.notify_all()
+
+    def _wake_waiters(self) -> None:
+        """Wake every queued caller to re-check the pool's state (caller holds the lock)."""
+        for waiter in self._queue:
+            waiter.event.set()
+        self._cond.notify_all()
+
+    def _serve_queue(self) -> None:
+        """Hand idle workers to waiters in arrival order (caller holds the condition)."""
+        self._prune_idle()
+        while self._idle and self._queue:
+            self._offer(self._idle.pop(0))
 
     def release(self, worker: Worker) -> None:
         """Give a worker back after a call; a retiring or dead one is terminated and replaced."""
@@ -351,7 +417,7 @@ class Pool:
         with self._cond:
             worker.leased = False
             if worker.state == "READY" and worker in self._workers:
-                self._idle.append(worker)
+                self._offer(worker)
             elif worker.state == "READY":  # the pool stopped meanwhile
                 threading.Thread(
                     target=worker.shutdown,
@@ -447,6 +513,7 @@ class Pool:
         self.state = FAILED
         self.failed_code = code
         self.failed_message = message
+        self._wake_waiters()
         log.error("package %s %s FAILED: %s", self.spec.name, self.spec.version, message)
 
     def _maybe_restart(self, now: float) -> None:
@@ -482,8 +549,7 @@ class Pool:
             keep = self.state in (READY, DRAINING)
             if keep:
                 self._workers.append(worker)
-                self._idle.append(worker)
-                self._cond.notify_all()
+                self._offer(worker)
         if not keep:
             self._stop_workers([worker])
 
@@ -505,7 +571,7 @@ class Pool:
     def describe(self) -> dict[str, Any]:
         """State, workers and info for packages()/stats()."""
         with self._cond:
-            waiters = self._waiters
+            waiters = len(self._queue)
         out: dict[str, Any] = {
             "name": self.spec.name,
             "version": self.spec.version,

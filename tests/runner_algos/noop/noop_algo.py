@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from procvision_algorithm_sdk import BaseAlgorithm, read_image_from_shared_memory
+
+# Tests that compare callers set a fixed execute time, so OS scheduling noise stays small
+# against the call itself; unset (benchmarks), execute returns at once.
+_EXECUTE_S = float(os.environ.get("PROC_TEST_NOOP_EXECUTE_MS", "0")) / 1000
 
 
 class Noop(BaseAlgorithm):
@@ -24,4 +30,6 @@ class Noop(BaseAlgorithm):
 
     def execute(self, step_index, pid, session, user_params, shared_mem_id, image_meta):
         read_image_from_shared_memory(shared_mem_id, image_meta)
+        if _EXECUTE_S:
+            time.sleep(_EXECUTE_S)
         return {"status": "OK", "data": {"result_status": "OK"}}
