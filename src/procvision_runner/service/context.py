@@ -1,0 +1,105 @@
+"""What the routers share: the manager, the Runner, settings, metrics, start-up state, auth."""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR
+
+from ..metrics import ServiceMetrics
+from .errors import ApiError
+from .guard import UNAUTHORIZED_MESSAGE, token_matches
+from .settings import ServiceConfig
+
+__all__ = ["ServiceContext", "Startup", "session_exists"]
+
+
+class Startup:
+    """Tracks the background warm-up of every active package."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.thread: threading.Thread | None = None
+
+
+def session_exists(runner: Any, session_id: str) -> bool:
+    """Whether the Runner keeps state for this session (expired sessions do not count)."""
+    probe = getattr(runner, "has_session", None)
+    if callable(probe):
+        return bool(probe(session_id))
+    # The Runner's API has no existence query yet; its session table answers the same question.
+    sessions = getattr(runner, "_sessions", None)
+    return sessions is not None and sessions.get(session_id) is not None
+
+
+_bearer = HTTPBearer(auto_error=False, description="the service token")
+
+
+@dataclass
+class ServiceContext:
+    """The state one app's routes close over; `auth` is the dependency list of protected routes."""
+
+    manager: Any
+    runner: Any
+    cfg: ServiceConfig
+    metrics: ServiceMetrics
+    startup: Startup = field(default_factory=Startup)
+    # one store mutation at a time from this process
+    manage_lock: threading.Lock = field(default_factory=threading.Lock)
+    auth: list[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        token = self.cfg.token or None
+
+        def authorize(
+            request: Request,
+            _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        ) -> None:
+            # The bearer dependency documents the scheme in OpenAPI; the check is the guard's.
+            if token is None:
+                return
+            if not token_matches(token, request.headers.get("authorization", "")):
+                raise ApiError(
+                    401, UNKNOWN_ERROR, UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"}
+                )
+
+        self.auth = [Depends(authorize)]
+
+    async def managed(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a store mutation in a worker thread under the management lock."""
+
+        def locked() -> Any:
+            with self.manage_lock:
+                return fn(*args, **kwargs)
+
+        return await run_in_threadpool(locked)
+
+    def upload_dir(self) -> Path:
+        """The store's temporary directory, where uploads are streamed."""
+        store = getattr(self.manager, "store", None)
+        for attr in ("tmp_dir", "tmp", "tmp_path"):
+            value = getattr(store, attr, None)
+            if value is not None:
+                return Path(value)
+        root = getattr(store, "root", None)
+        if root is None:
+            raise ApiError(500, UNKNOWN_ERROR, "the store has no temporary directory")
+        return Path(root) / "tmp"
+
+    async def known_version(self, name: str, version: str) -> None:
+        """Raise 404 unless `name` `version` is installed."""
+        entries = await run_in_threadpool(self.manager.list, None, name)
+        if not any(str(e.get("version")) == version for e in entries):
+            raise ApiError(404, INVALID_PARAMS, f"{name} {version} is not installed")
+
+    async def known_session(self, session_id: str) -> None:
+        """Raise 404 unless the Runner keeps state for `session_id`."""
+        if not await run_in_threadpool(session_exists, self.runner, session_id):
+            raise ApiError(404, INVALID_PARAMS, f"no session {session_id!r}")

@@ -1,0 +1,167 @@
+"""/inspect: one frame (PNG/JPEG or raw pixels) through a step or one phase of the Runner."""
+
+import json
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from procvision_algorithm_sdk.contract import find_unjsonable
+from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, ImageLoadError
+
+from .context import ServiceContext
+from .errors import ApiError
+from .models import PID_PATTERN, SESSION_PATTERN, CallResult, StepResult, responses
+
+__all__ = ["decode_image", "error_result", "inspect_router"]
+
+
+def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, str]:
+    """Decode PNG/JPEG bytes to an H x W x 3 RGB uint8 array, or (None, why) when it cannot."""
+    from procvision_algorithm_sdk.imagefile import decode_image as decode
+
+    try:
+        return decode(data, formats=("PNG", "JPEG"), max_pixels=max_pixels), ""
+    except ImageLoadError as exc:
+        return None, str(exc)
+
+
+def error_result(code: str, message: str, package: dict[str, Any] | None) -> dict[str, Any]:
+    """A Runner-shaped ERROR result for a call the service answers itself."""
+    return {
+        "status": "ERROR",
+        "message": message,
+        "error_code": code,
+        "data": {},
+        "debug": {},
+        "timings": {"queue_ms": 0.0, "transfer_ms": 0.0, "algorithm_ms": 0.0, "total_ms": 0.0},
+        "package": package,
+    }
+
+
+def _parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(422, INVALID_PARAMS, f"{name} is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(422, INVALID_PARAMS, f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON object")
+    # the Runner sends these on as JSON: what it could not encode is refused here, not there
+    problems = find_unjsonable(value, name)
+    if problems:
+        raise ApiError(422, INVALID_PARAMS, f"{name}: {problems[0].message}")
+    return value
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+async def _raw_frame(
+    raw: UploadFile,
+    width: int | None,
+    height: int | None,
+    channels: int | None,
+    color_space: str | None,
+    max_bytes: int,
+) -> tuple[np.ndarray, str]:
+    if width is None or height is None:
+        raise ApiError(422, INVALID_PARAMS, "raw pixels need width and height")
+    chans = channels or (1 if color_space == "GRAY" else 3)
+    if chans not in (1, 3):
+        raise ApiError(422, INVALID_PARAMS, "channels must be 1 or 3")
+    space = color_space or ("GRAY" if chans == 1 else "RGB")
+    if (chans == 1) != (space == "GRAY"):
+        raise ApiError(422, INVALID_PARAMS, f"color_space {space} needs channels 3 (1: GRAY)")
+    expected = width * height * chans
+    if expected > max_bytes:
+        raise ApiError(413, INVALID_PARAMS, "the raw frame is larger than the request limit")
+    data = await raw.read()
+    if len(data) != expected:
+        raise ApiError(
+            422,
+            INVALID_PARAMS,
+            f"raw part has {len(data)} bytes; {width}x{height}x{chans} needs {expected}",
+        )
+    frame = np.frombuffer(data, dtype=np.uint8)
+    shape = (height, width) if chans == 1 else (height, width, chans)
+    return frame.reshape(shape), space
+
+
+def inspect_router(ctx: ServiceContext) -> APIRouter:
+    """The inspection route; its answer is exactly the Runner API's dict."""
+    router = APIRouter()
+    runner, cfg, metrics = ctx.runner, ctx.cfg, ctx.metrics
+
+    @router.post(
+        "/inspect",
+        dependencies=ctx.auth,
+        response_model=StepResult | CallResult,
+        responses=responses(401, 413, 422),
+        summary="Run a step (or one phase) on an uploaded image",
+    )
+    async def inspect(
+        pid: Annotated[str, Form(pattern=PID_PATTERN)],
+        step_index: Annotated[int, Form(ge=1, le=10_000)],
+        phase: Annotated[Literal["step", "pre", "execute"], Form()] = "step",
+        user_params: Annotated[str | None, Form(description="JSON object")] = None,
+        session_id: Annotated[str | None, Form(pattern=SESSION_PATTERN)] = None,
+        session_context: Annotated[str | None, Form(description="JSON object")] = None,
+        camera_id: Annotated[str | None, Form(max_length=128)] = None,
+        timestamp_ms: Annotated[int | None, Form(ge=0, le=2**53)] = None,
+        image: Annotated[UploadFile | None, File(description="PNG or JPEG")] = None,
+        raw: Annotated[UploadFile | None, File(description="raw row-major uint8 pixels")] = None,
+        width: Annotated[int | None, Form(ge=1, le=65_535)] = None,
+        height: Annotated[int | None, Form(ge=1, le=65_535)] = None,
+        channels: Annotated[int | None, Form(ge=1, le=3, description="1 or 3")] = None,
+        color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
+    ) -> JSONResponse:
+        """Inspect one frame; the answer is exactly the Runner API's dict."""
+        params = _parse_json_field("user_params", user_params)
+        context = _parse_json_field("session_context", session_context)
+        if (image is None) == (raw is None):
+            raise ApiError(422, INVALID_PARAMS, "send exactly one of the parts 'image' or 'raw'")
+        if raw is not None:
+            frame, space = await _raw_frame(
+                raw, width, height, channels, color_space, cfg.max_inspect_bytes
+            )
+        else:
+            assert image is not None
+            if width is not None or height is not None or channels is not None:
+                raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
+            data = await image.read()
+            decoded, why = await run_in_threadpool(decode_image, data, cfg.max_image_pixels)
+            if decoded is None:
+                routed = runner.routes().get(pid)
+                package = {"name": routed[0], "version": routed[1]} if routed else None
+                metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
+                failed = error_result(IMAGE_LOAD_FAILED, why, package)
+                out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
+                return JSONResponse(out)
+            frame, space = decoded, "RGB"
+        calls = {"step": runner.run_step, "pre": runner.pre_execute, "execute": runner.execute}
+        call = calls[phase]
+
+        def run() -> dict[str, Any]:
+            return call(
+                pid,
+                step_index,
+                frame,
+                user_params=params,
+                session_id=session_id,
+                session_context=context,
+                color_space=space,
+                camera_id=camera_id,
+                timestamp_ms=timestamp_ms,
+            )
+
+        result = await run_in_threadpool(run)
+        return JSONResponse(result)
+
+    return router

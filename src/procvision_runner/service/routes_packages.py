@@ -1,0 +1,128 @@
+"""/algorithms*: install, validate, activate, switch, rollback, uninstall, list, active."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
+
+from procvision_algorithm_sdk.errors import INVALID_PID, ProcVisionError
+
+from .context import ServiceContext
+from .errors import ApiError
+from .models import NAME_PATTERN, ActivateRequest, RollbackRequest, responses
+from .uploads import UPLOAD_OPENAPI, receive_upload
+
+__all__ = ["packages_router"]
+
+
+def packages_router(ctx: ServiceContext) -> APIRouter:
+    """Package management over the PackageManager; mutations run under the management lock."""
+    router = APIRouter()
+    manager, cfg, auth = ctx.manager, ctx.cfg, ctx.auth
+
+    @router.post(
+        "/algorithms/install",
+        dependencies=auth,
+        openapi_extra=UPLOAD_OPENAPI,
+        responses=responses(400, 401, 409, 413, 422),
+        summary="Install an offline package zip",
+    )
+    async def install(
+        request: Request,
+        replace: Annotated[bool, Query(description="replace an inactive same version")] = False,
+    ) -> dict[str, Any]:
+        """Install an uploaded zip; returns the registry entry."""
+        path = await receive_upload(request, ctx.upload_dir(), cfg.max_upload_bytes)
+        try:
+            entry = await ctx.managed(manager.install, path, replace=replace)
+        finally:
+            path.unlink(missing_ok=True)
+        return dict(entry)
+
+    @router.post(
+        "/algorithms/validate",
+        dependencies=auth,
+        openapi_extra=UPLOAD_OPENAPI,
+        responses=responses(401, 413, 422),
+        summary="Check an offline package zip without installing it",
+    )
+    async def validate(request: Request) -> dict[str, Any]:
+        """Validate an uploaded zip; returns the check report (PASS or FAIL)."""
+        path = await receive_upload(request, ctx.upload_dir(), cfg.max_upload_bytes)
+        try:
+            report = await run_in_threadpool(manager.validate_zip, path)
+        finally:
+            path.unlink(missing_ok=True)
+        return dict(report)
+
+    @router.post(
+        "/algorithms/activate",
+        dependencies=auth,
+        responses=responses(400, 401, 404, 409, 413, 422),
+        summary="Bind pids to an installed version (workers warm first)",
+    )
+    async def activate(body: ActivateRequest) -> dict[str, Any]:
+        """Activate a version for pids."""
+        await ctx.known_version(body.name, body.version)
+        return dict(await ctx.managed(manager.activate, body.name, body.version, list(body.pids)))
+
+    @router.post(
+        "/algorithms/switch",
+        dependencies=auth,
+        responses=responses(400, 401, 404, 409, 413, 422),
+        summary="Move pids to another version without failing a call",
+    )
+    async def switch(body: ActivateRequest) -> dict[str, Any]:
+        """Switch pids to a version."""
+        await ctx.known_version(body.name, body.version)
+        return dict(await ctx.managed(manager.switch, body.name, body.version, list(body.pids)))
+
+    @router.post(
+        "/algorithms/rollback",
+        dependencies=auth,
+        responses=responses(400, 401, 404, 409, 413, 422),
+        summary="Re-activate the previous version for a pid",
+    )
+    async def rollback(body: RollbackRequest) -> dict[str, Any]:
+        """Roll a pid back."""
+        try:
+            return dict(await ctx.managed(manager.rollback, body.pid))
+        except ProcVisionError as exc:
+            if str(exc.error_code) == INVALID_PID:  # the pid has no mapping: nothing to roll
+                raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
+            raise
+
+    @router.delete(
+        "/algorithms/{name}/{version}",
+        dependencies=auth,
+        responses=responses(401, 404, 409, 413, 422),
+        summary="Uninstall a version (refused while active unless force)",
+    )
+    async def uninstall(
+        name: Annotated[str, PathParam(pattern=NAME_PATTERN)],
+        version: Annotated[str, PathParam(pattern=NAME_PATTERN)],
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Uninstall a version."""
+        await ctx.known_version(name, version)
+        return dict(await ctx.managed(manager.uninstall, name, version, force=force))
+
+    @router.get(
+        "/algorithms",
+        responses=responses(413, 422),
+        summary="Installed packages",
+    )
+    async def list_algorithms(
+        state: Annotated[str | None, Query(pattern=r"^[a-z]{1,20}$")] = None,
+        name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    ) -> list[dict[str, Any]]:
+        """Registry entries, optionally filtered by state and name."""
+        return [dict(e) for e in await run_in_threadpool(manager.list, state, name)]
+
+    @router.get("/algorithms/active", responses=responses(413), summary="pid -> active version")
+    async def active() -> dict[str, dict[str, Any]]:
+        """The active mappings."""
+        return {pid: dict(m) for pid, m in (await run_in_threadpool(manager.active)).items()}
+
+    return router

@@ -1,0 +1,83 @@
+"""Running the app: `serve` on uvicorn, and the `procvision-runner serve` entry."""
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from procvision_algorithm_sdk.errors import INVALID_PARAMS
+
+from .app import create_app
+from .guard import check_bind
+from .settings import ServiceConfig
+
+__all__ = ["serve", "serve_from_args"]
+
+log = logging.getLogger("procvision_runner.service")
+
+
+def serve(
+    manager: Any,
+    runner: Any,
+    config: ServiceConfig,
+    host: str | None = None,
+    port: int | None = None,
+) -> int:
+    """Run the service on uvicorn until SIGINT/SIGTERM; returns a process exit code."""
+    import uvicorn
+
+    bind_host = host or config.host
+    bind_port = config.port if port is None else port
+    refusal = check_bind(bind_host, config)
+    if refusal:
+        log.error(refusal)
+        print(f"error {INVALID_PARAMS}: {refusal}", flush=True, file=sys.stderr)
+        return 1
+    app = create_app(manager, runner, config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=bind_host,
+            port=bind_port,
+            log_level=config.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    started = time.monotonic()
+    # uvicorn re-raises the stop signal once it has shut down; with the default handlers that
+    # would kill the process before the caller closes the Runner (worker teardown, slot
+    # unlinking). These handlers only note the signal, so a stop is an orderly return.
+    stops: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: stops.append(signum))
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("service stopped after %.1f s", time.monotonic() - started)
+    return 0 if server.started else 1
+
+
+def serve_from_args(args: Any) -> int:
+    """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
+    from .. import cli
+    from ..runner import Runner
+
+    config = ServiceConfig.load(getattr(args, "config", None))
+    host = args.host or config.host
+    port = config.port if args.port is None else args.port
+    # Refuse before any worker starts: an unsafe bind must not even warm packages.
+    refusal = check_bind(host, config)
+    if refusal:
+        print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
+        return 1
+    runner_cfg, _store_cfg = cli.load_config(getattr(args, "config", None))
+    with Runner(runner_cfg) as runner:
+        manager = cli._manager(args, runner)
+        return serve(manager, runner, config, host, port)

@@ -1,0 +1,64 @@
+"""The service's settings: the `service` table of the runner config file, then PROCVISION_TOKEN."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import read_config_file
+
+__all__ = ["TOKEN_ENV", "ServiceConfig"]
+
+TOKEN_ENV = "PROCVISION_TOKEN"
+
+
+@dataclass
+class ServiceConfig:
+    """HTTP-side settings (the `service` section of the runner config file)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None  # when set (here or in PROCVISION_TOKEN) it is always enforced
+    require_token: bool = False  # refuse to start without a token even on loopback
+    max_upload_bytes: int = 2 * 1024**3  # package zips
+    max_inspect_bytes: int = 256 * 1024**2  # one inspect request (image + fields)
+    max_request_bytes: int = 1024**2  # every other request
+    max_image_pixels: int = 64_000_000  # decoded PNG/JPEG size guard (decompression bombs)
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "ServiceConfig":
+        """Build from a mapping; unknown keys are kept in `extra` and otherwise ignored."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        cfg = cls(**kwargs)
+        cfg.extra = {k: v for k, v in data.items() if k not in known}
+        for name in ("port", "max_upload_bytes", "max_inspect_bytes", "max_request_bytes"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"service.{name} must be a positive integer")
+        if cfg.token is not None and not isinstance(cfg.token, str):
+            raise ValueError("service.token must be a string")
+        return cfg
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> "ServiceConfig":
+        """Read the `service` section of a JSON/TOML config file, then PROCVISION_TOKEN."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            raw = read_config_file(path)
+            section = raw.get("service", {})
+            if not isinstance(section, dict):
+                raise ValueError("the config's 'service' section must be a table/object")
+            data = dict(section)
+        cfg = cls.from_mapping(data)
+        env = os.environ if environ is None else environ
+        if not cfg.token and env.get(TOKEN_ENV):
+            cfg.token = env[TOKEN_ENV]
+        if cfg.token == "":
+            cfg.token = None
+        return cfg
