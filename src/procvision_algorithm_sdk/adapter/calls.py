@@ -1,0 +1,420 @@
+"""Calls on the main thread: algorithm hooks, the phase handlers, step hooks, the result frame."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol
+from ..base import BaseAlgorithm
+from ..contract import to_jsonable
+from ..errors import ALGORITHM_EXCEPTION, INVALID_RESULT, PROTOCOL_ERROR
+from .outcome import (
+    REPR_LIMIT,
+    Outcome,
+    describe,
+    evaluate_result,
+    exception_outcome,
+    json_safe,
+    log,
+)
+from .sessions import DEFAULT_SESSION_ID, SessionCache, SessionEntry
+
+__all__ = ["DEFAULT_MAX_DEFECTS", "METHODS", "CallHandler", "prefetch_image"]
+
+DEFAULT_MAX_DEFECTS = 20
+
+# phase -> (method name, required); optional hooks missing on a non-BaseAlgorithm class are
+# no-ops, exactly like BaseAlgorithm's defaults.
+METHODS: dict[str, tuple[str, bool]] = {
+    "info": ("get_info", True),
+    "setup": ("setup", False),
+    "teardown": ("teardown", False),
+    "reset": ("reset", False),
+    "on_step_start": ("on_step_start", False),
+    "on_step_finish": ("on_step_finish", False),
+    "pre": ("pre_execute", True),
+    "execute": ("execute", True),
+}
+
+# BaseAlgorithm's optional hooks are no-ops; the adapter skips calling them (same effect).
+_BASE_HOOKS: dict[str, Any] = {
+    name: getattr(BaseAlgorithm, name) for name in ("on_step_start", "on_step_finish")
+}
+
+
+def as_step(value: Any) -> int | None:
+    """An int from a frame field (an int or a digit string; never a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def as_dim(value: Any) -> int | None:
+    """A positive image dimension from a frame field, else None."""
+    step = as_step(value)
+    return step if step is not None and step > 0 else None
+
+
+class CallHandler:
+    """Runs the algorithm's methods for call frames; WorkerLoop adds the pipes around it."""
+
+    def __init__(self, algorithm: Any, session_capacity: int) -> None:
+        self.algorithm = algorithm
+        self.sessions = SessionCache(session_capacity)
+        self.setup_done = False
+        self.setup_failure: Outcome | None = None
+        self.torn_down = False
+        self._last_prefetched: Any = None
+
+    def _method(self, name: str) -> Callable[..., Any] | None:
+        method = getattr(self.algorithm, name, None)
+        return method if callable(method) else None
+
+    def _overridden(self, name: str) -> bool:
+        """Whether hook `name` does anything: False when missing or BaseAlgorithm's no-op."""
+        method = self._method(name)
+        if method is None:
+            return False
+        return getattr(method, "__func__", None) is not _BASE_HOOKS.get(name)
+
+    def _run(self, name: str, *args: Any) -> tuple[Any, BaseException | None, float]:
+        """Call an algorithm method; (value, exception, milliseconds). Missing optional = no-op."""
+        method = self._method(name)
+        start = time.perf_counter()
+        if method is None:
+            return None, None, 0.0
+        try:
+            value = method(*args)
+        except (Exception, SystemExit) as exc:
+            return None, exc, (time.perf_counter() - start) * 1000.0
+        return value, None, (time.perf_counter() - start) * 1000.0
+
+    def ensure_setup(self) -> tuple[Outcome | None, float]:
+        """Run setup once per process; return (its failure, ms spent now)."""
+        if self.setup_done:
+            return self.setup_failure, 0.0
+        self.setup_done = True
+        _, exc, ms = self._run("setup")
+        if exc is not None:
+            failure = exception_outcome(exc, "setup")
+            failure.restart_worker = True
+            self.setup_failure = failure
+        return self.setup_failure, ms
+
+    def teardown_once(self) -> Outcome | None:
+        """Run teardown at most once per process (only if the algorithm was set up or not)."""
+        if self.torn_down:
+            return None
+        self.torn_down = True
+        _, exc, _ms = self._run("teardown")
+        return exception_outcome(exc, "teardown") if exc is not None else None
+
+    # --- calls
+
+    def _session_for(self, fields: dict[str, Any]) -> SessionEntry:
+        spec = fields.get("session")
+        context: dict[str, Any] | None = None
+        session_id: Any = None
+        if isinstance(spec, dict):
+            session_id = spec.get("id")
+            raw_context = spec.get("context")
+            context = raw_context if isinstance(raw_context, dict) else None
+        elif isinstance(spec, (str, int)) and not isinstance(spec, bool):
+            session_id = spec
+        if session_id is None:
+            session_id = fields.get("session_id")
+        if session_id is None or session_id == "":
+            session_id = DEFAULT_SESSION_ID
+        entry = self.sessions.get(str(session_id), context)
+        state = fields.get("session_state")
+        if isinstance(state, dict):
+            entry.session._restore(state)
+        return entry
+
+    def handle_call(self, message: dict[str, Any], received: float) -> dict[str, Any]:
+        """Run one call on the main thread and return the frame that answers it."""
+        request_id = message.get("request_id")
+        fields = protocol.call_fields(message)
+        phase = fields.get("phase")
+        if not isinstance(phase, str) or phase not in METHODS:  # a list is not even hashable
+            text = f"unknown phase {json_safe(phase)!r}"[:REPR_LIMIT]
+            return protocol.error(request_id, text, PROTOCOL_ERROR)
+        method_name, required = METHODS[phase]
+        if required and self._method(method_name) is None:
+            return protocol.error(
+                request_id, f"does not implement {method_name}", ALGORITHM_EXCEPTION
+            )
+        step_index = as_step(fields.get("step_index"))
+        if phase in ("pre", "execute", "on_step_start", "on_step_finish") and step_index is None:
+            return protocol.error(
+                request_id,
+                f"{phase} needs an integer step_index, got {fields.get('step_index')!r}",
+                PROTOCOL_ERROR,
+            )
+        if self.torn_down:
+            return protocol.error(
+                request_id, "the worker has been torn down; send shutdown", PROTOCOL_ERROR
+            )
+        timings: dict[str, float] = {"algorithm_ms": 0.0, "hooks_ms": 0.0}
+        entry: SessionEntry | None = None
+        if phase == "teardown":
+            outcome = self._call_teardown()
+        else:
+            ran_now = not self.setup_done
+            failure, setup_ms = self.ensure_setup()
+            if ran_now:
+                timings["setup_ms"] = setup_ms
+            if phase == "setup" and (ran_now or failure is None):
+                outcome = failure or Outcome("OK", data={"ran": ran_now})
+            elif failure is not None:
+                outcome = self._setup_failed_again()
+            elif phase == "info":
+                outcome = self._call_info(timings)
+            else:
+                entry = self._session_for(fields)
+                if phase == "reset":
+                    outcome = self._call_reset(entry, timings)
+                elif phase == "on_step_start":
+                    assert step_index is not None
+                    outcome = self._explicit_step_start(entry, step_index, timings)
+                elif phase == "on_step_finish":
+                    assert step_index is not None
+                    outcome = self._explicit_step_finish(entry, step_index, fields, timings)
+                else:
+                    assert step_index is not None
+                    outcome = self._call_step(phase, entry, step_index, fields, timings)
+        return self._result_frame(request_id, phase, step_index, outcome, entry, timings, received)
+
+    def _setup_failed_again(self) -> Outcome:
+        assert self.setup_failure is not None
+        first = self.setup_failure
+        return Outcome(
+            status="ERROR",
+            message=f"setup failed earlier in this worker: {first.message}",
+            error_code=first.error_code,
+            restart_worker=True,
+        )
+
+    def _call_teardown(self) -> Outcome:
+        ran = not self.torn_down
+        failure = self.teardown_once()
+        return failure or Outcome("OK", data={"ran": ran})
+
+    def _call_info(self, timings: dict[str, float]) -> Outcome:
+        value, exc, ms = self._run("get_info")
+        timings["algorithm_ms"] = ms
+        if exc is not None:
+            return exception_outcome(exc, "get_info")
+        try:
+            info = to_jsonable(value)
+        except TypeError as err:
+            return Outcome(
+                "ERROR",
+                f"invalid get_info result: {err}",
+                INVALID_RESULT,
+                original=json_safe(value),
+            )
+        if not isinstance(info, dict):
+            return Outcome(
+                "ERROR",
+                f"invalid get_info result: must be a dict, not {type(value).__name__}",
+                INVALID_RESULT,
+                original=info,
+            )
+        return Outcome("OK", data={"info": info})
+
+    def _call_reset(self, entry: SessionEntry, timings: dict[str, float]) -> Outcome:
+        _, exc, ms = self._run("reset", entry.session)
+        timings["algorithm_ms"] = ms
+        entry.session._clear()
+        entry.steps.clear()
+        if exc is not None:
+            return exception_outcome(exc, "reset")
+        return Outcome("OK")
+
+    def _start_step(
+        self, entry: SessionEntry, step_index: int, timings: dict[str, float]
+    ) -> Outcome | None:
+        entry.steps.add(step_index)
+        if not self._overridden("on_step_start"):
+            return None  # the default hook does nothing: skip copying the context for it
+        _, exc, ms = self._run("on_step_start", step_index, entry.session, entry.session.context)
+        timings["hooks_ms"] += ms
+        return exception_outcome(exc, "on_step_start") if exc is not None else None
+
+    def _finish_step(
+        self, entry: SessionEntry, step_index: int, outcome: Outcome, timings: dict[str, float]
+    ) -> Outcome:
+        entry.steps.discard(step_index)
+        if not self._overridden("on_step_finish"):
+            return outcome  # the default hook does nothing: skip building its result copy
+        _, exc, ms = self._run("on_step_finish", step_index, entry.session, outcome.public())
+        timings["hooks_ms"] += ms
+        if exc is None:
+            return outcome
+        failed = exception_outcome(exc, "on_step_finish")
+        failed.original = outcome.public()
+        return failed
+
+    def _explicit_step_start(
+        self, entry: SessionEntry, step_index: int, timings: dict[str, float]
+    ) -> Outcome:
+        if step_index in entry.steps:
+            return Outcome("OK", data={"ran": False})
+        failure = self._start_step(entry, step_index, timings)
+        return failure or Outcome("OK", data={"ran": True})
+
+    def _explicit_step_finish(
+        self,
+        entry: SessionEntry,
+        step_index: int,
+        fields: dict[str, Any],
+        timings: dict[str, float],
+    ) -> Outcome:
+        if step_index not in entry.steps:
+            return Outcome("OK", data={"ran": False})
+        given = fields.get("result")
+        basis = Outcome("OK")
+        if isinstance(given, dict):
+            status = given.get("status")
+            basis = Outcome(
+                status if isinstance(status, str) else "OK",
+                str(given.get("message") or ""),
+                given.get("error_code"),
+                dict(given.get("data") or {}) if isinstance(given.get("data"), dict) else {},
+            )
+        finished = self._finish_step(entry, step_index, basis, timings)
+        if finished is basis:
+            return Outcome("OK", data={"ran": True})
+        return finished
+
+    def _call_step(
+        self,
+        phase: str,
+        entry: SessionEntry,
+        step_index: int,
+        fields: dict[str, Any],
+        timings: dict[str, float],
+    ) -> Outcome:
+        if step_index not in entry.steps:
+            failure = self._start_step(entry, step_index, timings)
+            if failure is not None:
+                return self._finish_step(entry, step_index, failure, timings)
+        user_params = fields.get("user_params")
+        if user_params is None:
+            user_params = {}
+        shared_mem_id = fields.get("shared_mem_id") or ""
+        image_meta = fields.get("image_meta")
+        if image_meta is None:
+            image_meta = {}
+        if shared_mem_id and shared_mem_id != self._last_prefetched:
+            # A Runner reuses a few slots: a repeated name is already in the attach cache (and
+            # if its segment was replaced meanwhile, the algorithm's read re-attaches anyway).
+            start = time.perf_counter()
+            if prefetch_image(str(shared_mem_id)):
+                self._last_prefetched = shared_mem_id
+            timings["attach_ms"] = (time.perf_counter() - start) * 1000.0
+        method = "pre_execute" if phase == "pre" else "execute"
+        raw, exc, ms = self._run(
+            method,
+            step_index,
+            fields.get("pid"),
+            entry.session,
+            user_params,
+            shared_mem_id,
+            image_meta,
+        )
+        timings["algorithm_ms"] = ms
+        if exc is not None:
+            outcome = exception_outcome(exc, method)
+        else:
+            meta = image_meta if isinstance(image_meta, dict) else {}
+            max_defects = as_step(fields.get("max_defects"))
+            outcome = evaluate_result(
+                raw,
+                phase,
+                as_dim(meta.get("width")),
+                as_dim(meta.get("height")),
+                DEFAULT_MAX_DEFECTS if max_defects is None else max_defects,
+            )
+        if phase == "execute" or outcome.status == "ERROR":
+            outcome = self._finish_step(entry, step_index, outcome, timings)
+        return outcome
+
+    def _take_diagnostics(self) -> dict[str, Any]:
+        diagnostics = getattr(self.algorithm, "diagnostics", None)
+        getter = getattr(diagnostics, "get", None)
+        if not callable(getter):
+            return {}
+        try:
+            items = getter()
+            clear = getattr(diagnostics, "clear", None)
+            if callable(clear):
+                clear()
+        except Exception as exc:
+            log.warning("diagnostics could not be collected", error=describe(exc))
+            return {}
+        if type(items) is dict and not items:
+            return {}  # the common case: nothing published since the last call
+        return json_safe(items) if isinstance(items, dict) else {"value": json_safe(items)}
+
+    def _result_frame(
+        self,
+        request_id: Any,
+        phase: str,
+        step_index: int | None,
+        outcome: Outcome,
+        entry: SessionEntry | None,
+        timings: dict[str, float],
+        received: float,
+    ) -> dict[str, Any]:
+        data = dict(outcome.data)
+        data["phase"] = phase
+        data["step_index"] = step_index
+        extra: dict[str, Any] = {}
+        if outcome.original is not None:
+            extra["original"] = outcome.original
+        if outcome.problems:
+            extra["problems"] = outcome.problems
+        if outcome.extra:
+            extra["extra"] = outcome.extra
+        timings["worker_ms"] = (time.perf_counter() - received) * 1000.0
+        return protocol.result(
+            request_id,
+            outcome.status,
+            outcome.message,
+            outcome.error_code,
+            data,
+            debug=outcome.debug,
+            diagnostics=self._take_diagnostics(),
+            timings={k: round(v, 3) for k, v in timings.items()},
+            session_id=entry.session.id if entry is not None else None,
+            session_delta=entry.session._take_changes() if entry is not None else None,
+            retryable=outcome.retryable,
+            restart_worker=outcome.restart_worker,
+            **extra,
+        )
+
+
+def prefetch_image(shared_mem_id: str) -> bool:
+    """Attach the segment behind `shared_mem_id` so the algorithm's read is a cache hit."""
+    try:
+        from .. import shared_memory
+
+        prefetch = getattr(shared_memory, "prefetch", None)
+        if callable(prefetch):
+            return bool(prefetch(shared_mem_id))
+        # Until shared_memory exposes prefetch(), warm its attach cache the same way a read does.
+        from .. import segment
+
+        shared_memory._cache.get(segment.segment_name_for_id(shared_mem_id))
+        return True
+    except Exception:
+        # A missing segment is the algorithm's to report when it reads (seed behaviour).
+        return False
