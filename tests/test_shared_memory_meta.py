@@ -104,3 +104,18 @@ def test_the_rule_is_written_where_algorithm_authors_look(tmp_path: Path) -> Non
     readme = Path(__file__).resolve().parents[1] / "README.md"
     algorithm_section = readme.read_text().split("## Writing an algorithm", 1)[1].split("\n## ")[0]
     assert KEEP_RULE in algorithm_section and "copy what you keep" in algorithm_section
+
+
+def test_a_16bit_tiff_from_the_dev_writer_is_scaled_not_clipped(frame_id: str) -> None:
+    import io
+
+    from PIL import Image
+
+    gradient = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16
+    out = io.BytesIO()
+    Image.fromarray(gradient.astype(np.uint16)).save(out, format="TIFF")
+    meta = sm.dev_write_image_to_shared_memory(frame_id, out.getvalue())
+    assert meta["encoding"] == "other"
+    image = sm.read_image_from_shared_memory(frame_id, meta, strict=True)
+    np.testing.assert_array_equal(image[:, :, 0], (gradient >> 8).astype(np.uint8))
+    del image

@@ -27,7 +27,7 @@ import numpy as np
 from . import legacy_frames
 from . import segment as seg
 from .errors import IMAGE_LOAD_FAILED, ImageLoadError
-from .imagefile import decode_image
+from .imagefile import FILE_FORMATS, decode_image
 from .logger import StructuredLogger
 
 ATTACH_CACHE_SIZE = 8
@@ -312,7 +312,10 @@ def _decode(mapping: mmap.mmap, header: seg.SegmentHeader, width: int, height: i
     data = mapping[start : start + header.payload_size]
     try:
         # Bounded by the meta's size: a lying header must not make us decode a huge image.
-        array = decode_image(data, formats=("PNG", "JPEG"), max_pixels=max(width * height, 1))
+        # "other" (the seed's dev writer given e.g. a TIFF) admits every container decode_image
+        # knows; a header that says jpeg or png gets only its own two decoders.
+        formats = FILE_FORMATS if header.encoding == seg.ENCODING_OTHER else ("PNG", "JPEG")
+        array = decode_image(data, formats=formats, max_pixels=max(width * height, 1))
     except ImageLoadError as exc:
         raise _LoadFailure(
             "decode_failed", f"{header.encoding_name} payload not decodable: {exc}"

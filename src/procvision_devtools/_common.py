@@ -102,7 +102,7 @@ def load_manifest(project: Path, manifest_path: str | os.PathLike[str] | None = 
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a PNG/JPEG/BMP file into an H x W x 3 uint8 RGB array; CliError 1002 otherwise."""
+    """Decode a PNG/JPEG/BMP/TIFF file into an H x W x 3 uint8 RGB array; CliError 1002 if not."""
     try:
         return decode_image(path)
     except ImageLoadError as exc:
