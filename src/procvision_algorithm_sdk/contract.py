@@ -23,6 +23,7 @@ from procvision_algorithm_sdk.errors import (
     INVALID_RESULT,
     MANIFEST_MISSING,
 )
+from procvision_algorithm_sdk.generation import APIS, EXECUTE_ONLY, manifest_api
 
 __all__ = [
     "DEFAULT_MAX_DEFECTS",
@@ -1316,10 +1317,17 @@ def check_manifest(manifest: object, info: object | None = None) -> list[Problem
             )
         )
 
-    if "supported_pids" not in manifest:
+    api = manifest.get("api")
+    if api is not None and api not in APIS:
         problems.append(
-            Problem("manifest.supported_pids", code, "manifest.supported_pids is required")
+            Problem("manifest.api", code, f"manifest.api must be one of {list(APIS)}, not {api!r}")
         )
+    if "supported_pids" not in manifest:
+        # An execute-only manifest has no pids: whatever activate/switch binds runs it.
+        if manifest_api(manifest) != EXECUTE_ONLY:
+            problems.append(
+                Problem("manifest.supported_pids", code, "manifest.supported_pids is required")
+            )
     else:
         problems.extend(
             _check_pid_list(manifest["supported_pids"], "manifest.supported_pids", code, safe=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import protocol
 from ..base import BaseAlgorithm
 from ..contract import to_jsonable
 from ..errors import ALGORITHM_EXCEPTION, INVALID_RESULT, PROTOCOL_ERROR
+from ..generation import EXECUTE_ONLY, LIFECYCLE, api_of
+from . import execute_only
 from .outcome import (
     REPR_LIMIT,
     Outcome,
@@ -20,6 +23,7 @@ from .outcome import (
     log,
 )
 from .sessions import DEFAULT_SESSION_ID, SessionCache, SessionEntry
+from .strict_stdio import StdoutGuard
 
 __all__ = ["DEFAULT_MAX_DEFECTS", "METHODS", "CallHandler", "prefetch_image"]
 
@@ -64,8 +68,19 @@ def as_dim(value: Any) -> int | None:
 class CallHandler:
     """Runs the algorithm's methods for call frames; WorkerLoop adds the pipes around it."""
 
-    def __init__(self, algorithm: Any, session_capacity: int) -> None:
+    def __init__(
+        self,
+        algorithm: Any,
+        session_capacity: int,
+        *,
+        root: Path | None = None,
+        stdout_guard: StdoutGuard | None = None,
+    ) -> None:
         self.algorithm = algorithm
+        # Told once, from the class's execute signature (generation module); never per call.
+        self.api = api_of(type(algorithm)) or LIFECYCLE
+        self.root = root
+        self.stdout_guard = stdout_guard
         self.sessions = SessionCache(session_capacity)
         self.setup_done = False
         self.setup_failure: Outcome | None = None
@@ -139,6 +154,10 @@ class CallHandler:
 
     def handle_call(self, message: dict[str, Any], received: float) -> dict[str, Any]:
         """Run one call on the main thread and return the frame that answers it."""
+        if self.api == EXECUTE_ONLY:
+            answer = execute_only.handle(self, message, received)
+            if answer is not None:
+                return answer
         request_id = message.get("request_id")
         fields = protocol.call_fields(message)
         phase = fields.get("phase")
@@ -321,6 +340,8 @@ class CallHandler:
                 self._last_prefetched = shared_mem_id
             timings["attach_ms"] = (time.perf_counter() - start) * 1000.0
         method = "pre_execute" if phase == "pre" else "execute"
+        if self.stdout_guard is not None:
+            self.stdout_guard.begin()
         raw, exc, ms = self._run(
             method,
             step_index,
@@ -331,7 +352,10 @@ class CallHandler:
             image_meta,
         )
         timings["algorithm_ms"] = ms
-        if exc is not None:
+        polluted = self._stdout_pollution(method)
+        if polluted is not None:
+            outcome = Outcome("ERROR", polluted, PROTOCOL_ERROR)
+        elif exc is not None:
             outcome = exception_outcome(exc, method)
         else:
             meta = image_meta if isinstance(image_meta, dict) else {}
@@ -346,6 +370,20 @@ class CallHandler:
         if phase == "execute" or outcome.status == "ERROR":
             outcome = self._finish_step(entry, step_index, outcome, timings)
         return outcome
+
+    def _stdout_pollution(self, method: str) -> str | None:
+        """Under PROC_STRICT_STDIO=1: why a call that wrote to stdout failed, else None."""
+        if self.stdout_guard is None:
+            return None
+        written, preview = self.stdout_guard.end()
+        if not written:
+            return None
+        text = (
+            f"stdout pollution: {method} wrote {written} bytes to stdout under "
+            "PROC_STRICT_STDIO=1; log to stderr or through StructuredLogger"
+        )
+        log.error(text, error_code=PROTOCOL_ERROR, sample=preview[:500].decode("utf-8", "replace"))
+        return text
 
     def _take_diagnostics(self) -> dict[str, Any]:
         diagnostics = getattr(self.algorithm, "diagnostics", None)

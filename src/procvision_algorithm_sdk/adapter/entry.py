@@ -19,6 +19,7 @@ from .loop import EXIT_OK, EXIT_START_FAILED, WorkerLoop
 from .outcome import log
 from .sessions import DEFAULT_SESSION_CACHE
 from .startup import StartupError, discover_entry, load_algorithm, protect_stdio
+from .strict_stdio import StdoutGuard, strict_from_env
 
 __all__ = ["EXIT_GRACE_S", "SESSION_CACHE_ENV", "main"]
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     protocol_in, protocol_out = protect_stdio()
+    guard = StdoutGuard() if strict_from_env() else None
     install_logging_bridge()
     logging.captureWarnings(True)
 
@@ -69,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(ValueError):
         capacity = int(os.environ.get(SESSION_CACHE_ENV, DEFAULT_SESSION_CACHE))
     worker = WorkerLoop(
-        algorithm, protocol_in, protocol_out, entry_point=entry, session_capacity=capacity
+        algorithm,
+        protocol_in,
+        protocol_out,
+        entry_point=entry,
+        session_capacity=capacity,
+        root=root,
+        stdout_guard=guard,
     )
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)

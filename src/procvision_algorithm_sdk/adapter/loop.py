@@ -6,14 +6,17 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import protocol
 from ..base import BaseAlgorithm
 from ..errors import INVALID_RESULT, PROTOCOL_ERROR
+from ..generation import EXECUTE_ONLY, EXECUTE_ONLY_CAPABILITIES
 from .calls import METHODS, CallHandler, as_step
 from .outcome import REPR_LIMIT, describe, log
 from .sessions import DEFAULT_SESSION_CACHE
+from .strict_stdio import StdoutGuard
 
 __all__ = [
     "BUSY_MESSAGE",
@@ -46,8 +49,10 @@ class WorkerLoop(CallHandler):
         *,
         entry_point: str = "",
         session_capacity: int = DEFAULT_SESSION_CACHE,
+        root: Path | None = None,
+        stdout_guard: StdoutGuard | None = None,
     ) -> None:
-        super().__init__(algorithm, session_capacity)
+        super().__init__(algorithm, session_capacity, root=root, stdout_guard=stdout_guard)
         self.entry_point = entry_point
         self.protocol_in = protocol_in
         self.protocol_out = protocol_out
@@ -96,6 +101,8 @@ class WorkerLoop(CallHandler):
 
     def capabilities(self) -> list[str]:
         """The capabilities this algorithm really has (required methods it lacks are left out)."""
+        if self.api == EXECUTE_ONLY:
+            return [*EXECUTE_ONLY_CAPABILITIES, "info"]
         caps = ["ping", "call", "shutdown", "shared_memory:v1"]
         for phase in protocol.PHASES:
             method, required = METHODS[phase]
@@ -109,6 +116,7 @@ class WorkerLoop(CallHandler):
         frame["worker_pid"] = os.getpid()
         frame["entry_point"] = self.entry_point
         frame["base_algorithm"] = isinstance(self.algorithm, BaseAlgorithm)
+        frame["api"] = self.api
         return frame
 
     # --- reader thread

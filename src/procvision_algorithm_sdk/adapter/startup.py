@@ -92,13 +92,31 @@ def entry_point_from_toml_text(text: str) -> str | None:
     return None
 
 
+FALLBACK_ENTRY = "algorithm.main:Algorithm"
+_YAML_ENTRY = re.compile(r"""^entry_point\s*:\s*["']?([\w.]+:[\w.]+)["']?\s*(#.*)?$""")
+
+
+def _read_manifest_yaml_entry(path: Path) -> str | None:
+    """`entry_point: mod:Class` from a manifest.yaml (the one key needed; no YAML parser)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+    for line in lines:
+        match = _YAML_ENTRY.match(line.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
 def discover_entry(
     cli_entry: str | None, environ: Mapping[str, str], cwd: Path
 ) -> tuple[str, str, Path | None]:
     """Return (entry_point, where it came from, root dir to import from).
 
     Order: `--entry`, PROC_ENTRY_POINT, manifest.json (PROC_ALGO_ROOT, then cwd), then
-    `[tool.procvision.algorithm] entry_point` in pyproject.toml (same dirs).
+    manifest.yaml, then `[tool.procvision.algorithm] entry_point` in pyproject.toml (same
+    dirs), then the original SDK's fallback `algorithm.main:Algorithm`.
     """
     root_env = environ.get(ROOT_ENV)
     roots: list[Path] = []
@@ -121,6 +139,10 @@ def discover_entry(
                 raise StartupError(f"{manifest} has no entry_point string")
             return value, str(manifest), root
     for root in roots:
+        value = _read_manifest_yaml_entry(root / "manifest.yaml")
+        if value:
+            return value, str(root / "manifest.yaml"), root
+    for root in roots:
         pyproject = root / "pyproject.toml"
         if pyproject.is_file():
             try:
@@ -129,6 +151,10 @@ def discover_entry(
                 raise StartupError(f"{pyproject} is not readable TOML: {exc}") from exc
             if value:
                 return value, str(pyproject), root
+    for root in roots:
+        # The original SDK's last resort: an `algorithm` package with main.Algorithm.
+        if (root / "algorithm" / "main.py").is_file():
+            return FALLBACK_ENTRY, "fallback", root
     raise StartupError(
         "no entry point: pass --entry module:Class, set PROC_ENTRY_POINT, or run in a directory "
         "with manifest.json or pyproject.toml [tool.procvision.algorithm] entry_point"
