@@ -257,3 +257,50 @@ def test_entry_discovery_of_the_original_adapter(tmp_path: Path, how: str) -> No
     with AdapterProcess(tmp_path, entry=None, env=env, cwd=project) as adapter:
         assert adapter.hello is not None and adapter.hello["api"] == EXECUTE_ONLY
         assert adapter.hello["entry_point"].endswith("main:Algorithm")
+
+
+def test_legacy_frame_files_from_the_original_host(tmp_path: Path) -> None:
+    """The original host writes frames as files (.npy for arrays, .bin for encoded bytes)."""
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    guide_array = load(TRUTH["guide_image"])
+    guide_info = json.loads((EXAMPLE / "images" / TRUTH["guide_info"]).read_text())
+    np.save(shm_dir / "dev-shm_s1_guide.npy", guide_array)
+    env = {"PROC_ALGO_ROOT": str(EXAMPLE), "PROC_SHM_DIR": str(shm_dir), "PROC_STRICT_STDIO": "1"}
+    meta = {"width": 640, "height": 480, "timestamp_ms": 1, "camera_id": "c", "color_space": "RGB"}
+    with AdapterProcess(tmp_path, entry=None, env=env, cwd=EXAMPLE) as adapter:
+        for name, truth in sorted(TRUTH["samples"].items()):
+            # encoded bytes as the original dev tools wrote them: `<safe id>.bin`
+            cur_id = f"dev-shm:{name}:cur"
+            safe = cur_id.replace(":", "_")
+            (shm_dir / f"{safe}.bin").write_bytes((EXAMPLE / "images" / name).read_bytes())
+            answer = exchange(
+                adapter,
+                host_call((cur_id, meta), ("dev-shm:s1:guide", meta), guide_info=guide_info),
+            )
+            assert answer["status"] == "OK", answer
+            assert answer["data"]["result_status"] == truth["result_status"], name
+            labels = sorted(r["label"] for r in answer["data"]["defect_rects"])
+            assert labels == truth["missing"], name
+        adapter.send({"type": "shutdown"})
+        assert adapter.recv()["type"] == "shutdown"
+
+
+def test_manifest_and_guide_info_checks() -> None:
+    from procvision_algorithm_sdk.contract import check_manifest
+    from procvision_algorithm_sdk.guide import check_guide_info
+
+    manifest = json.loads((EXAMPLE / "manifest.json").read_text(encoding="utf-8"))
+    assert "supported_pids" not in manifest
+    assert check_manifest(manifest) == []
+    assert [p.where for p in check_manifest(dict(manifest, steps=[]))] == [
+        "manifest.supported_pids"
+    ]
+    assert [p.where for p in check_manifest(dict(manifest, api="other"))] == ["manifest.api"]
+    good = [{"label": "1", "posList": [{"x": 94, "y": 269, "width": 319, "height": 398}]}]
+    assert check_guide_info(good, 1920, 1200) == []
+    (outside,) = check_guide_info(good, 400, 1200)
+    assert (outside.code, outside.where) == ("1007", "guide_info[0].posList[0]")
+    assert check_guide_info({"label": "1"})[0].code == "1006"
+    (missing,) = check_guide_info([{"label": "1"}])
+    assert (missing.code, missing.where) == ("1006", "guide_info[0].posList")
