@@ -5,7 +5,7 @@ each part sits (`[{"label": "1", "posList": [{"x", "y", "width", "height"}]}]`).
 present when the current image, inside its rectangle, looks like the guide image there.
 """
 
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class PartPresenceAlgorithm(BaseAlgorithm):
         cur_image: Any,
         guide_image: Any,
         guide_info: Any,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         if cur_image is None or guide_image is None:
             return {"status": "ERROR", "message": "image is empty", "error_code": "1002"}
         if cur_image.shape != guide_image.shape:
@@ -38,7 +38,10 @@ class PartPresenceAlgorithm(BaseAlgorithm):
                 "status": "ERROR",
                 "message": "current and guide images differ in size",
                 "error_code": "1002",
-                "debug": {"cur_shape": list(cur_image.shape), "guide_shape": list(guide_image.shape)},
+                "debug": {
+                    "cur_shape": list(cur_image.shape),
+                    "guide_shape": list(guide_image.shape),
+                },
             }
         if not guide_info:
             return {
@@ -48,9 +51,9 @@ class PartPresenceAlgorithm(BaseAlgorithm):
                 "debug": {"step_index": step_index, "step_desc": step_desc},
             }
         height, width = cur_image.shape[:2]
-        checked: List[Dict[str, Any]] = []
-        missing: List[Dict[str, Any]] = []
-        scores: Dict[str, float] = {}
+        checked: list[dict[str, Any]] = []
+        missing: list[dict[str, Any]] = []
+        scores: dict[str, float] = {}
         for item in guide_info:
             label = str(item.get("label", ""))
             for number, pos in enumerate(item.get("posList") or []):
