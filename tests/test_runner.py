@@ -320,7 +320,8 @@ def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
     result = runner.run_step("f1", 1, FRAME)["pre_execute"]
     assert result["status"] == "ERROR"
     assert "FAILED" in result["message"] and "crash loop" in result["message"]
-    assert result["retryable"] is False
+    assert result["error_code"] == "1005" and result["retryable"] is True  # contract: 1005
+    assert "next trial in" in result["message"] and result["data"]["next_trial_in_ms"] > 0
     assert time.monotonic() - started < runner.config.queue_timeout_ms / 1000  # not queued
     assert runner.stats()["crash_loops"] == 1
     assert runner.package_info(key)["name"] == "faulty"

@@ -62,6 +62,7 @@ class RunnerConfig:
     restart_backoff_max_ms: int = 30000
     crash_loop_failures: int = 5
     crash_loop_window_s: float = 60.0
+    crash_loop_cooldown_s: float = 30.0  # breaker open -> one trial worker (half-open)
     warmup_calls: int = 1  # synthetic pre+execute runs per step after setup
     warmup_shape: tuple[int, ...] = (1200, 1920, 3)
     slots_per_worker: int = 2
@@ -100,6 +101,10 @@ class RunnerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 out.append(f"{name} must be a positive integer, not {value!r}")
+        for name in ("crash_loop_window_s", "crash_loop_cooldown_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                out.append(f"{name} must be a positive number, not {value!r}")
         for name in ("queue_size", "warmup_calls", "max_defects", "slot_initial_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -105,6 +105,7 @@ _EVENT_COUNTERS = (
     ("crashes", "procvision_worker_crashes", "Workers that died unexpectedly"),
     ("heartbeat_losses", "procvision_heartbeat_losses", "Workers that stopped answering pings"),
     ("crash_loops", "procvision_crash_loops", "Packages marked FAILED by the crash-loop breaker"),
+    ("breaker_trials", "procvision_breaker_trials", "Trial workers started by an open breaker"),
     ("busy_rejections", "procvision_busy_rejections", "Calls refused because a queue was full"),
 )
 

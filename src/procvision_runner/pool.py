@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from procvision_algorithm_sdk.contract import validate_user_params
-from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERROR
+from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERROR, is_retryable
 
+from .breaker import HALF_OPEN, OPEN, CrashLoopBreaker
 from .config import RunnerConfig
 from .worker import Spawner, Worker, WorkerSpec, WorkerStartError, error_frame
 
@@ -34,6 +35,7 @@ class PoolCounters:
         self.crashes = 0
         self.heartbeat_losses = 0
         self.crash_loops = 0
+        self.breaker_trials = 0
         self.busy_rejections = 0
 
     def add(self, name: str, n: int = 1) -> None:
@@ -52,6 +54,7 @@ class PoolCounters:
                     "crashes",
                     "heartbeat_losses",
                     "crash_loops",
+                    "breaker_trials",
                     "busy_rejections",
                 )
             }
@@ -99,9 +102,8 @@ class Pool:
         self._entered = 0  # callers routed here that have not finished (see enter())
         self._starting = 0
         self._seq = 0
-        self._failures: deque[float] = deque()
-        self._consecutive = 0
-        self._next_restart_at = 0.0
+        self.breaker = CrashLoopBreaker(config)
+        self._trip_message = ""
         self._counted: set[str] = set()
         self._start_threads: list[threading.Thread] = []
 
@@ -289,13 +291,27 @@ class Pool:
         return frame
 
     def unavailable(self) -> dict[str, Any] | None:
-        """The immediate error for a FAILED or stopped pool, else None."""
+        """The immediate error for a FAILED or stopped pool, else None.
+
+        While the crash-loop breaker is open the answer says when the next trial worker
+        starts (message, and `data.next_trial_in_ms` / `data.next_trial_at_ms`).
+        """
         if self.state == FAILED:
-            return error_frame(
-                f"package {self.spec.name} {self.spec.version} is FAILED: {self.failed_message}",
-                self.failed_code or TIMEOUT,
-                retryable=False,
+            code = self.failed_code or TIMEOUT
+            message = (
+                f"package {self.spec.name} {self.spec.version} is FAILED: {self.failed_message}"
             )
+            data: dict[str, Any] = {}
+            if self.breaker.state in (OPEN, HALF_OPEN):
+                data = self.breaker.describe()
+                if self.breaker.state == OPEN:
+                    delay_s = max(0.0, self.breaker.next_trial_at - time.monotonic())
+                    message += f"; next trial in {delay_s:.1f} s"
+                else:
+                    message += "; a trial worker is starting"
+            frame = error_frame(message, code, retryable=is_retryable(code))
+            frame["data"] = data
+            return frame
         if self.state == STOPPED:
             return error_frame(
                 f"package {self.spec.name} {self.spec.version} was unloaded",
@@ -417,6 +433,7 @@ class Pool:
         with self._cond:
             worker.leased = False
             if worker.state == "READY" and worker in self._workers:
+                self.breaker.survived()
                 self._offer(worker)
             elif worker.state == "READY":  # the pool stopped meanwhile
                 threading.Thread(
@@ -427,8 +444,9 @@ class Pool:
             self._cond.notify_all()
 
     def call_succeeded(self) -> None:
-        """A call completed normally: the restart backoff starts from the beginning again."""
-        self._consecutive = 0
+        """A call completed normally: the restart backoff starts over."""
+        with self._cond:
+            self.breaker.succeeded()
 
     # ------------------------------------------------------------------ supervision
 
@@ -482,25 +500,14 @@ class Pool:
 
     def _record_failure(self, now: float, code: str, reason: str) -> None:
         with self._cond:
-            self._failures.append(now)
-            while self._failures and now - self._failures[0] > self.config.crash_loop_window_s:
-                self._failures.popleft()
-            self._consecutive += 1
-            backoff_ms = min(
-                self.config.restart_backoff_initial_ms * (2 ** (self._consecutive - 1)),
-                self.config.restart_backoff_max_ms,
-            )
-            self._next_restart_at = now + backoff_ms / 1000
-            if len(self._failures) >= self.config.crash_loop_failures and self.state in (
-                READY,
-                DRAINING,
-            ):
+            opened = self.breaker.record_failure(now) and self.state in (READY, DRAINING)
+            if opened:
                 self._counters.add("crash_loops")
-                self._fail(
-                    code,
-                    f"crash loop: {len(self._failures)} worker failures within "
-                    f"{self.config.crash_loop_window_s:g} s; last: {reason}",
+                self._trip_message = (
+                    f"crash loop: {self.breaker.failures_in_window()} worker failures within "
+                    f"{self.config.crash_loop_window_s:g} s; last: {reason}"
                 )
+                self._fail(code, self._trip_message)
                 doomed = list(self._workers)
             else:
                 doomed = []
@@ -518,17 +525,54 @@ class Pool:
 
     def _maybe_restart(self, now: float) -> None:
         with self._cond:
-            if self.state not in (READY, DRAINING) or now < self._next_restart_at:
+            if self.state == FAILED and self.breaker.trial_due(now):
+                self.breaker.begin_trial()
+                self._counters.add("breaker_trials")
+                target = self._trial
+            elif self.state not in (READY, DRAINING) or not self.breaker.restart_due(now):
                 return
-            live = sum(1 for w in self._workers if w.state != "DEAD")
-            if live + self._starting >= self.target:
-                return
-            self._starting += 1
-            self._counters.add("restarts")
-            thread = threading.Thread(target=self._replace, daemon=True)
+            else:
+                live = sum(1 for w in self._workers if w.state != "DEAD")
+                if live + self._starting >= self.target:
+                    return
+                self._starting += 1
+                self._counters.add("restarts")
+                target = self._replace
+            thread = threading.Thread(target=target, daemon=True)
             self._start_threads = [t for t in self._start_threads if t.is_alive()]
             self._start_threads.append(thread)
         thread.start()
+
+    def _trial(self) -> None:
+        """Half-open: start one worker; success closes the breaker, failure re-opens it."""
+        try:
+            worker: Worker | None = self._start_worker()
+            failure = ""
+        except WorkerStartError as exc:
+            worker, failure = None, f"trial worker failed: {exc} (code {exc.error_code})"
+        except Exception as exc:  # never let the trial thread die silently
+            log.exception("trial worker failed")
+            worker, failure = None, f"trial worker failed: {type(exc).__name__}: {exc}"
+        with self._cond:
+            keep = worker is not None and self.state == FAILED and self.breaker.state == HALF_OPEN
+            if keep and worker is not None:
+                self.breaker.trial_passed()
+                self.state = READY
+                self.failed_code = self.failed_message = None
+                self._workers.append(worker)
+                self._offer(worker)
+                log.warning("package %s %s: trial worker up, breaker closed", *self._names())
+            elif self.breaker.state == HALF_OPEN:
+                self.breaker.trial_failed(time.monotonic())
+                if failure:
+                    self.failed_message = f"{self._trip_message}; {failure}"
+                    log.error("package %s %s: %s", *self._names(), failure)
+            self._cond.notify_all()
+        if worker is not None and not keep:
+            self._stop_workers([worker])
+
+    def _names(self) -> tuple[str, str]:
+        return self.spec.name, self.spec.version
 
     def _replace(self) -> None:
         try:
@@ -583,4 +627,5 @@ class Pool:
         }
         if self.state == FAILED:
             out["error"] = {"error_code": self.failed_code, "message": self.failed_message}
+        out.update(self.breaker.describe())
         return out

@@ -115,3 +115,11 @@ class ClosesPipes(Faulty):
         os.closerange(3, 4096)
         time.sleep(3600)
         return {"status": "OK", "data": {"result_status": "OK"}}
+
+
+class SetupFailsWhileFlagged(Faulty):
+    """setup raises while the file named by PROC_TEST_FAIL_FLAG exists (a broken model store)."""
+
+    def setup(self) -> None:
+        if Path(os.environ["PROC_TEST_FAIL_FLAG"]).exists():
+            raise RuntimeError("model store unavailable")
