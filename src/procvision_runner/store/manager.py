@@ -284,7 +284,9 @@ class PackageManager:
 
     def check(self, zip_path: str | Path) -> tuple[ZipLayout | None, list[Problem], bool]:
         """All checks an install makes before unpacking: (layout, problems, signed)."""
-        layout, problems = check_zip(zip_path, self.config.limits)
+        layout, problems = check_zip(
+            zip_path, self.config.limits, free_bytes=shutil.disk_usage(self.store.root).free
+        )
         if layout is None:
             return None, problems, False
         for rel in layout.files:

@@ -25,6 +25,20 @@ from procvision_algorithm_sdk.errors import (
     WHEELS_MISSING,
 )
 
+from .ziplimits import ZipLimits, size_bound, totals_problems
+
+__all__ = [
+    "ZipLayout",
+    "ZipLimits",
+    "check_zip",
+    "entry_name_problem",
+    "extract_zip",
+    "read_member",
+    "remove_tree",
+    "safe_name",
+    "size_bound",
+]
+
 MANIFEST = "manifest.json"
 REQUIREMENTS = "requirements.txt"
 ENV_FILE = ".procvision_env.json"
@@ -36,17 +50,6 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _SMALL_MEMBER_MAX = 4 * 1024 * 1024  # manifest/requirements/env/checksums are read into memory
 # macOS archivers add these; they are never part of a package.
 _IGNORED_TOP = ("__MACOSX/",)
-
-
-@dataclass(frozen=True)
-class ZipLimits:
-    """Limits that keep a zip bomb or an absurd archive out of the store."""
-
-    max_entries: int = 20_000
-    max_total_bytes: int = 8 * 1024**3
-    max_entry_ratio: float = 200.0
-    # Tiny members compress absurdly well (a file of spaces); only ratios of big ones matter.
-    ratio_min_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,15 @@ def _find_prefix(names: list[str]) -> tuple[str | None, str | None]:
 
 
 def check_zip(
-    zip_path: str | Path, limits: ZipLimits | None = None
+    zip_path: str | Path, limits: ZipLimits | None = None, *, free_bytes: int | None = None
 ) -> tuple[ZipLayout | None, list[Problem]]:
     """Check an offline package zip (integrity, entry names, limits, manifest) without extracting.
 
-    Returns the layout when there is no problem, else None and the problems (codes 2001 for the
-    archive itself, 2002 for the manifest, 2004 when requirements.txt is missing).
+    `free_bytes` is the free disk where it will be unpacked (the store passes
+    `shutil.disk_usage(root).free`); the declared uncompressed size must fit
+    `limits.max_disk_fraction` of it. Returns the layout when there is no problem, else None and
+    the problems (codes 2001 for the archive itself, 2002 for the manifest, 2004 when
+    requirements.txt is missing).
     """
     limits = limits or ZipLimits()
     path = Path(zip_path)
@@ -144,13 +150,13 @@ def check_zip(
         return None, [Problem("zip", INVALID_ZIP, f"not a readable zip archive: {exc}")]
     with zf:
         try:
-            return _check_open_zip(zf, limits)
+            return _check_open_zip(zf, limits, path.stat().st_size, free_bytes)
         except Exception as exc:  # whatever a crafted member makes zipfile raise is a bad zip
             return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc!r}")]
 
 
 def _check_open_zip(
-    zf: zipfile.ZipFile, limits: ZipLimits
+    zf: zipfile.ZipFile, limits: ZipLimits, archive_bytes: int, free_bytes: int | None
 ) -> tuple[ZipLayout | None, list[Problem]]:
     """The checks of `check_zip` on an open archive."""
     problems: list[Problem] = []
@@ -163,7 +169,7 @@ def _check_open_zip(
                 f"{len(infos)} entries, more than the limit of {limits.max_entries}",
             )
         ]
-    total = 0
+    total = packed = 0
     seen: set[str] = set()
     files: set[str] = set()
     for info in infos:
@@ -182,6 +188,7 @@ def _check_open_zip(
         if info.is_dir():
             continue
         total += info.file_size
+        packed += info.compress_size
         if (
             info.file_size >= limits.ratio_min_bytes
             and info.file_size > limits.max_entry_ratio * max(info.compress_size, 1)
@@ -207,14 +214,7 @@ def _check_open_zip(
                     )
                 )
                 break
-    if total > limits.max_total_bytes:
-        problems.append(
-            Problem(
-                "zip",
-                INVALID_ZIP,
-                f"uncompressed size {total} bytes exceeds the limit {limits.max_total_bytes}",
-            )
-        )
+    problems.extend(totals_problems(total, packed, archive_bytes, limits, free_bytes))
     if problems:
         return None, problems
     try:
@@ -320,15 +320,19 @@ def extract_zip(
     """Extract a checked zip's package root into `dest` (which must not exist yet).
 
     Every target path is resolved and must stay inside `dest`; the bytes written per member
-    and in total are counted against the declared sizes and the limits. Raises ValueError on
-    any violation (the caller removes `dest`).
+    and in total are counted, while they are written, against the declared sizes, the limits
+    and the share of the free disk measured now. Raises ValueError on any violation (the caller
+    removes `dest`).
     """
     limits = limits or ZipLimits()
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=False)
+    bound, what = size_bound(limits, shutil.disk_usage(root).free)
+    if layout.total_bytes < bound:
+        bound, what = layout.total_bytes, "the declared total"
     done: list[str] = []  # the member being unpacked is the last one, for the message
     try:
-        _extract_members(zip_path, root, layout, limits, done)
+        _extract_members(zip_path, root, layout, (bound, what), done)
     except OSError as exc:
         if exc.errno in _DISK_ERRNOS:
             raise  # the machine's problem (disk full, read-only), not the archive's
@@ -347,8 +351,9 @@ _DISK_ERRNOS = frozenset(
 
 
 def _extract_members(
-    zip_path: str | Path, root: Path, layout: ZipLayout, limits: ZipLimits, done: list[str]
+    zip_path: str | Path, root: Path, layout: ZipLayout, bound: tuple[int, str], done: list[str]
 ) -> None:
+    allowed, what = bound
     root_resolved = root.resolve()
     written = 0
     with zipfile.ZipFile(zip_path) as zf:
@@ -374,8 +379,12 @@ def _extract_members(
                         break
                     budget -= len(chunk)
                     written += len(chunk)
-                    if budget < 0 or written > limits.max_total_bytes:
+                    if budget < 0:
                         raise ValueError(f"{rel!r} is larger than its declared size")
+                    if written > allowed:
+                        raise ValueError(
+                            f"unpacking {rel!r} passes {allowed} bytes in total ({what})"
+                        )
                     out.write(chunk)
             mode = (info.external_attr >> 16) & 0o777
             if info.create_system == 3 and mode:
