@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import protocol
 from ..errors import INVALID_PARAMS, PROTOCOL_ERROR
 from ..generation import synthesized_info
 from ..shared_memory import read_image_from_shared_memory
 from .outcome import Outcome, evaluate_result, exception_outcome
+from .prefetch import prefetch_image
 
-if TYPE_CHECKING:
-    from .calls import CallHandler
+# The CallHandler that runs this (typed loosely: calls imports this module, not the reverse).
+CallHandler = Any
 
 # Phases of the lifecycle API that have no meaning for an execute-only algorithm.
 _LIFECYCLE_ONLY_PHASES = ("pre", "reset", "on_step_start", "on_step_finish")
@@ -80,7 +81,6 @@ def handle(worker: CallHandler, message: dict[str, Any], received: float) -> dic
 def _execute(
     worker: CallHandler, request_id: Any, fields: dict[str, Any], received: float
 ) -> dict[str, Any]:
-    from .calls import prefetch_image
 
     step_index = _step_index(fields.get("step_index"))
     if step_index is None:
