@@ -63,6 +63,10 @@ class RunnerConfig:
     crash_loop_failures: int = 5
     crash_loop_window_s: float = 60.0
     crash_loop_cooldown_s: float = 30.0  # breaker open -> one trial worker (half-open)
+    max_worker_rss_mb: int = 0  # a worker above it after a call is recycled (0: no bound)
+    worker_memory_limit_mb: int = 0  # a worker above it is killed, its call 1004 (0: none)
+    # per package name: {"max_worker_rss_mb": N, "worker_memory_limit_mb": N} over the above
+    package_limits: dict[str, dict[str, int]] = field(default_factory=dict)
     warmup_calls: int = 1  # synthetic pre+execute runs per step after setup
     warmup_shape: tuple[int, ...] = (1200, 1920, 3)
     slots_per_worker: int = 2
@@ -105,6 +109,7 @@ class RunnerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 out.append(f"{name} must be a positive number, not {value!r}")
+        out.extend(self._limit_problems())
         for name in ("queue_size", "warmup_calls", "max_defects", "slot_initial_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -117,6 +122,24 @@ class RunnerConfig:
         if len(shape) not in (2, 3) or not all(isinstance(n, int) and n > 0 for n in shape):
             out.append(f"warmup_shape must be (H, W) or (H, W, 3), not {self.warmup_shape!r}")
         self.warmup_shape = shape
+        return out
+
+    def _limit_problems(self) -> list[str]:
+        out: list[str] = []
+        keys = ("max_worker_rss_mb", "worker_memory_limit_mb")
+        checks = [(name, getattr(self, name)) for name in keys]
+        if not isinstance(self.package_limits, dict):
+            return [
+                f"package_limits must be a table of package tables, not {self.package_limits!r}"
+            ]
+        for package, table in self.package_limits.items():
+            if not isinstance(table, dict) or set(table) - set(keys):
+                out.append(f"package_limits.{package} may only set {', '.join(keys)}")
+                continue
+            checks.extend((f"package_limits.{package}.{k}", v) for k, v in table.items())
+        for name, value in checks:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                out.append(f"{name} must be a non-negative integer (MB), not {value!r}")
         return out
 
     @classmethod

@@ -106,6 +106,8 @@ _EVENT_COUNTERS = (
     ("heartbeat_losses", "procvision_heartbeat_losses", "Workers that stopped answering pings"),
     ("crash_loops", "procvision_crash_loops", "Packages marked FAILED by the crash-loop breaker"),
     ("breaker_trials", "procvision_breaker_trials", "Trial workers started by an open breaker"),
+    ("memory_recycles", "procvision_memory_recycles", "Workers replaced above max_worker_rss_mb"),
+    ("memory_kills", "procvision_memory_kills", "Workers killed above worker_memory_limit_mb"),
     ("busy_rejections", "procvision_busy_rejections", "Calls refused because a queue was full"),
 )
 

@@ -18,6 +18,7 @@ from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERR
 
 from .breaker import HALF_OPEN, OPEN, CrashLoopBreaker
 from .config import RunnerConfig
+from .memory import limits_for, megabytes, rss_bytes
 from .worker import Spawner, Worker, WorkerSpec, WorkerStartError, error_frame
 
 log = logging.getLogger("procvision.runner")
@@ -36,6 +37,8 @@ class PoolCounters:
         self.heartbeat_losses = 0
         self.crash_loops = 0
         self.breaker_trials = 0
+        self.memory_recycles = 0
+        self.memory_kills = 0
         self.busy_rejections = 0
 
     def add(self, name: str, n: int = 1) -> None:
@@ -55,6 +58,8 @@ class PoolCounters:
                     "heartbeat_losses",
                     "crash_loops",
                     "breaker_trials",
+                    "memory_recycles",
+                    "memory_kills",
                     "busy_rejections",
                 )
             }
@@ -103,6 +108,9 @@ class Pool:
         self._starting = 0
         self._seq = 0
         self.breaker = CrashLoopBreaker(config)
+        self.memory = limits_for(config, spec.name)
+        self._recycling: set[str] = set()  # ids of workers whose replacement is starting
+        self._retiring: set[str] = set()  # ids replaced while leased: shut down at release
         self._trip_message = ""
         self._counted: set[str] = set()
         self._start_threads: list[threading.Thread] = []
@@ -430,18 +438,82 @@ class Pool:
         """Give a worker back after a call; a retiring or dead one is terminated and replaced."""
         if worker.retire and worker.state == "READY":
             worker.terminate("restart requested by the algorithm (FatalError)")
+        bloated = self._above_recycle_limit(worker)
         with self._cond:
             worker.leased = False
+            retired = worker.id in self._retiring and worker in self._workers
+            if retired:  # its replacement is already serving
+                self._retiring.discard(worker.id)
+                self._workers.remove(worker)
             if worker.state == "READY" and worker in self._workers:
                 self.breaker.survived()
                 self._offer(worker)
-            elif worker.state == "READY":  # the pool stopped meanwhile
-                threading.Thread(
-                    target=worker.shutdown,
-                    args=(self.config.shutdown_timeout_ms / 1000,),
-                    daemon=True,
-                ).start()
+                if bloated and worker.id not in self._recycling and self.state == READY:
+                    self._recycling.add(worker.id)
+                    self._start_thread(lambda: self._recycle(worker))
+            elif worker.state == "READY":  # the pool stopped meanwhile, or it was replaced
+                threading.Thread(target=self._stop_workers, args=([worker],), daemon=True).start()
             self._cond.notify_all()
+
+    def _above_recycle_limit(self, worker: Worker) -> bool:
+        """Whether a worker coming back from a call holds more memory than max_worker_rss_mb."""
+        limit = self.memory.recycle_above
+        if not limit or worker.state != "READY" or worker.id in self._recycling:
+            return False
+        rss = rss_bytes(worker.pid)
+        return rss is not None and rss > limit
+
+    def _recycle(self, old: Worker) -> None:
+        """Replace a worker above the memory bound: the new one is warmed before the old goes."""
+        try:
+            new = self._start_worker()
+        except Exception as exc:  # it keeps serving; the next call over the bound tries again
+            log.warning("memory recycle of %s failed to start a replacement: %s", old.id, exc)
+            with self._cond:
+                self._recycling.discard(old.id)
+            return
+        doomed: list[Worker] = []
+        with self._cond:
+            self._recycling.discard(old.id)
+            if self.state not in (READY, DRAINING):
+                doomed.append(new)
+            else:
+                self._workers.append(new)
+                self._offer(new)
+                self._counters.add("memory_recycles")
+                log.info(
+                    "worker %s recycled above %s", old.id, megabytes(self.memory.recycle_above)
+                )
+                if old in self._workers and old.leased:
+                    self._retiring.add(old.id)
+                elif old in self._workers:
+                    self._workers.remove(old)
+                    if old in self._idle:
+                        self._idle.remove(old)
+                    doomed.append(old)
+        if doomed:
+            self._stop_workers(doomed)
+
+    def _start_thread(self, target: Callable[[], None]) -> None:
+        """Run a start/replace thread that stop() joins (caller holds the condition)."""
+        thread = threading.Thread(target=target, daemon=True)
+        self._start_threads = [t for t in self._start_threads if t.is_alive()]
+        self._start_threads.append(thread)
+        thread.start()
+
+    def _watch_memory(self, worker: Worker) -> None:
+        """Kill a worker above worker_memory_limit_mb; its call answers 1004."""
+        limit = self.memory.kill_above
+        if not limit or worker.state != "READY":
+            return
+        rss = rss_bytes(worker.pid)
+        if rss is not None and rss > limit:
+            self._counters.add("memory_kills")
+            worker.lose(
+                f"worker memory {megabytes(rss)} above the hard limit of {megabytes(limit)} "
+                "(worker_memory_limit_mb); it was killed and is replaced",
+                kind="memory",
+            )
 
     def call_succeeded(self) -> None:
         """A call completed normally: the restart backoff starts over."""
@@ -459,6 +531,7 @@ class Pool:
             worker.heartbeat(now, enforce=False)
         for worker in workers:
             worker.tick(now)
+            self._watch_memory(worker)
             if worker.state == "READY" and not worker.heartbeat(now):
                 self._counters.add("heartbeat_losses")
                 worker.lose(
@@ -486,7 +559,7 @@ class Pool:
         reason = worker.failure or "worker exited"
         if "timed out" in reason:
             self._counters.add("timeouts")
-        elif "heartbeat" not in reason:
+        elif "heartbeat" not in reason and "worker_memory_limit_mb" not in reason:
             self._counters.add("crashes")
         log.warning(
             "worker %s (pid %s) of %s %s lost: %s",

@@ -33,6 +33,7 @@ from typing import Any
 
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.errors import (
+    GPU_OOM,
     INVALID_PARAMS,
     MODEL_NOT_FOUND,
     PROTOCOL_ERROR,
@@ -314,6 +315,8 @@ class Worker:
                 if pending.frame.get("restart_worker"):
                     self.retire = True
                 return pending.frame
+            if pending.lost == "memory":
+                return error_frame(f"{phase} failed: {self.failure}", GPU_OOM, retryable=False)
             if pending.lost == "heartbeat":
                 return error_frame(
                     f"{phase} failed: worker heartbeat lost (no pong for more than "
@@ -419,13 +422,13 @@ class Worker:
             self._send(protocol.ping(uuid.uuid4().hex[:12]), now, wait=False)
         return True
 
-    def lose(self, reason: str) -> None:
-        """Declare the worker gone (heartbeat lost): wake its caller and terminate it."""
+    def lose(self, reason: str, kind: str = "heartbeat") -> None:
+        """Declare the worker gone (`kind` heartbeat or memory): wake its caller, terminate it."""
         self.failure = self.failure or reason
         with self._lock:
             pending = self._pending
             if pending is not None:
-                pending.lost = "heartbeat"
+                pending.lost = kind
                 pending.event.set()
         self.terminate(reason)
 

@@ -73,6 +73,15 @@ class Faulty(BaseAlgorithm):
             data["pre"] = session.get(f"pre_{step_index}")
         elif mode == "log":
             self.logger.info("hello from execute", tag=user_params.get("tag"))
+        elif mode == "grow":  # keep `count` MB more, touched (resident)
+            self.hoard = getattr(self, "hoard", [])
+            self.hoard.append(bytearray(b"\x01" * (user_params["count"] << 20)))
+        elif mode == "balloon":  # grow by 16 MB steps up to `count` MB, then hang
+            hoard = []
+            for _ in range(user_params["count"] // 16):
+                hoard.append(bytearray(b"\x01" * (16 << 20)))
+                time.sleep(0.02)
+            time.sleep(60)
         return {"status": "OK", "data": data}
 
 
