@@ -111,6 +111,7 @@ class FrameLease:
     created: float
     last_used: float
     busy: bool = False
+    seq: int = 0  # the last sequence number an in-process writer committed
 
     @property
     def payload_size(self) -> int:
@@ -173,6 +174,11 @@ class LeaseRegistry:
         """Segment bytes held (by one client, or in total)."""
         with self._lock:
             return self._bytes(client)
+
+    def ids(self, client: str) -> set[str]:
+        """The lease ids one client holds."""
+        with self._lock:
+            return {x.lease_id for x in self._leases.values() if x.client == client}
 
     def names(self) -> list[str]:
         """Names of the segments of every live lease."""
@@ -280,6 +286,31 @@ class LeaseRegistry:
         try:
             yield frame
         finally:
+            with self._lock:
+                lease.busy = False
+                lease.last_used = time.monotonic()
+
+    @contextlib.contextmanager
+    def writable(self, lease_id: str, client: str) -> Iterator[memoryview]:
+        """Hold a lease for an in-process writer (the raw upload): yields its payload, commits.
+
+        The frame is uncommitted (sequence number 0) while the block runs and stays so when
+        the block raises; a normal exit commits it under the next sequence number.
+        """
+        with self._lock:
+            lease = self._owned(lease_id, client)
+            if lease.busy:
+                raise LeaseError(409, TIMEOUT, f"lease {lease_id} is in use by another call")
+            lease.busy = True
+            seg.set_sequence(lease.shm.buf, 0)
+        view = lease.shm.buf[seg.HEADER_SIZE : seg.HEADER_SIZE + lease.payload_size]
+        try:
+            yield view
+            with self._lock:
+                lease.seq += 1
+                seg.set_sequence(lease.shm.buf, lease.seq)
+        finally:
+            view.release()
             with self._lock:
                 lease.busy = False
                 lease.last_used = time.monotonic()

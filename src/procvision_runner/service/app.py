@@ -3,20 +3,27 @@
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.formparsers import MultiPartParser
 
+from ..leases import LeaseLimits, LeaseRegistry
 from ..metrics import ServiceMetrics
 from .context import ServiceContext
+from .counting import RequestCounter
 from .errors import install_error_handlers
 from .guard import RequestGuard
 from .health import health_router
+from .openapi30 import to_openapi_30
+from .routes_describe import describe_router
+from .routes_frames import frames_router
 from .routes_inspect import inspect_router
 from .routes_packages import packages_router
+from .routes_raw import raw_router
 from .routes_sessions import sessions_router
 from .settings import ServiceConfig
 
@@ -38,7 +45,7 @@ def _limit_for(cfg: ServiceConfig) -> Callable[[str], int]:
     def limit_for(path: str) -> int:
         if path in ("/algorithms/install", "/algorithms/validate"):
             return cfg.max_upload_bytes
-        if path == "/inspect":
+        if path in ("/inspect", "/inspect/raw"):
             return cfg.max_inspect_bytes
         return cfg.max_request_bytes
 
@@ -52,7 +59,7 @@ def _is_protected(method: str, path: str) -> bool:
 
 
 def _lifespan(
-    ctx: ServiceContext, start_packages: bool
+    ctx: ServiceContext, start_packages: bool, leases: LeaseRegistry
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     startup = ctx.startup
 
@@ -71,7 +78,10 @@ def _lifespan(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         startup.thread = threading.Thread(target=start_worker, name="procvision-start", daemon=True)
         startup.thread.start()
-        yield
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
         # Do not hang shutdown on a slow warm-up; the Runner's close() stops what it started.
         await anyio.to_thread.run_sync(startup.thread.join, 5.0)
 
@@ -90,6 +100,17 @@ def create_app(
     metrics = ServiceMetrics(runner)
     runner.add_call_observer(metrics.observe)
     ctx = ServiceContext(manager=manager, runner=runner, cfg=cfg, metrics=metrics)
+    leases = LeaseRegistry(
+        LeaseLimits(
+            max_per_client=cfg.lease_max_per_client,
+            max_bytes_per_client=cfg.lease_max_bytes_per_client,
+            max_total_bytes=cfg.lease_max_total_bytes,
+            idle_s=float(cfg.lease_idle_s),
+        )
+    )
+    # Multipart parts stay in memory up to the inspect limit (the guard bounds every body):
+    # spooling larger parts to a temporary file cost a thread hop per chunk and a read back.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, cfg.max_inspect_bytes)
 
     app = FastAPI(
         title="ProcVision Runner",
@@ -98,10 +119,11 @@ def create_app(
             "Package management, inspection, health and metrics of a resident ProcVision "
             "Runner. Errors are `{error_code, message}` with codes from the ProcVision table."
         ),
-        lifespan=_lifespan(ctx, start_packages),
+        lifespan=_lifespan(ctx, start_packages, leases),
     )
     app.state.metrics = metrics
     app.state.startup = ctx.startup
+    app.state.leases = leases
     app.add_middleware(
         RequestGuard,
         limit_for=_limit_for(cfg),
@@ -110,19 +132,19 @@ def create_app(
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.count_request(template, request.method, response.status_code)
-        return response
+    app.add_middleware(RequestCounter, metrics=metrics)
+
+    @app.get("/openapi-3.0.json", include_in_schema=False)
+    async def openapi_30() -> JSONResponse:
+        """The same document as OpenAPI 3.0.3, for generators that do not take 3.1."""
+        return JSONResponse(to_openapi_30(app.openapi()))
 
     for router in (
         packages_router(ctx),
-        inspect_router(ctx),
+        inspect_router(ctx, leases),
+        raw_router(ctx, leases),
+        frames_router(ctx, leases),
+        describe_router(ctx),
         sessions_router(ctx),
         health_router(ctx),
     ):

@@ -91,9 +91,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad package (2001..2005)"},
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     404: {"model": ErrorBody, "description": "unknown package, version or session"},
-    409: {"model": ErrorBody, "description": "activation conflict (2006) or unsafe uninstall"},
+    409: {
+        "model": ErrorBody,
+        "description": "activation conflict (2006), unsafe uninstall (2007), or a frame lease "
+        "that is busy (1005) or holds no committed frame (1002)",
+    },
     413: {"model": ErrorBody, "description": "request body too large"},
+    403: {"model": ErrorBody, "description": "frame leases are for clients on this host"},
     422: {"model": ErrorBody, "description": "invalid input (1006)"},
+    429: {"model": ErrorBody, "description": "the client holds its maximum of frame leases"},
 }
 
 

@@ -1,21 +1,25 @@
 """/inspect: one frame (PNG/JPEG or raw pixels) through a step or one phase of the Runner."""
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from procvision_algorithm_sdk.contract import find_unjsonable
 from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, ImageLoadError
 
+from ..leases import LeaseError, LeaseRegistry
 from .context import ServiceContext
 from .errors import ApiError
-from .models import PID_PATTERN, SESSION_PATTERN, CallResult, StepResult, responses
+from .models import PID_PATTERN, SESSION_PATTERN, responses
+from .results import InspectResult
+from .routes_frames import LEASE_PATTERN, ClientId, client_of, lease_error, require_local
 
-__all__ = ["decode_image", "error_result", "inspect_router"]
+__all__ = ["decode_image", "error_result", "inspect_router", "parse_json_field", "run_inspection"]
 
 
 def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, str]:
@@ -41,7 +45,7 @@ def error_result(code: str, message: str, package: dict[str, Any] | None) -> dic
     }
 
 
-def _parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
+def parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
     if text is None or text == "":
         return None
     try:
@@ -94,7 +98,21 @@ async def _raw_frame(
     return frame.reshape(shape), space
 
 
-def inspect_router(ctx: ServiceContext) -> APIRouter:
+def run_inspection(
+    runner: Any, phase: str, pid: str, step_index: int, frame: Any, **fields: Any
+) -> Callable[[], dict[str, Any]]:
+    """The Runner call of one inspection, to run in a worker thread."""
+    calls = {"step": runner.run_step, "pre": runner.pre_execute, "execute": runner.execute}
+    call = calls[phase]
+
+    def run() -> dict[str, Any]:
+        result: dict[str, Any] = call(pid, step_index, frame, **fields)
+        return result
+
+    return run
+
+
+def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     """The inspection route; its answer is exactly the Runner API's dict."""
     router = APIRouter()
     runner, cfg, metrics = ctx.runner, ctx.cfg, ctx.metrics
@@ -102,11 +120,12 @@ def inspect_router(ctx: ServiceContext) -> APIRouter:
     @router.post(
         "/inspect",
         dependencies=ctx.auth,
-        response_model=StepResult | CallResult,
-        responses=responses(401, 413, 422),
-        summary="Run a step (or one phase) on an uploaded image",
+        response_model=InspectResult,
+        responses=responses(401, 403, 404, 409, 413, 422),
+        summary="Run a step (or one phase) on an uploaded image or a leased frame",
     )
     async def inspect(
+        request: Request,
         pid: Annotated[str, Form(pattern=PID_PATTERN)],
         step_index: Annotated[int, Form(ge=1, le=10_000)],
         phase: Annotated[Literal["step", "pre", "execute"], Form()] = "step",
@@ -117,18 +136,56 @@ def inspect_router(ctx: ServiceContext) -> APIRouter:
         timestamp_ms: Annotated[int | None, Form(ge=0, le=2**53)] = None,
         image: Annotated[UploadFile | None, File(description="PNG or JPEG")] = None,
         raw: Annotated[UploadFile | None, File(description="raw row-major uint8 pixels")] = None,
+        frame: Annotated[
+            str | None,
+            Form(pattern=LEASE_PATTERN, description="a frame lease id (POST /frames)"),
+        ] = None,
+        frame_seq: Annotated[
+            int | None,
+            Form(ge=1, le=2**63 - 1, description="the sequence number the client committed"),
+        ] = None,
         width: Annotated[int | None, Form(ge=1, le=65_535)] = None,
         height: Annotated[int | None, Form(ge=1, le=65_535)] = None,
         channels: Annotated[int | None, Form(ge=1, le=3, description="1 or 3")] = None,
         color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
+        client: ClientId = None,
     ) -> JSONResponse:
-        """Inspect one frame; the answer is exactly the Runner API's dict."""
-        params = _parse_json_field("user_params", user_params)
-        context = _parse_json_field("session_context", session_context)
-        if (image is None) == (raw is None):
-            raise ApiError(422, INVALID_PARAMS, "send exactly one of the parts 'image' or 'raw'")
+        """Inspect one frame; the answer is exactly the Runner API's dict (one type per phase)."""
+        params = parse_json_field("user_params", user_params)
+        context = parse_json_field("session_context", session_context)
+        given = sum(x is not None for x in (image, raw, frame))
+        if given != 1:
+            raise ApiError(
+                422, INVALID_PARAMS, "send exactly one of the parts 'image', 'raw' or 'frame'"
+            )
+        fields = {
+            "user_params": params,
+            "session_id": session_id,
+            "session_context": context,
+            "camera_id": camera_id,
+            "timestamp_ms": timestamp_ms,
+        }
+        if frame is not None:
+            require_local(request)
+            who = client_of(client)
+            try:
+                with leases.checkout(
+                    frame, who, seq=frame_seq, geometry=(height, width, channels)
+                ) as shared:
+                    run = run_inspection(
+                        runner,
+                        phase,
+                        pid,
+                        step_index,
+                        shared,
+                        color_space=color_space or "RGB",
+                        **fields,
+                    )
+                    return JSONResponse(await run_in_threadpool(run))
+            except LeaseError as exc:
+                raise lease_error(exc) from None
         if raw is not None:
-            frame, space = await _raw_frame(
+            array, space = await _raw_frame(
                 raw, width, height, channels, color_space, cfg.max_inspect_bytes
             )
         else:
@@ -144,24 +201,8 @@ def inspect_router(ctx: ServiceContext) -> APIRouter:
                 failed = error_result(IMAGE_LOAD_FAILED, why, package)
                 out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
                 return JSONResponse(out)
-            frame, space = decoded, "RGB"
-        calls = {"step": runner.run_step, "pre": runner.pre_execute, "execute": runner.execute}
-        call = calls[phase]
-
-        def run() -> dict[str, Any]:
-            return call(
-                pid,
-                step_index,
-                frame,
-                user_params=params,
-                session_id=session_id,
-                session_context=context,
-                color_space=space,
-                camera_id=camera_id,
-                timestamp_ms=timestamp_ms,
-            )
-
-        result = await run_in_threadpool(run)
-        return JSONResponse(result)
+            array, space = decoded, "RGB"
+        run = run_inspection(runner, phase, pid, step_index, array, color_space=space, **fields)
+        return JSONResponse(await run_in_threadpool(run))
 
     return router

@@ -26,6 +26,10 @@ class ServiceConfig:
     max_request_bytes: int = 1024**2  # every other request
     max_image_pixels: int = 64_000_000  # decoded PNG/JPEG size guard (decompression bombs)
     log_level: str = "info"
+    lease_max_per_client: int = 8  # frame leases one client id may hold
+    lease_max_bytes_per_client: int = 1024**3
+    lease_max_total_bytes: int = 4 * 1024**3
+    lease_idle_s: float = 300.0  # an unused lease is reclaimed after this
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -35,10 +39,21 @@ class ServiceConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         cfg = cls(**kwargs)
         cfg.extra = {k: v for k, v in data.items() if k not in known}
-        for name in ("port", "max_upload_bytes", "max_inspect_bytes", "max_request_bytes"):
+        for name in (
+            "port",
+            "max_upload_bytes",
+            "max_inspect_bytes",
+            "max_request_bytes",
+            "lease_max_per_client",
+            "lease_max_bytes_per_client",
+            "lease_max_total_bytes",
+        ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"service.{name} must be a positive integer")
+        idle = cfg.lease_idle_s
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle > 0:
+            raise ValueError("service.lease_idle_s must be a positive number")
         if cfg.token is not None and not isinstance(cfg.token, str):
             raise ValueError("service.token must be a string")
         return cfg
