@@ -575,7 +575,7 @@ def test_routing_and_unknown_pid(make_runner: Any, tmp_path: Path) -> None:
 def test_call_routed_before_a_switch_is_answered_by_the_old_version(
     make_runner: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    import procvision_runner.runner as runner_module
+    import procvision_runner.calls as calls_module
 
     tracked = make_runner()
     runner = tracked.runner
@@ -591,7 +591,7 @@ def test_call_routed_before_a_switch_is_answered_by_the_old_version(
     # Hold the caller between its route lookup and its worker acquire (parameter validation
     # sits in between), and switch + unload the old version exactly there.
     routed, release = threading.Event(), threading.Event()
-    original = runner_module.validate_user_params
+    original = calls_module.validate_user_params
 
     def held(*args: Any, **kwargs: Any) -> Any:
         if threading.current_thread().name == "caller":
@@ -599,7 +599,7 @@ def test_call_routed_before_a_switch_is_answered_by_the_old_version(
             release.wait(30)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "validate_user_params", held)
+    monkeypatch.setattr(calls_module, "validate_user_params", held)
     answer: dict[str, Any] = {}
     caller = threading.Thread(
         target=lambda: answer.update(runner.execute("f1", 1, FRAME, user_params={"tag": "in"})),

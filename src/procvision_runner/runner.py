@@ -1,7 +1,8 @@
 """Runner: routes pid -> package version -> pool, and runs steps on resident workers.
 
 Errors caused by a call's input or by a worker come back as result dicts with codes; RunnerError
-is raised only for misuse of load/route/unload.
+is raised only for misuse of load/route/unload. A call travels as a StepCall (calls.py), is
+checked by validate_call(), and its answers become result dicts in results.py.
 """
 
 from __future__ import annotations
@@ -20,40 +21,31 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import Any
 
 from procvision_algorithm_sdk import segment
-from procvision_algorithm_sdk.contract import (
-    check_execute_result,
-    check_manifest,
-    check_pre_execute_result,
-    find_step,
-    find_unjsonable,
-    to_jsonable,
-    validate_user_params,
-)
+from procvision_algorithm_sdk.contract import check_manifest
 from procvision_algorithm_sdk.errors import (
     ACTIVATION_CONFLICT,
-    IMAGE_LOAD_FAILED,
     INCOMPATIBLE_PYTHON,
     INVALID_PARAMS,
     INVALID_PID,
-    INVALID_RESULT,
     MANIFEST_MISSING,
     TIMEOUT,
     UNKNOWN_ERROR,
     ProcVisionError,
-    is_retryable,
 )
 
+from .calls import CallRefused, PackageKey, StepCall, ValidCall, validate_call
 from .config import RunnerConfig
 from .leases import SharedFrame
 from .pool import FAILED, STOPPED, Pool, PoolCounters
+from .results import CallRecord, call_record, ms, to_result
 from .sessions import SessionStore
 from .slots import SlotRing
 from .worker import Spawner, Worker, WorkerSpec, error_frame
+
+__all__ = ["CallRecord", "PackageKey", "Runner", "RunnerError", "StepCall"]
 
 log = logging.getLogger("procvision.runner")
 worker_log = logging.getLogger("procvision.worker")
@@ -73,29 +65,6 @@ _KNOWN_SESSIONS_PER_WORKER = 512  # below the adapter's session cache (1024)
 _PROTOCOL_KEYS = ("type", "request_id", "timestamp_ms", "session_delta", "restart_worker")
 
 
-class PackageKey(NamedTuple):
-    """A loaded package version."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One answered phase, for metrics observers."""
-
-    pid: str
-    name: str | None
-    version: str | None
-    phase: str
-    status: str
-    error_code: str | None
-    queue_ms: float
-    transfer_ms: float
-    algorithm_ms: float
-    total_ms: float
-
-
 class RunnerError(ProcVisionError):
     """Misuse of the Runner's management API (load, route, unload); carries a code."""
 
@@ -103,8 +72,19 @@ class RunnerError(ProcVisionError):
         super().__init__(message, error_code=error_code)
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
+@dataclass(frozen=True)
+class _Placed:
+    """A checked call whose frame sits in a worker's slot: what every phase of it sends."""
+
+    call: ValidCall
+    key: PackageKey
+    session_id: str
+    stored: bool  # a caller's session (kept by the Runner), not a throw-away one
+    context: dict[str, Any]
+    shared_mem_id: str
+    image_meta: dict[str, Any]
+    queue_ms: float
+    transfer_ms: float
 
 
 class Runner:
@@ -306,8 +286,7 @@ class Runner:
         timestamp_ms: int | None = None,
     ) -> dict[str, Any]:
         """Run pre_execute, then execute unless pre returned ERROR, on one worker."""
-        results = self._invoke(
-            ("pre", "execute"),
+        call = StepCall(
             pid,
             step_index,
             frame,
@@ -318,6 +297,7 @@ class Runner:
             camera_id,
             timestamp_ms,
         )
+        results = self._invoke(("pre", "execute"), call)
         return {"pre_execute": results[0], "execute": results[1] if len(results) > 1 else None}
 
     def pre_execute(
@@ -334,8 +314,7 @@ class Runner:
         timestamp_ms: int | None = None,
     ) -> dict[str, Any]:
         """Run only pre_execute of a step."""
-        return self._invoke(
-            ("pre",),
+        call = StepCall(
             pid,
             step_index,
             frame,
@@ -345,7 +324,8 @@ class Runner:
             color_space,
             camera_id,
             timestamp_ms,
-        )[0]
+        )
+        return self._invoke(("pre",), call)[0]
 
     def execute(
         self,
@@ -361,8 +341,7 @@ class Runner:
         timestamp_ms: int | None = None,
     ) -> dict[str, Any]:
         """Run only execute of a step."""
-        return self._invoke(
-            ("execute",),
+        call = StepCall(
             pid,
             step_index,
             frame,
@@ -372,30 +351,14 @@ class Runner:
             color_space,
             camera_id,
             timestamp_ms,
-        )[0]
+        )
+        return self._invoke(("execute",), call)[0]
 
-    def _invoke(
-        self,
-        phases: tuple[str, ...],
-        pid: Any,
-        step_index: Any,
-        frame: Any,
-        user_params: Any,
-        session_id: Any,
-        session_context: Any,
-        color_space: Any,
-        camera_id: Any,
-        timestamp_ms: Any,
-    ) -> list[dict[str, Any]]:
+    def _invoke(self, phases: tuple[str, ...], call: StepCall) -> list[dict[str, Any]]:
+        """Run `phases` of one call on one worker; one result dict per phase that ran."""
         started = time.perf_counter()
-        first = phases[0]
+        pid = call.pid
         pid_text = pid if isinstance(pid, str) else repr(pid)
-
-        def fail(code: str, message: str, key: PackageKey | None = None) -> list[dict[str, Any]]:
-            result = self._result(error_frame(message, code), key, first, {}, started)
-            self._observe(pid_text, key, first, result)
-            return [result]
-
         with self._lock:
             key = self._routes.get(pid) if isinstance(pid, str) else None
             pool = self._pools.get(key) if key is not None else None
@@ -404,25 +367,27 @@ class Runner:
             if pool is not None:
                 pool.enter()
         if key is None or pool is None:
-            return fail(INVALID_PID, f"pid {pid_text} is not routed to any loaded package")
+            message = f"pid {pid_text} is not routed to any loaded package"
+            refusal = error_frame(message, INVALID_PID)
+            return self._answer(pid_text, None, phases[0], refusal, started)
         try:
-            return self._invoke_routed(
-                pool,
-                key,
-                started,
-                phases,
-                pid,
-                step_index,
-                frame,
-                user_params,
-                session_id,
-                session_context,
-                color_space,
-                camera_id,
-                timestamp_ms,
-            )
+            return self._invoke_routed(pool, key, started, phases, call)
         finally:
             pool.leave()
+
+    def _answer(
+        self,
+        pid: str,
+        key: PackageKey | None,
+        phase: str,
+        frame: dict[str, Any],
+        started: float,
+        timings: dict[str, float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """A call answered without running (any further) phases: one result, observed."""
+        result = to_result(frame, key, phase, timings or {}, started, self.config.max_defects)
+        self._observe(pid, key, phase, result)
+        return [result]
 
     def _invoke_routed(
         self,
@@ -430,90 +395,22 @@ class Runner:
         key: PackageKey,
         started: float,
         phases: tuple[str, ...],
-        pid: str,
-        step_index: Any,
-        frame: Any,
-        user_params: Any,
-        session_id: Any,
-        session_context: Any,
-        color_space: Any,
-        camera_id: Any,
-        timestamp_ms: Any,
+        raw: StepCall,
     ) -> list[dict[str, Any]]:
-        first = phases[0]
-        pid_text = pid
-
-        def fail(code: str, message: str, key: PackageKey | None = None) -> list[dict[str, Any]]:
-            result = self._result(error_frame(message, code), key, first, {}, started)
-            self._observe(pid_text, key, first, result)
-            return [result]
-
+        first, pid = phases[0], raw.pid
         unavailable = pool.unavailable()
         if unavailable is not None:
-            result = self._result(unavailable, key, first, {}, started)
-            self._observe(pid_text, key, first, result)
-            return [result]
-        problem = _frame_problem(frame)
-        if problem is not None:
-            return fail(IMAGE_LOAD_FAILED, problem, key)
-        height, width = int(frame.shape[0]), int(frame.shape[1])
-        space = color_space.upper() if isinstance(color_space, str) else None
-        if space not in ("RGB", "BGR", "GRAY"):
-            return fail(
-                INVALID_PARAMS, f"color_space must be RGB, BGR or GRAY, not {color_space!r}", key
-            )
-        extra_meta: dict[str, Any] = {}
-        if camera_id is not None:
-            if not isinstance(camera_id, (str, int)) or isinstance(camera_id, bool):
-                return fail(INVALID_PARAMS, f"camera_id must be a str, not {camera_id!r}", key)
-            extra_meta["camera_id"] = camera_id
-        if timestamp_ms is not None:
-            if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool):
-                return fail(
-                    INVALID_PARAMS, f"timestamp_ms must be an int, not {timestamp_ms!r}", key
-                )
-            extra_meta["timestamp_ms"] = timestamp_ms
-        if not isinstance(step_index, int) or isinstance(step_index, bool) or step_index < 1:
-            return fail(
-                INVALID_PARAMS, f"step_index must be an integer >= 1, not {step_index!r}", key
-            )
-        info = pool.info or {}
-        specs: Any = []
-        if isinstance(info.get("steps"), list) and info["steps"]:
-            step = find_step(info, step_index)
-            if step is None:
-                return fail(
-                    INVALID_PARAMS,
-                    f"step {step_index} is not defined by {key.name} {key.version}",
-                    key,
-                )
-            specs = step.get("params") or []
-        # Plain JSON first, so a numpy scalar for a declared param validates like its Python twin.
-        plain, unjsonable = _plain_json({} if user_params is None else user_params, "user_params")
-        if unjsonable is not None:
-            return fail(INVALID_PARAMS, unjsonable, key)
-        params, problems = validate_user_params(specs, plain, width, height)
-        if problems:
-            text = "; ".join(f"{p.where}: {p.message}" for p in problems[:5])
-            return fail(problems[0].code, f"invalid user_params: {text}", key)
-        if session_id is not None and (not isinstance(session_id, str) or not session_id):
-            return fail(
-                INVALID_PARAMS, f"session_id must be a non-empty str, not {session_id!r}", key
-            )
-        if session_context is not None and not isinstance(session_context, dict):
-            return fail(INVALID_PARAMS, "session_context must be a dict", key)
-        if session_context is not None:
-            session_context, unjsonable = _plain_json(session_context, "session_context")
-            if unjsonable is not None:
-                return fail(INVALID_PARAMS, unjsonable, key)
-
-        stored = session_id is not None
+            return self._answer(pid, key, first, unavailable, started)
+        call = validate_call(raw, pool.info or {}, key)
+        if isinstance(call, CallRefused):
+            return self._answer(pid, key, first, error_frame(call.message, call.code), started)
+        stored = call.session_id is not None
         sid: str = (
-            session_id
-            if isinstance(session_id, str)
+            call.session_id
+            if call.session_id is not None
             else f"call-{self._call_prefix}-{next(self._call_numbers)}"
         )
-        context = dict(session_context or {})
+        context = dict(call.session_context or {})
         record = self._sessions.touch(sid, context) if stored else None
         if record is not None:
             record.packages.add((key.name, key.version))
@@ -522,91 +419,116 @@ class Runner:
         worker, error = pool.acquire(
             self.config.queue_timeout_ms / 1000, record.last_worker if record else None
         )
-        queue_ms = _ms(time.perf_counter() - started)
+        queue_ms = ms(time.perf_counter() - started)
         if worker is None:
             assert error is not None
-            result = self._result(error, key, first, {"queue_ms": queue_ms}, started)
-            self._observe(pid_text, key, first, result)
-            return [result]
-        results: list[dict[str, Any]] = []
+            return self._answer(pid, key, first, error, started, {"queue_ms": queue_ms})
         slot = None
         try:
             t_slot = time.perf_counter()
             try:
-                if isinstance(frame, SharedFrame):
-                    # A leased segment: the worker reads the client's own buffer, no copy.
-                    if frame.channels == 1:
-                        space = "GRAY"
-                    elif space == "GRAY":
-                        raise ValueError(f"color_space GRAY does not fit {frame.channels} channels")
-                    shm_name, meta = frame.name, frame.image_meta(space, extra_meta)
-                else:
-                    slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
-                    meta = slot.write_frame(frame, space, **extra_meta)
-                    shm_name = slot.name
+                slot, shm_name, meta = self._place_frame(worker, call)
             except (TimeoutError, RuntimeError, ValueError, OSError) as exc:
-                if isinstance(exc, (TimeoutError, RuntimeError, ValueError)):
-                    code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
-                    frame_error = error_frame(
-                        f"cannot place the frame in shared memory: {exc}", code
-                    )
-                else:  # /dev/shm full (ENOSPC) or out of memory: transient, say so
-                    frame_error = error_frame(
-                        f"shared memory exhausted: cannot place a {frame.nbytes}-byte frame "
-                        f"({os.strerror(exc.errno) if exc.errno else exc})",
-                        UNKNOWN_ERROR,
-                        retryable=True,
-                    )
-                result = self._result(frame_error, key, first, {"queue_ms": queue_ms}, started)
-                self._observe(pid_text, key, first, result)
-                return [result]
-            transfer_ms = _ms(time.perf_counter() - t_slot)
+                frame_error = _placement_error(exc, call.frame.nbytes)
+                return self._answer(pid, key, first, frame_error, started, {"queue_ms": queue_ms})
             if record is not None:
                 record.last_worker = worker.id
-            phase_start = started
-            for phase in phases:
-                fields: dict[str, Any] = {
-                    "step_index": step_index,
-                    "pid": pid,
-                    "session": {"id": sid, "context": context},
-                    "user_params": params,
-                    "shared_mem_id": shm_name,
-                    "image_meta": meta,
-                    "max_defects": _ADAPTER_DEFECT_LIMIT,
-                }
-                version = 0
-                if stored:
-                    state, version = self._sessions.snapshot(sid)
-                    if worker.known_sessions.get(sid) != version:
-                        fields["session_state"] = state
-                timeout = (
-                    self.config.pre_execute_timeout_ms
-                    if phase == "pre"
-                    else self.config.execute_timeout_ms
-                )
-                answer = worker.call(phase, fields, timeout)
-                if stored:
-                    self._track_session(worker, sid, version, answer)
-                timings = (
-                    {"queue_ms": queue_ms, "transfer_ms": transfer_ms}
-                    if phase == first
-                    else {"queue_ms": 0.0, "transfer_ms": 0.0}
-                )
-                result = self._result(answer, key, phase, timings, phase_start, width, height)
-                phase_start = time.perf_counter()
-                results.append(result)
-                self._observe(pid_text, key, phase, result)
-                if result["status"] == "OK":
-                    pool.call_succeeded()
-                if phase == "pre" and result["status"] != "OK":
-                    break
-                if worker.state != "READY":
-                    break
-            return results
+            placed = _Placed(
+                call=call,
+                key=key,
+                session_id=sid,
+                stored=stored,
+                context=context,
+                shared_mem_id=shm_name,
+                image_meta=meta,
+                queue_ms=queue_ms,
+                transfer_ms=ms(time.perf_counter() - t_slot),
+            )
+            return self._run_phases(pool, worker, phases, placed, started)
         finally:
             if slot is not None:
                 slot.release()
             pool.release(worker)
+
+    def _place_frame(self, worker: Worker, call: ValidCall) -> tuple[Any, str, dict[str, Any]]:
+        """Put the frame where the worker reads it: (slot to release or None, name, image_meta)."""
+        frame = call.frame
+        if isinstance(frame, SharedFrame):
+            # A leased segment: the worker reads the client's own buffer, no copy.
+            space = call.color_space
+            if frame.channels == 1:
+                space = "GRAY"
+            elif space == "GRAY":
+                raise ValueError(f"color_space GRAY does not fit {frame.channels} channels")
+            return None, frame.name, frame.image_meta(space, call.extra_meta)
+        slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
+        try:
+            meta = slot.write_frame(frame, call.color_space, **call.extra_meta)
+        except BaseException:
+            slot.release()
+            raise
+        return slot, slot.name, meta
+
+    def _run_phases(
+        self,
+        pool: Pool,
+        worker: Worker,
+        phases: tuple[str, ...],
+        placed: _Placed,
+        started: float,
+    ) -> list[dict[str, Any]]:
+        """Send each phase to the worker; stop after a failed pre or a worker that left READY."""
+        call, key, sid = placed.call, placed.key, placed.session_id
+        results: list[dict[str, Any]] = []
+        phase_start = started
+        for phase in phases:
+            fields: dict[str, Any] = {
+                "step_index": call.step_index,
+                "pid": call.pid,
+                "session": {"id": sid, "context": placed.context},
+                "user_params": call.params,
+                "shared_mem_id": placed.shared_mem_id,
+                "image_meta": placed.image_meta,
+                "max_defects": _ADAPTER_DEFECT_LIMIT,
+            }
+            version = 0
+            if placed.stored:
+                state, version = self._sessions.snapshot(sid)
+                if worker.known_sessions.get(sid) != version:
+                    fields["session_state"] = state
+            timeout = (
+                self.config.pre_execute_timeout_ms
+                if phase == "pre"
+                else self.config.execute_timeout_ms
+            )
+            answer = worker.call(phase, fields, timeout)
+            if placed.stored:
+                self._track_session(worker, sid, version, answer)
+            timings = (
+                {"queue_ms": placed.queue_ms, "transfer_ms": placed.transfer_ms}
+                if phase == phases[0]
+                else {"queue_ms": 0.0, "transfer_ms": 0.0}
+            )
+            result = to_result(
+                answer,
+                key,
+                phase,
+                timings,
+                phase_start,
+                self.config.max_defects,
+                call.width,
+                call.height,
+            )
+            phase_start = time.perf_counter()
+            results.append(result)
+            self._observe(call.pid, key, phase, result)
+            if result["status"] == "OK":
+                pool.call_succeeded()
+            if phase == "pre" and result["status"] != "OK":
+                break
+            if worker.state != "READY":
+                break
+        return results
 
     def _track_session(
         self, worker: Worker, sid: str, version: int, answer: dict[str, Any]
@@ -621,92 +543,6 @@ class Runner:
         while len(known) > _KNOWN_SESSIONS_PER_WORKER:
             known.pop(next(iter(known)))
 
-    def _result(
-        self,
-        frame: dict[str, Any],
-        key: PackageKey | None,
-        phase: str,
-        timings: dict[str, float],
-        started: float,
-        width: int | None = None,
-        height: int | None = None,
-    ) -> dict[str, Any]:
-        """Turn a result frame into the plain result dict callers get, re-checking it."""
-        data = frame.get("data")
-        result: dict[str, Any] = {
-            "status": frame.get("status") if frame.get("status") in ("OK", "ERROR") else "ERROR",
-            "message": frame.get("message") or "",
-            "error_code": None if frame.get("error_code") is None else str(frame["error_code"]),
-            "data": dict(data) if isinstance(data, dict) else {},
-            "debug": frame.get("debug"),
-            "diagnostics": frame.get("diagnostics") or {},
-            "warnings": [],
-        }
-        for extra in ("original", "problems", "extra"):
-            if extra in frame:
-                result[extra] = frame[extra]
-        worker_timings = frame.get("timings") if isinstance(frame.get("timings"), dict) else {}
-        if frame.get("request_id") is not None and result["status"] == "OK":
-            self._recheck(result, phase, width, height)
-        if (
-            result["status"] == "ERROR"
-            and frame.get("type") == "error"
-            and not result["error_code"]
-        ):
-            result["error_code"] = TIMEOUT
-        code = result["error_code"]
-        retry = frame.get("retryable")
-        result["retryable"] = bool(retry) if retry is not None else is_retryable(code)
-        if result["status"] == "OK":
-            result["retryable"] = False
-        all_timings = {k: v for k, v in (worker_timings or {}).items() if k != "algorithm_ms"}
-        all_timings.update(
-            queue_ms=timings.get("queue_ms", 0.0),
-            transfer_ms=timings.get("transfer_ms", 0.0),
-            algorithm_ms=float((worker_timings or {}).get("algorithm_ms") or 0.0),
-            total_ms=_ms(time.perf_counter() - started),
-        )
-        result["timings"] = all_timings
-        result["package"] = {"name": key.name, "version": key.version} if key else None
-        return result
-
-    def _recheck(
-        self, result: dict[str, Any], phase: str, width: int | None, height: int | None
-    ) -> None:
-        """Check a worker's OK result again; cut excess defect_rects with a warning."""
-        data = {k: v for k, v in result["data"].items() if k not in ("phase", "step_index")}
-        limit = self.config.max_defects
-        rects = data.get("defect_rects")
-        if phase == "execute" and isinstance(rects, list) and len(rects) > limit:
-            warning = f"defect_rects cut from {len(rects)} to max_defects={limit}"
-            result["warnings"].append(warning)
-            log.warning("%s", warning)
-            data["defect_rects"] = rects[:limit]
-            result["data"]["defect_rects"] = rects[:limit]
-        view = {
-            "status": result["status"],
-            "message": result["message"],
-            "error_code": result["error_code"],
-            "data": data,
-        }
-        if result["debug"] is not None:
-            view["debug"] = result["debug"]
-        if phase == "execute":
-            problems = check_execute_result(view, width, height, limit)
-        elif phase == "pre":
-            problems = check_pre_execute_result(view, width, height)
-        else:
-            problems = []
-        if problems:
-            first = problems[0]
-            result["original"] = dict(view)
-            result["problems"] = [p.to_dict() for p in problems]
-            result["status"] = "ERROR"
-            result["error_code"] = (
-                first.code if first.code in ("1007", INVALID_RESULT) else INVALID_RESULT
-            )
-            result["message"] = f"invalid {phase} result: {first.where}: {first.message}"
-
     def _observe(
         self, pid: str, key: PackageKey | None, phase: str, result: dict[str, Any]
     ) -> None:
@@ -714,19 +550,7 @@ class Runner:
             observers = list(self._observers)
         if not observers:
             return
-        timings = result.get("timings") or {}
-        record = CallRecord(
-            pid=pid,
-            name=key.name if key else None,
-            version=key.version if key else None,
-            phase=phase,
-            status=result.get("status", "ERROR"),
-            error_code=result.get("error_code"),
-            queue_ms=float(timings.get("queue_ms", 0.0)),
-            transfer_ms=float(timings.get("transfer_ms", 0.0)),
-            algorithm_ms=float(timings.get("algorithm_ms", 0.0)),
-            total_ms=float(timings.get("total_ms", 0.0)),
-        )
+        record = call_record(pid, key, phase, result)
         for fn in observers:
             try:
                 fn(record)
@@ -845,26 +669,16 @@ class Runner:
             atexit.unregister(self._atexit)
 
 
-def _plain_json(value: Any, where: str) -> tuple[Any, str | None]:
-    """Return `value` as plain JSON (numpy scalars converted), or why it cannot be sent."""
-    if not find_unjsonable(value, where):
-        return value, None
-    try:
-        return to_jsonable(value), None
-    except (TypeError, ValueError, RecursionError) as exc:
-        return None, f"{where} is not plain JSON: {exc}"
-
-
-def _frame_problem(frame: Any) -> str | None:
-    """Why `frame` is not an H x W x 3 (or H x W, H x W x 1) uint8 ndarray, or None."""
-    if isinstance(frame, SharedFrame):
-        return None  # checked against its segment header when the lease was checked out
-    if not isinstance(frame, np.ndarray):
-        return f"frame must be a numpy ndarray, not {type(frame).__name__}"
-    if frame.dtype != np.uint8:
-        return f"frame must have dtype uint8, not {frame.dtype}"
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3)):
-        return f"frame must be H x W x 3 or H x W, not shape {frame.shape}"
-    if frame.size == 0:
-        return f"frame is empty (shape {frame.shape})"
-    return None
+def _placement_error(exc: BaseException, nbytes: int) -> dict[str, Any]:
+    """The error frame of a frame that could not be placed in a worker's shared memory."""
+    if isinstance(exc, (TimeoutError, RuntimeError, ValueError)):
+        code = INVALID_PARAMS if isinstance(exc, ValueError) else TIMEOUT
+        return error_frame(f"cannot place the frame in shared memory: {exc}", code)
+    errno = getattr(exc, "errno", None)
+    # /dev/shm full (ENOSPC) or out of memory: transient, say so
+    return error_frame(
+        f"shared memory exhausted: cannot place a {nbytes}-byte frame "
+        f"({os.strerror(errno) if errno else exc})",
+        UNKNOWN_ERROR,
+        retryable=True,
+    )
