@@ -91,8 +91,10 @@ def test_every_phase(adapter: AdapterProcess) -> None:
     execute = adapter.step("execute", 1)
     assert execute["status"] == "OK" and execute["data"]["result_status"] == "OK"
     assert execute["debug"] == {"mode": "ok"}
+    # The explicit on_step_start handed the hooks to the host: execute finished nothing, the
+    # explicit on_step_finish runs the hook (once).
     finished = adapter.step("on_step_finish", 1)
-    assert (finished["status"], finished["data"]["ran"]) == ("OK", False)  # execute finished it
+    assert (finished["status"], finished["data"]["ran"]) == ("OK", True)
 
     reset = adapter.step("reset", 0)
     assert reset["status"] == "OK"
@@ -100,8 +102,11 @@ def test_every_phase(adapter: AdapterProcess) -> None:
 
     teardown = adapter.call("teardown")
     assert (teardown["status"], teardown["data"]["ran"]) == ("OK", True)
-    after = adapter.call("info")
-    assert after["type"] == "error" and "torn down" in after["message"]
+    assert adapter.call("teardown")["data"]["ran"] is False
+    # Window closed then reopened (adapter-era host): setup runs again, the worker serves on.
+    reopened = adapter.call("setup")
+    assert (reopened["status"], reopened["data"]["ran"]) == ("OK", True)
+    assert adapter.call("info")["status"] == "OK"
     adapter.send(protocol.shutdown("bye"))
     assert adapter.recv()["status"] == "OK"
     assert adapter.wait() == 0
@@ -112,6 +117,8 @@ def test_every_phase(adapter: AdapterProcess) -> None:
         "on_step_finish s1 1 OK",
         "reset s1",
         "teardown",
+        "setup",
+        "teardown",  # at exit, because setup ran again
     ]
     for frame in (setup, info, pre, execute, reset, teardown):
         assert set(frame) >= {
@@ -189,16 +196,9 @@ def test_step_hooks_run_exactly_once_per_step(adapter: AdapterProcess) -> None:
     adapter.step("pre", 1)
     adapter.step("execute", 1)
     adapter.step("execute", 2)  # execute without pre: starts and finishes the step
-    adapter.step("on_step_start", 3)
-    adapter.step("on_step_start", 3)  # already started: no second hook
-    adapter.step("pre", 3)
-    adapter.step("execute", 3)
-    adapter.step("on_step_finish", 3)  # already finished
     pre_error = adapter.step("pre", 4, user_params={"mode": "pre_error"})
     assert (pre_error["status"], pre_error["error_code"]) == ("ERROR", "1003")
     assert pre_error["message"] == "reference missing"
-    adapter.step("on_step_start", 5)
-    adapter.step("on_step_finish", 5, result={"status": "ERROR", "message": "skipped"})
     adapter.step("pre", 1, "other")
     adapter.step("pre", 1, "other")  # a retried pre does not start the step again
     adapter.step("execute", 1, "other")
@@ -209,14 +209,34 @@ def test_step_hooks_run_exactly_once_per_step(adapter: AdapterProcess) -> None:
         "on_step_finish s1 1 OK",
         "on_step_start s1 2 PC",
         "on_step_finish s1 2 OK",
-        "on_step_start s1 3 PC",
-        "on_step_finish s1 3 OK",
         "on_step_start s1 4 PC",
         "on_step_finish s1 4 ERROR",
-        "on_step_start s1 5 PC",
-        "on_step_finish s1 5 ERROR",
         "on_step_start other 1 PC",
         "on_step_finish other 1 OK",
+    ]
+
+
+def test_explicit_hooks_hand_the_hooks_to_the_host(adapter: AdapterProcess) -> None:
+    adapter.step("pre", 1)  # implicit: starts step 1
+    # The first explicit hook call switches to host-driven hooks; a step already started
+    # implicitly is not started twice.
+    assert adapter.step("on_step_start", 1)["data"]["ran"] is False
+    assert adapter.step("on_step_start", 3)["data"]["ran"] is True
+    assert adapter.step("on_step_start", 3)["data"]["ran"] is True  # each host call runs once
+    adapter.step("pre", 3)
+    adapter.step("execute", 3)  # no implicit hooks any more
+    assert adapter.step("on_step_finish", 3)["data"]["ran"] is True
+    finish = adapter.step("on_step_finish", 5, result={"status": "ERROR", "message": "skipped"})
+    assert finish["data"]["ran"] is True
+    adapter.step("execute", 6, "other")
+    assert adapter.log_lines() == [
+        "init",
+        "setup",
+        "on_step_start s1 1 PC",
+        "on_step_start s1 3 PC",
+        "on_step_start s1 3 PC",
+        "on_step_finish s1 3 OK",
+        "on_step_finish s1 5 ERROR",
     ]
 
 
@@ -282,7 +302,7 @@ def test_unknown_messages_and_phases_get_1010(adapter: AdapterProcess) -> None:
     assert (frame["type"], frame["request_id"], frame["error_code"]) == ("error", "d", "1010")
     unknown = adapter.call("fly")
     assert unknown["error_code"] == PROTOCOL_ERROR and "unknown phase" in unknown["message"]
-    for phase in ([], {}, ["info"], 5, None):
+    for phase in ([], {}, ["info"], 5):
         adapter.send({"type": "call", "request_id": "p", "phase": phase})
         frame = adapter.recv()
         assert (frame["type"], frame["request_id"], frame["error_code"]) == ("error", "p", "1010")

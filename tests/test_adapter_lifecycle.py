@@ -116,15 +116,28 @@ def test_a_class_that_is_not_a_base_algorithm_runs_anyway(tmp_path: Path) -> Non
         hello = adapter.hello
         assert hello is not None and hello["base_algorithm"] is False
         assert "execute" not in hello["capabilities"] and "pre" in hello["capabilities"]
-        assert adapter.call("setup")["status"] == "OK"  # missing optional hooks are no-ops
+        # Only the methods the class has are advertised; an explicit call for one it lacks
+        # is an error frame, never a silent OK.
+        for hook in ("setup", "teardown", "reset", "on_step_start", "on_step_finish"):
+            assert hook not in hello["capabilities"]
         assert adapter.call("info")["data"]["info"]["name"] == "plain"
+        for phase, method in (
+            ("setup", "setup"),
+            ("reset", "reset"),
+            ("on_step_start", "on_step_start"),
+            ("on_step_finish", "on_step_finish"),
+            ("teardown", "teardown"),
+        ):
+            frame = adapter.step(phase, 1, "s9")
+            assert (frame["type"], frame["error_code"]) == ("error", ALGORITHM_EXCEPTION)
+            assert frame["message"] == f"does not implement {method}"
         pre = adapter.step("pre", 1, "s9")
         assert (pre["status"], pre["message"]) == ("OK", "plain pre 1 s9")
         missing = adapter.step("execute", 1, "s9")
         assert missing["type"] == "error" and missing["error_code"] == ALGORITHM_EXCEPTION
         assert missing["message"] == "does not implement execute"
-        assert adapter.step("reset", 1, "s9")["status"] == "OK"
-        assert adapter.call("teardown")["status"] == "OK"
+        # Implicit calls of missing hooks stay no-ops: the pre above ran without them.
+        assert adapter.step("pre", 2, "s9")["status"] == "OK"
 
 
 def test_shutdown_runs_teardown_once_and_exits_0(tmp_path: Path) -> None:

@@ -574,6 +574,9 @@ class Runner:
             if worker is None:
                 log.warning("reset of session %s: %s", session_id, _error and _error["message"])
                 continue
+            if not worker.supports("reset"):
+                pool.release(worker)  # the state is cleared above; the class has no hook
+                continue
             try:
                 answer = worker.call(
                     "reset",

@@ -272,13 +272,21 @@ class Worker:
         self._last_pong = time.monotonic()
         self._next_ping = self._last_pong + cfg.heartbeat_interval_ms / 1000
         self.state = "READY"
-        result = self.call("setup", {}, cfg.setup_timeout_ms)
+        # A plain class without setup answers an explicit setup "does not implement setup";
+        # it is set up implicitly (a no-op) before its first call instead.
+        phase = "setup" if self.supports("setup") else "info"
+        result = self.call(phase, {}, cfg.setup_timeout_ms)
         if result.get("status") != "OK":
             self.terminate("setup failed")
             raise WorkerStartError(
                 f"setup failed: {result.get('message')}",
                 str(result.get("error_code") or TIMEOUT),
             )
+
+    def supports(self, phase: str) -> bool:
+        """Whether the worker's hello advertised `phase` (a plain class lacks some hooks)."""
+        caps = (self._hello_frame or {}).get("capabilities")
+        return not isinstance(caps, list) or phase in caps
 
     # ------------------------------------------------------------------ calls
 

@@ -31,7 +31,8 @@ __all__ = ["DEFAULT_MAX_DEFECTS", "METHODS", "CallHandler", "prefetch_image"]
 DEFAULT_MAX_DEFECTS = 20
 
 # phase -> (method name, required); optional hooks missing on a non-BaseAlgorithm class are
-# no-ops, exactly like BaseAlgorithm's defaults.
+# no-ops when the adapter calls them itself, exactly like BaseAlgorithm's defaults, but an
+# explicit call for one answers "does not implement <method>" (contract section 6).
 METHODS: dict[str, tuple[str, bool]] = {
     "info": ("get_info", True),
     "setup": ("setup", False),
@@ -86,6 +87,8 @@ class CallHandler:
         self.setup_done = False
         self.setup_failure: Outcome | None = None
         self.torn_down = False
+        # Set by the first explicit on_step_start/on_step_finish: the host drives the hooks.
+        self.host_hooks = False
         self._last_prefetched: Any = None
 
     def _method(self, name: str) -> Callable[..., Any] | None:
@@ -111,11 +114,21 @@ class CallHandler:
             return None, exc, (time.perf_counter() - start) * 1000.0
         return value, None, (time.perf_counter() - start) * 1000.0
 
+    @property
+    def is_set_up(self) -> bool:
+        """Whether setup ran and no teardown followed it."""
+        return self.setup_done and not self.torn_down
+
     def ensure_setup(self) -> tuple[Outcome | None, float]:
-        """Run setup once per process; return (its failure, ms spent now)."""
-        if self.setup_done:
+        """Run setup unless it already ran since the last teardown; (its failure, ms spent now).
+
+        A host of the adapter era sends teardown when its window closes and setup when it
+        reopens: setup then runs again. A failed setup is never retried in this process.
+        """
+        if self.setup_failure is not None or self.is_set_up:
             return self.setup_failure, 0.0
         self.setup_done = True
+        self.torn_down = False
         _, exc, ms = self._run("setup")
         if exc is not None:
             failure = exception_outcome(exc, "setup")
@@ -124,7 +137,7 @@ class CallHandler:
         return self.setup_failure, ms
 
     def teardown_once(self) -> Outcome | None:
-        """Run teardown at most once per process (only if the algorithm was set up or not)."""
+        """Run teardown unless it already ran since the last setup (so once at exit at most)."""
         if self.torn_down:
             return None
         self.torn_down = True
@@ -162,11 +175,13 @@ class CallHandler:
         request_id = message.get("request_id")
         fields = protocol.call_fields(message)
         phase = fields.get("phase")
+        if phase is None or phase == "":
+            phase = "execute"  # every earlier adapter read a call without phase as execute
         if not isinstance(phase, str) or phase not in METHODS:  # a list is not even hashable
             text = f"unknown phase {json_safe(phase)!r}"[:REPR_LIMIT]
             return protocol.error(request_id, text, PROTOCOL_ERROR)
-        method_name, required = METHODS[phase]
-        if required and self._method(method_name) is None:
+        method_name, _required = METHODS[phase]
+        if self._method(method_name) is None:
             return protocol.error(
                 request_id, f"does not implement {method_name}", ALGORITHM_EXCEPTION
             )
@@ -177,16 +192,12 @@ class CallHandler:
                 f"{phase} needs an integer step_index, got {fields.get('step_index')!r}",
                 PROTOCOL_ERROR,
             )
-        if self.torn_down:
-            return protocol.error(
-                request_id, "the worker has been torn down; send shutdown", PROTOCOL_ERROR
-            )
         timings: dict[str, float] = {"algorithm_ms": 0.0, "hooks_ms": 0.0}
         entry: SessionEntry | None = None
         if phase == "teardown":
             outcome = self._call_teardown()
         else:
-            ran_now = not self.setup_done
+            ran_now = self.setup_failure is None and not self.is_set_up
             failure, setup_ms = self.ensure_setup()
             if ran_now:
                 timings["setup_ms"] = setup_ms
@@ -285,9 +296,14 @@ class CallHandler:
     def _explicit_step_start(
         self, entry: SessionEntry, step_index: int, timings: dict[str, float]
     ) -> Outcome:
-        if step_index in entry.steps:
-            return Outcome("OK", data={"ran": False})
+        # The first explicit hook call hands the hooks to the host (adapter-era hosts send them
+        # with their own session ids); from then on each explicit call runs the hook once.
+        switching = not self.host_hooks
+        self.host_hooks = True
+        if switching and step_index in entry.steps:
+            return Outcome("OK", data={"ran": False})  # already started implicitly: not twice
         failure = self._start_step(entry, step_index, timings)
+        entry.steps.discard(step_index)  # host-driven: the adapter tracks no started steps
         return failure or Outcome("OK", data={"ran": True})
 
     def _explicit_step_finish(
@@ -297,8 +313,7 @@ class CallHandler:
         fields: dict[str, Any],
         timings: dict[str, float],
     ) -> Outcome:
-        if step_index not in entry.steps:
-            return Outcome("OK", data={"ran": False})
+        self.host_hooks = True
         given = fields.get("result")
         basis = Outcome("OK")
         if isinstance(given, dict):
@@ -322,7 +337,7 @@ class CallHandler:
         fields: dict[str, Any],
         timings: dict[str, float],
     ) -> Outcome:
-        if step_index not in entry.steps:
+        if not self.host_hooks and step_index not in entry.steps:
             failure = self._start_step(entry, step_index, timings)
             if failure is not None:
                 return self._finish_step(entry, step_index, failure, timings)
@@ -368,7 +383,7 @@ class CallHandler:
                 as_dim(meta.get("height")),
                 DEFAULT_MAX_DEFECTS if max_defects is None else max_defects,
             )
-        if phase == "execute" or outcome.status == "ERROR":
+        if not self.host_hooks and (phase == "execute" or outcome.status == "ERROR"):
             outcome = self._finish_step(entry, step_index, outcome, timings)
         return outcome
 

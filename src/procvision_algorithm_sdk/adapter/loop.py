@@ -100,13 +100,13 @@ class WorkerLoop(CallHandler):
         return True
 
     def capabilities(self) -> list[str]:
-        """The capabilities this algorithm really has (required methods it lacks are left out)."""
+        """The capabilities this algorithm really has (every phase whose method it lacks is out)."""
         if self.api == EXECUTE_ONLY:
             return [*EXECUTE_ONLY_CAPABILITIES, "info"]
         caps = ["ping", "call", "shutdown", "shared_memory:v1"]
         for phase in protocol.PHASES:
-            method, required = METHODS[phase]
-            if not required or callable(getattr(self.algorithm, method, None)):
+            method, _required = METHODS[phase]
+            if callable(getattr(self.algorithm, method, None)):
                 caps.append(phase)
         return caps
 
