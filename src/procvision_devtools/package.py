@@ -330,8 +330,12 @@ def build_package(
     sign_key: str | os.PathLike[str] | None = None,
     wheel_cache: str | os.PathLike[str] | None = None,
     sdk_wheel: str | None = None,
+    auto_freeze: bool = False,
 ) -> dict[str, Any]:
-    """Build the offline zip; return a summary. CliError with a code on any failure."""
+    """Build the offline zip; return a summary. CliError with a code on any failure.
+
+    `auto_freeze` (the original `-a`): with no requirements file, write one from pip freeze.
+    """
     started = time.monotonic()
     root = Path(project)
     if not root.is_dir():
@@ -341,6 +345,11 @@ def build_package(
     if problems:
         raise CliError(problems[0].code, f"{problems[0].where}: {problems[0].message}")
     req_path = Path(requirements) if requirements else root / "requirements.txt"
+    freeze_notes: list[str] = []
+    if auto_freeze and not req_path.is_file():
+        from ._freeze import freeze_requirements
+
+        freeze_notes = freeze_requirements(req_path)
     if requirements and not req_path.is_file():
         raise CliError(WHEELS_MISSING, f"requirements file not found: {req_path}")
     req_text = req_path.read_text(encoding="utf-8") if req_path.is_file() else ""
@@ -392,7 +401,7 @@ def build_package(
         )
         progress("writing the zip")
         entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
-    notes = list(final.notes) + ([wheel_note] if wheel_note else [])
+    notes = freeze_notes + list(final.notes) + ([wheel_note] if wheel_note else [])
     if entries["left_out"]:
         notes.append(
             "left out of the package (signing key or secret-looking files: *.pem, *.key, "
@@ -550,7 +559,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("project", help="project directory")
     parser.add_argument("-o", "--output", help="zip path (default: ./<name>-<version>.zip)")
     parser.add_argument("-r", "--requirements", help="requirements file (default: project's)")
-    parser.add_argument("-w", "--platform", help="wheel platform tag, e.g. manylinux2014_x86_64")
+    parser.add_argument(
+        "-w",
+        "--platform",
+        "--wheels-platform",  # the original tool's name
+        dest="platform",
+        help="wheel platform tag, e.g. manylinux2014_x86_64",
+    )
     parser.add_argument("-p", "--python-version", help="target python, e.g. 3.10")
     parser.add_argument("-i", "--implementation", help="target implementation, e.g. cp")
     parser.add_argument("-b", "--abi", help="target ABI, e.g. cp310")
@@ -559,6 +574,12 @@ def add_parser(subparsers: Any) -> None:
         "--skip-download",
         action="store_true",
         help="do not download: ship the wheels already in <project>/wheels",
+    )
+    parser.add_argument(
+        "-a",
+        "--auto-freeze",
+        action="store_true",
+        help="no requirements file: write one from `pip freeze` of this interpreter (original -a)",
     )
     parser.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM) to sign with")
     parser.add_argument(
@@ -583,6 +604,7 @@ def _command(args: argparse.Namespace) -> int:
             sign_key=args.sign,
             wheel_cache=args.wheel_cache,
             sdk_wheel=args.sdk_wheel,
+            auto_freeze=args.auto_freeze,
         )
     except CliError as exc:
         return report_error(exc.code, exc.message, args.json)

@@ -79,6 +79,7 @@ def run_steps(
     step: int | None = None,
     all_steps: bool = False,
     session_id: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run steps through a real adapter worker; one entry per step (CliError on bad input)."""
     root = Path(project)
@@ -89,7 +90,7 @@ def run_steps(
     prepare(root, pid)
     session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
     outcomes: list[dict[str, Any]] = []
-    with open_runner(root) as (runner, info):
+    with open_runner(root, **(config or {})) as (runner, info):
         for index in step_list(info, step, all_steps):
             result = runner.run_step(pid, index, image, user_params=params, session_id=session)
             outcomes.append({"step_index": index, **result})
@@ -103,17 +104,42 @@ def run(
     pid: str,
     image_path: str | os.PathLike[str],
     params_json: str | None = None,
+    step_index: int | None = None,
 ) -> dict[str, Any]:
-    """Seed API: run step 1; return {"pre_execute": ..., "execute": ...} (never raises)."""
+    """Seed API: run one step (default 1); {"pre_execute": dict, "execute": dict}, never raises.
+
+    An execute that did not run is {"status": "ERROR", "error_code": <the reason's code>,
+    "message": "not run: ..."}: callers of the seed did `result["execute"].get("status")`.
+    """
     try:
         params = parse_params(params_json)
-        outcome = run_steps(project, pid, image_path, params)[0]
-        return {"pre_execute": outcome["pre_execute"], "execute": outcome["execute"]}
+        outcome = run_steps(project, pid, image_path, params, step=step_index)[0]
+        return step_pair(outcome["pre_execute"], outcome["execute"])
     except CliError as exc:
-        return {"pre_execute": error_result(exc.code, exc.message), "execute": None}
+        return refused(exc.code, exc.message)
     except Exception as exc:  # the Runner refused the package (RunnerError) or a bug of ours
-        code = str(getattr(exc, "error_code", "") or UNKNOWN_ERROR)
-        return {"pre_execute": error_result(code, describe_exception(exc)), "execute": None}
+        return refused(
+            str(getattr(exc, "error_code", "") or UNKNOWN_ERROR), describe_exception(exc)
+        )
+
+
+def not_run(code: str, reason: str) -> dict[str, Any]:
+    """The execute entry of a step whose execute never ran (the seed always gave a dict)."""
+    return {"status": "ERROR", "error_code": str(code), "message": f"not run: {reason}", "data": {}}
+
+
+def step_pair(pre: dict[str, Any], execute: dict[str, Any] | None) -> dict[str, Any]:
+    """{"pre_execute", "execute"} with both dicts; a skipped execute says why, with pre's code."""
+    if execute is None:
+        code = str(pre.get("error_code") or UNKNOWN_ERROR)
+        reason = f"pre_execute answered {pre.get('status')}: {pre.get('message') or ''}".strip()
+        execute = not_run(code, reason)
+    return {"pre_execute": pre, "execute": execute}
+
+
+def refused(code: str, message: str) -> dict[str, Any]:
+    """Both entries for a run that never reached the algorithm."""
+    return {"pre_execute": error_result(code, message), "execute": not_run(code, message)}
 
 
 def _timing(result: dict[str, Any] | None) -> str:

@@ -17,7 +17,7 @@ DEVTOOLS_INSTALL = "pip install procvision-runner"
 # Names forwarded to procvision_devtools (the seed API and the seed helpers built on it).
 _FORWARDED = ("main", "run", "validate", "init_project", "run_adapter", "validate_adapter")
 
-__all__ = ["main", "run", "validate"]
+__all__ = ["init_project", "main", "run", "run_adapter", "validate", "validate_adapter"]
 
 
 def __getattr__(name: str) -> Any:
