@@ -82,6 +82,7 @@ def _lifespan(
             yield
         finally:
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
+            await anyio.to_thread.run_sync(ctx.decoder.close)
         # Do not hang shutdown on a slow warm-up; the Runner's close() stops what it started.
         await anyio.to_thread.run_sync(startup.thread.join, 5.0)
 
@@ -124,6 +125,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.startup = ctx.startup
     app.state.leases = leases
+    app.state.decoder = ctx.decoder
     app.add_middleware(
         RequestGuard,
         limit_for=_limit_for(cfg),

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR
 
 from ..metrics import ServiceMetrics
+from .decoding import Decoder
 from .errors import ApiError
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
 from .settings import ServiceConfig
@@ -54,8 +55,12 @@ class ServiceContext:
     # one store mutation at a time from this process
     manage_lock: threading.Lock = field(default_factory=threading.Lock)
     auth: list[Any] = field(init=False)
+    decoder: Decoder = field(init=False)
 
     def __post_init__(self) -> None:
+        self.decoder = Decoder(
+            self.cfg.decode_budget_pixels, self.cfg.decode_wait_ms, self.cfg.max_image_pixels
+        )
         token = self.cfg.token or None
 
         def authorize(

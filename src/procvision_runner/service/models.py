@@ -100,6 +100,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "frame leases are for clients on this host"},
     422: {"model": ErrorBody, "description": "invalid input (1006)"},
     429: {"model": ErrorBody, "description": "the client holds its maximum of frame leases"},
+    503: {"model": ErrorBody, "description": "busy (1005): retry after `Retry-After` seconds"},
 }
 
 

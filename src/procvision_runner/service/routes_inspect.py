@@ -10,26 +10,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from procvision_algorithm_sdk.contract import find_unjsonable
-from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS, ImageLoadError
+from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS
 
 from ..leases import LeaseError, LeaseRegistry
 from .context import ServiceContext
+from .decoding import decode_image
 from .errors import ApiError
 from .models import PID_PATTERN, SESSION_PATTERN, responses
 from .results import InspectResult
 from .routes_frames import LEASE_PATTERN, ClientId, client_of, lease_error, require_local
 
 __all__ = ["decode_image", "error_result", "inspect_router", "parse_json_field", "run_inspection"]
-
-
-def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, str]:
-    """Decode PNG/JPEG bytes to an H x W x 3 RGB uint8 array, or (None, why) when it cannot."""
-    from procvision_algorithm_sdk.imagefile import decode_image as decode
-
-    try:
-        return decode(data, formats=("PNG", "JPEG"), max_pixels=max_pixels), ""
-    except ImageLoadError as exc:
-        return None, str(exc)
 
 
 def error_result(code: str, message: str, package: dict[str, Any] | None) -> dict[str, Any]:
@@ -121,7 +112,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         "/inspect",
         dependencies=ctx.auth,
         response_model=InspectResult,
-        responses=responses(401, 403, 404, 409, 413, 422),
+        responses=responses(401, 403, 404, 409, 413, 422, 503),
         summary="Run a step (or one phase) on an uploaded image or a leased frame",
     )
     async def inspect(
@@ -134,7 +125,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         session_context: Annotated[str | None, Form(description="JSON object")] = None,
         camera_id: Annotated[str | None, Form(max_length=128)] = None,
         timestamp_ms: Annotated[int | None, Form(ge=0, le=2**53)] = None,
-        image: Annotated[UploadFile | None, File(description="PNG or JPEG")] = None,
+        image: Annotated[UploadFile | None, File(description="PNG, JPEG or TIFF")] = None,
         raw: Annotated[UploadFile | None, File(description="raw row-major uint8 pixels")] = None,
         frame: Annotated[
             str | None,
@@ -193,15 +184,19 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
             if width is not None or height is not None or channels is not None:
                 raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
             data = await image.read()
-            decoded, why = await run_in_threadpool(decode_image, data, cfg.max_image_pixels)
-            if decoded is None:
-                routed = runner.routes().get(pid)
-                package = {"name": routed[0], "version": routed[1]} if routed else None
-                metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
-                failed = error_result(IMAGE_LOAD_FAILED, why, package)
-                out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
-                return JSONResponse(out)
-            array, space = decoded, "RGB"
+            # The decoded frame's pixels stay in the decode budget until the Runner answered.
+            async with ctx.decoder.decoded(data) as (decoded, why):
+                if decoded is None:
+                    routed = runner.routes().get(pid)
+                    package = {"name": routed[0], "version": routed[1]} if routed else None
+                    metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
+                    failed = error_result(IMAGE_LOAD_FAILED, why, package)
+                    out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
+                    return JSONResponse(out)
+                run = run_inspection(
+                    runner, phase, pid, step_index, decoded, color_space="RGB", **fields
+                )
+                return JSONResponse(await run_in_threadpool(run))
         run = run_inspection(runner, phase, pid, step_index, array, color_space=space, **fields)
         return JSONResponse(await run_in_threadpool(run))
 

@@ -25,6 +25,10 @@ class ServiceConfig:
     max_inspect_bytes: int = 256 * 1024**2  # one inspect request (image + fields)
     max_request_bytes: int = 1024**2  # every other request
     max_image_pixels: int = 64_000_000  # decoded PNG/JPEG size guard (decompression bombs)
+    # Pixels being decoded (or held decoded until the Runner answered) at once, server-wide:
+    # two 8000 x 8000 frames; one decodes while the other is held (~0.7 GB peak, benchmarks.md).
+    decode_budget_pixels: int = 128_000_000
+    decode_wait_ms: int = 10_000  # then 503 + Retry-After
     log_level: str = "info"
     lease_max_per_client: int = 8  # frame leases one client id may hold
     lease_max_bytes_per_client: int = 1024**3
@@ -47,6 +51,8 @@ class ServiceConfig:
             "lease_max_per_client",
             "lease_max_bytes_per_client",
             "lease_max_total_bytes",
+            "decode_budget_pixels",
+            "decode_wait_ms",
         ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
