@@ -10,6 +10,7 @@ from typing import Any
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
 
 from .app import create_app
+from .connections import guarded_protocol
 from .guard import check_bind
 from .settings import ServiceConfig
 
@@ -44,6 +45,8 @@ def serve(
             log_level=config.log_level,
             lifespan="on",
             timeout_graceful_shutdown=10,
+            http=guarded_protocol(config.header_timeout_s, config.max_connections),
+            timeout_keep_alive=config.keep_alive_s,
         )
     )
     started = time.monotonic()

@@ -29,6 +29,9 @@ class ServiceConfig:
     # two 8000 x 8000 frames; one decodes while the other is held (~0.7 GB peak, benchmarks.md).
     decode_budget_pixels: int = 128_000_000
     decode_wait_ms: int = 10_000  # then 503 + Retry-After
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this
+    max_connections: int = 256  # open connections; more are answered 503 and closed at once
+    keep_alive_s: int = 5  # an idle kept-alive connection is closed after this (whole seconds)
     log_level: str = "info"
     lease_max_per_client: int = 8  # frame leases one client id may hold
     lease_max_bytes_per_client: int = 1024**3
@@ -53,6 +56,7 @@ class ServiceConfig:
             "lease_max_total_bytes",
             "decode_budget_pixels",
             "decode_wait_ms",
+            "max_connections",
         ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -60,6 +64,12 @@ class ServiceConfig:
         idle = cfg.lease_idle_s
         if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle > 0:
             raise ValueError("service.lease_idle_s must be a positive number")
+        if isinstance(cfg.keep_alive_s, bool) or not isinstance(cfg.keep_alive_s, int):
+            raise ValueError("service.keep_alive_s must be a whole number of seconds")
+        for name in ("header_timeout_s", "keep_alive_s"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"service.{name} must be a positive number of seconds")
         if cfg.token is not None and not isinstance(cfg.token, str):
             raise ValueError("service.token must be a string")
         return cfg
