@@ -48,6 +48,11 @@ class StepCall:
     color_space: Any = "RGB"
     camera_id: Any = None
     timestamp_ms: Any = None
+    # the execute-only API's inputs (contract section 11); None for a lifecycle call
+    guide_frame: Any = None
+    step_desc: Any = None
+    guide_info: Any = None
+    guide_color_space: Any = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def validate_call(
         return CallRefused(
             INVALID_PARAMS, f"color_space must be RGB, BGR or GRAY, not {color_space!r}"
         )
-    meta = _extra_meta(call.camera_id, call.timestamp_ms)
+    meta = extra_meta(call.camera_id, call.timestamp_ms)
     if isinstance(meta, CallRefused):
         return meta
     step_index = call.step_index
@@ -130,7 +135,7 @@ def validate_call(
     )
 
 
-def _extra_meta(camera_id: Any, timestamp_ms: Any) -> dict[str, Any] | CallRefused:
+def extra_meta(camera_id: Any, timestamp_ms: Any) -> dict[str, Any] | CallRefused:
     extra_meta: dict[str, Any] = {}
     if camera_id is not None:
         if not isinstance(camera_id, (str, int)) or isinstance(camera_id, bool):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk import segment
-from procvision_algorithm_sdk.contract import check_manifest
+from procvision_algorithm_sdk.contract import check_manifest, is_safe_name
 from procvision_algorithm_sdk.errors import (
     ACTIVATION_CONFLICT,
     INCOMPATIBLE_PYTHON,
@@ -35,7 +35,9 @@ from procvision_algorithm_sdk.errors import (
     UNKNOWN_ERROR,
     ProcVisionError,
 )
+from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
 
+from . import execute_only
 from .calls import CallRefused, PackageKey, StepCall, ValidCall, validate_call
 from .config import RunnerConfig
 from .leases import SharedFrame
@@ -147,7 +149,9 @@ class Runner:
             raise RunnerError(
                 f"python interpreter {interpreter} does not exist", INCOMPATIBLE_PYTHON
             )
-        pids = [str(p) for p in manifest["supported_pids"]]
+        # An execute-only manifest has no supported_pids: route() binds the pids asked for.
+        pids = [str(p) for p in manifest.get("supported_pids") or []]
+        exonly_manifest = manifest_api(manifest) == EXECUTE_ONLY
         with self._lock:
             existing = self._pools.get(key)
             if activate:
@@ -167,13 +171,33 @@ class Runner:
             self._on_log,
             self._counters,
             lambda owner: SlotRing(
-                owner, self.config.slots_per_worker, self.config.slot_initial_bytes
+                owner,
+                # an execute-only call holds two slots at once (current and guide frame)
+                max(2, self.config.slots_per_worker)
+                if exonly_manifest
+                else self.config.slots_per_worker,
+                self.config.slot_initial_bytes,
             ),
         )
         with self._lock:
             self._pools[key] = pool
             self._manifests[key] = manifest
         pool.start()
+        if (
+            pool.state not in (FAILED, STOPPED)
+            and (execute_only.package_api(pool.info) == EXECUTE_ONLY) != exonly_manifest
+        ):
+            pool.stop()
+            with self._lock:
+                if self._pools.get(key) is pool:
+                    del self._pools[key]
+                    self._manifests.pop(key, None)
+            raise RunnerError(
+                f"{root / 'manifest.json'} declares the "
+                f"{'execute-only' if exonly_manifest else 'lifecycle'} API but the entry class "
+                f"implements the other one (execute-only manifests have no supported_pids)",
+                MANIFEST_MISSING,
+            )
         with self._lock:
             if self._closed:
                 pool.stop()
@@ -214,7 +238,15 @@ class Runner:
             key = PackageKey(*key)
             if key not in self._pools:
                 raise RunnerError(f"package {key.name} {key.version} is not loaded", INVALID_PID)
-            supported = {str(p) for p in self._manifests[key]["supported_pids"]}
+            manifest = self._manifests[key]
+            if manifest_api(manifest) == EXECUTE_ONLY:
+                # any safe pid: an execute-only package serves whatever it is bound to
+                unsafe = [p for p in wanted if not is_safe_name(p)]
+                if unsafe:
+                    raise RunnerError(f"pids {unsafe} are not safe names", INVALID_PID)
+                self._routes.update(dict.fromkeys(wanted, key))
+                return
+            supported = {str(p) for p in manifest["supported_pids"]}
             missing = [p for p in wanted if p not in supported]
             if missing:
                 raise RunnerError(
@@ -284,8 +316,16 @@ class Runner:
         color_space: str = "RGB",
         camera_id: str | None = None,
         timestamp_ms: int | None = None,
+        guide_frame: Any = None,
+        step_desc: str | None = None,
+        guide_info: list[Any] | None = None,
+        guide_color_space: str | None = None,
     ) -> dict[str, Any]:
-        """Run pre_execute, then execute unless pre returned ERROR, on one worker."""
+        """Run pre_execute, then execute unless pre returned ERROR, on one worker.
+
+        For an execute-only package: one execute with `frame` as the current image and
+        `guide_frame`, `step_desc`, `guide_info`; the answer's pre_execute is None.
+        """
         call = StepCall(
             pid,
             step_index,
@@ -296,8 +336,12 @@ class Runner:
             color_space,
             camera_id,
             timestamp_ms,
+            guide_frame,
+            step_desc,
+            guide_info,
+            guide_color_space,
         )
-        results = self._invoke(("pre", "execute"), call)
+        results: list[Any] = self._invoke(("pre", "execute"), call)
         return {"pre_execute": results[0], "execute": results[1] if len(results) > 1 else None}
 
     def pre_execute(
@@ -312,6 +356,10 @@ class Runner:
         color_space: str = "RGB",
         camera_id: str | None = None,
         timestamp_ms: int | None = None,
+        guide_frame: Any = None,
+        step_desc: str | None = None,
+        guide_info: list[Any] | None = None,
+        guide_color_space: str | None = None,
     ) -> dict[str, Any]:
         """Run only pre_execute of a step."""
         call = StepCall(
@@ -324,6 +372,10 @@ class Runner:
             color_space,
             camera_id,
             timestamp_ms,
+            guide_frame,
+            step_desc,
+            guide_info,
+            guide_color_space,
         )
         return self._invoke(("pre",), call)[0]
 
@@ -339,8 +391,12 @@ class Runner:
         color_space: str = "RGB",
         camera_id: str | None = None,
         timestamp_ms: int | None = None,
+        guide_frame: Any = None,
+        step_desc: str | None = None,
+        guide_info: list[Any] | None = None,
+        guide_color_space: str | None = None,
     ) -> dict[str, Any]:
-        """Run only execute of a step."""
+        """Run only execute of a step (the one call of an execute-only package)."""
         call = StepCall(
             pid,
             step_index,
@@ -351,6 +407,10 @@ class Runner:
             color_space,
             camera_id,
             timestamp_ms,
+            guide_frame,
+            step_desc,
+            guide_info,
+            guide_color_space,
         )
         return self._invoke(("execute",), call)[0]
 
@@ -398,9 +458,14 @@ class Runner:
         raw: StepCall,
     ) -> list[dict[str, Any]]:
         first, pid = phases[0], raw.pid
+        if execute_only.package_api(pool.info) == EXECUTE_ONLY:
+            return execute_only.invoke(self, pool, key, started, phases, raw)
         unavailable = pool.unavailable()
         if unavailable is not None:
             return self._answer(pid, key, first, unavailable, started)
+        refusal = execute_only.lifecycle_refusal(key.name, key.version, raw)
+        if refusal is not None:
+            return self._answer(pid, key, first, error_frame(refusal, INVALID_PARAMS), started)
         call = validate_call(raw, pool.info or {}, key)
         if isinstance(call, CallRefused):
             return self._answer(pid, key, first, error_frame(call.message, call.code), started)
