@@ -81,25 +81,10 @@ def _find(wanted: dict[str, str]) -> list[Path]:
 
 
 def sdk_wheel() -> Path:
-    """This project's wheel built from the checkout (cached by a digest of the sources)."""
-    files = sorted(p for p in (REPO / "src").rglob("*") if p.is_file() and _is_source(p))
-    files += [REPO / "pyproject.toml", REPO / "README.md"]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(str(p.relative_to(REPO)).encode())
-        h.update(p.read_bytes())
-    out = CACHE / "sdk-wheel" / h.hexdigest()[:16]
-    with FileLock(str(CACHE / "sdk-wheel.lock")):
-        built = sorted(out.glob("procvision_algorithm_sdk-*.whl"))
-        if not built:
-            out.mkdir(parents=True, exist_ok=True)
-            _pip(["wheel", "--no-deps", "-w", str(out), str(REPO)])
-            built = sorted(out.glob("procvision_algorithm_sdk-*.whl"))
-    return built[0]
+    """The SDK wheel `procvision-cli package` ships, built from distributions/sdk (cached)."""
+    from procvision_devtools.sdk_wheel import build_sdk_wheel
 
-
-def _is_source(p: Path) -> bool:
-    return "__pycache__" not in p.parts and ".egg-info" not in str(p) and p.suffix != ".pyc"
+    return build_sdk_wheel(REPO, CACHE / "sdk-wheel")
 
 
 def example_files(version: str = "1.0.0") -> dict[str, bytes]:

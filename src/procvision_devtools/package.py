@@ -6,33 +6,28 @@ import argparse
 import contextlib
 import fnmatch
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from procvision_algorithm_sdk._version import __version__
 from procvision_algorithm_sdk.contract import check_manifest
 from procvision_algorithm_sdk.errors import INVALID_ZIP, MANIFEST_MISSING, WHEELS_MISSING
 
 from ._common import CliError, load_manifest, print_json, progress, report_error
+from ._pip import run_pip
 from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
 from ._target import current_target, expand_platforms
+from .sdk_wheel import find_sdk_wheel, sdk_dependencies
 
 CHECKSUMS = "checksums.sha256"
 SIGNATURE = "SIGNATURE"
 ENV_FILE = ".procvision_env.json"
-PIP_TIMEOUT_S = 1800.0
-SDK_BUILD_TIMEOUT_S = 600.0
 
 _EXCLUDED_DIRS = {
     ".git",
@@ -105,142 +100,6 @@ def project_files(project: Path, skip: set[Path], left_out: list[str] | None = N
     return files
 
 
-# ---------------------------------------------------------------------------------------------
-# the SDK's own wheel
-
-
-def _sdk_source_root() -> Path | None:
-    """Return the source checkout of an editable SDK install, if that is what runs."""
-    try:
-        dist = importlib.metadata.distribution(SDK_PROJECT)
-        text = dist.read_text("direct_url.json")
-    except importlib.metadata.PackageNotFoundError:
-        text = None
-    if text:
-        with contextlib.suppress(ValueError, AttributeError):
-            info = json.loads(text)
-            url = urlparse(info.get("url", ""))
-            if url.scheme == "file" and (info.get("dir_info") or {}).get("editable"):
-                root = Path(unquote(url.path))
-                if (root / "pyproject.toml").is_file():
-                    return root
-    # Running from a checkout without an install record: src/procvision_devtools/..
-    here = Path(__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() and (here / "src").is_dir() else None
-
-
-def _source_digest(root: Path) -> tuple[str, list[Path]]:
-    files = [root / "pyproject.toml"]
-    for extra in ("setup.cfg", "MANIFEST.in", "README.md", "LICENSE"):
-        if (root / extra).is_file():
-            files.append(root / extra)
-    for path in sorted((root / "src").rglob("*")):
-        skipped = "__pycache__" in path.parts or ".egg-info" in str(path)
-        if path.is_file() and not skipped and not path.name.endswith((".pyc", ".pyo")):
-            files.append(path)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16], files
-
-
-def default_cache_dir() -> Path:
-    """Per-user cache for SDK wheels built from a source checkout."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "procvision-cli"
-
-
-def find_sdk_wheel(explicit: str | None, cache: Path | None) -> Path:
-    """Return the SDK wheel to ship: --sdk-wheel, or one built from the editable checkout."""
-    explicit = explicit or os.environ.get("PROCVISION_SDK_WHEEL")
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file() or not path.name.startswith("procvision_algorithm_sdk-"):
-            raise CliError(WHEELS_MISSING, f"--sdk-wheel {path} is not an SDK wheel file")
-        return path
-    root = _sdk_source_root()
-    if root is None:
-        candidates = sorted(
-            (cache or default_cache_dir()).glob(f"procvision_algorithm_sdk-{__version__}-*.whl")
-        )
-        if candidates:
-            return candidates[-1]
-        raise CliError(
-            WHEELS_MISSING,
-            "cannot find the SDK wheel: pass --sdk-wheel PATH (procvision_algorithm_sdk-*.whl)",
-        )
-    key, files = _source_digest(root)
-    store = (cache or default_cache_dir()) / f"sdk-{__version__}-{key}"
-    built = sorted(store.glob("procvision_algorithm_sdk-*.whl")) if store.is_dir() else []
-    if built:
-        return built[0]
-    progress(f"building the SDK wheel from {root}")
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pv-sdk-build-") as tmp:
-        source = Path(tmp) / "src-copy"
-        for path in files:
-            target = source / path.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-        if not (source / "README.md").exists():
-            # pyproject names a readme; a checkout without one must still build
-            (source / "README.md").write_text("ProcVision algorithm SDK\n", encoding="utf-8")
-        out = Path(tmp) / "out"
-        _run_pip(
-            ["wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
-            "building the SDK wheel",
-            SDK_BUILD_TIMEOUT_S,
-        )
-        wheels = sorted(out.glob("procvision_algorithm_sdk-*.whl"))
-        if not wheels:
-            raise CliError(WHEELS_MISSING, "building the SDK wheel produced no wheel")
-        staging = Path(tempfile.mkdtemp(prefix=f".{store.name}-", dir=store.parent))
-        shutil.copy2(wheels[0], staging / wheels[0].name)
-        try:
-            staging.rename(store)
-        except OSError:  # another build finished first: use its wheel
-            shutil.rmtree(staging, ignore_errors=True)
-    built = sorted(store.glob("procvision_algorithm_sdk-*.whl"))
-    if not built:
-        raise CliError(WHEELS_MISSING, f"SDK wheel cache {store} is empty")
-    return built[0]
-
-
-def sdk_dependencies(wheel: Path) -> list[str]:
-    """Return the SDK wheel's unconditional Requires-Dist lines (numpy, Pillow)."""
-    with zipfile.ZipFile(wheel) as zf:
-        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        text = zf.read(meta).decode("utf-8")
-    deps = []
-    for line in text.splitlines():
-        if line.startswith("Requires-Dist:"):
-            value = line.split(":", 1)[1].strip()
-            if "extra ==" not in value:
-                deps.append(value)
-    return deps
-
-
-# ---------------------------------------------------------------------------------------------
-# pip
-
-
-def _run_pip(args: list[str], what: str, timeout_s: float = PIP_TIMEOUT_S) -> str:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
-    try:
-        proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise CliError(WHEELS_MISSING, f"{what}: pip did not finish in {timeout_s:.0f} s") from None
-    except OSError as exc:
-        raise CliError(WHEELS_MISSING, f"{what}: cannot run pip: {exc}") from None
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-        raise CliError(WHEELS_MISSING, f"{what} failed:\n{tail}")
-    return proc.stdout
-
-
 def download_wheels(
     lines: list[str], dest: Path, target: dict[str, Any], cache: Path | None
 ) -> None:
@@ -266,13 +125,13 @@ def download_wheels(
     ]
     if cache is not None and cache.is_dir():
         try:  # everything may already be cached: no registry round trip at all
-            _run_pip([*base, "--no-index", "--find-links", str(cache)], "pip download (cache)")
+            run_pip([*base, "--no-index", "--find-links", str(cache)], "pip download (cache)")
             return
         except CliError:
             for stale in dest.iterdir():
                 stale.unlink()
         progress("downloading wheels (cache incomplete)")
-        _run_pip([*base, "--find-links", str(cache)], "pip download")
+        run_pip([*base, "--find-links", str(cache)], "pip download")
         cache.mkdir(parents=True, exist_ok=True)
         for wheel in dest.glob("*.whl"):
             if not (cache / wheel.name).exists():
@@ -281,7 +140,7 @@ def download_wheels(
                 os.replace(tmp, cache / wheel.name)
         return
     progress("downloading wheels")
-    _run_pip(base, "pip download")
+    run_pip(base, "pip download")
 
 
 # ---------------------------------------------------------------------------------------------
