@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fnmatch
 import hashlib
 import json
@@ -12,7 +11,6 @@ import re
 import shutil
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,8 @@ from ._pip import run_pip
 from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
 from ._target import current_target, expand_platforms
 from .sdk_wheel import find_sdk_wheel, sdk_dependencies
+from .zipwriter import CHECKSUMS, SIGNATURE, write_zip
 
-CHECKSUMS = "checksums.sha256"
-SIGNATURE = "SIGNATURE"
 ENV_FILE = ".procvision_env.json"
 
 _EXCLUDED_DIRS = {
@@ -54,7 +51,6 @@ _EXCLUDED_DIRS = {
 _EXCLUDED_SUFFIXES = (".zip", ".pyc", ".pyo", ".whl", ".egg-info", ".DS_Store")
 # Files the package step regenerates at the root.
 _REGENERATED = {"requirements.txt", ENV_FILE, CHECKSUMS, SIGNATURE}
-_FIXED_DATE = (2020, 1, 1, 0, 0, 0)
 # Secret-looking files never ship, whatever directory they sit in: a station's package store
 # is not a place for private keys or credentials.
 _SECRET_PATTERNS = ("*.pem", "*.key", ".env", ".env.*", "id_rsa*")
@@ -332,14 +328,6 @@ def _wheel_version(filename: str) -> str:
     return filename.split("-")[1]
 
 
-def _entry(name: str, compress: int) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
-    info.external_attr = 0o644 << 16
-    info.create_system = 3
-    info.compress_type = compress
-    return info
-
-
 def _write_zip(
     root: Path,
     out: Path,
@@ -362,49 +350,8 @@ def _write_zip(
     wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
     for name in wheels:
         sources[f"wheels/{name}"] = wheels_dir / name
-    names = sorted(set(sources) | set(generated))
-    signature_key = _load_signing_key(sign_key) if sign_key is not None else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        checksum_lines = []
-        with zipfile.ZipFile(tmp_name, "w") as zf:
-            for name in names:
-                data = generated[name] if name in generated else sources[name].read_bytes()
-                stored = name.endswith(".whl")
-                zf.writestr(
-                    _entry(name, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED), data
-                )
-                checksum_lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}")
-            checksums = ("\n".join(checksum_lines) + "\n").encode("utf-8")
-            zf.writestr(_entry(CHECKSUMS, zipfile.ZIP_DEFLATED), checksums)
-            if signature_key is not None:
-                signature = signature_key.sign(checksums).hex() + "\n"
-                zf.writestr(_entry(SIGNATURE, zipfile.ZIP_DEFLATED), signature.encode("ascii"))
-        os.replace(tmp_name, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    names = write_zip(out, sources, generated, sign_key)
     return {"files": names, "wheels": wheels, "left_out": left_out}
-
-
-def _load_signing_key(path: str | os.PathLike[str]) -> Any:
-    try:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    except ImportError:
-        raise CliError(
-            INVALID_ZIP, "--sign needs the 'cryptography' package: pip install cryptography"
-        ) from None
-    try:
-        key = load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CliError(INVALID_ZIP, f"cannot read the signing key {path}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CliError(INVALID_ZIP, f"{path} is not an Ed25519 private key")
-    return key
 
 
 def add_parser(subparsers: Any) -> None:
