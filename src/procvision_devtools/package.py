@@ -172,6 +172,32 @@ def resolve_target(project: Path, overrides: dict[str, str | None]) -> dict[str,
     return target
 
 
+def _checked_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
+    manifest = load_manifest(root)
+    problems = check_manifest(manifest)
+    if problems:
+        raise CliError(problems[0].code, f"{problems[0].where}: {problems[0].message}")
+    return manifest
+
+
+def _read_requirements(
+    root: Path, requirements: str | os.PathLike[str] | None, auto_freeze: bool
+) -> tuple[Requirements, list[str]]:
+    """The project's requirements, normalised, and the notes of an auto-freeze that wrote them."""
+    req_path = Path(requirements) if requirements else root / "requirements.txt"
+    freeze_notes: list[str] = []
+    if auto_freeze and not req_path.is_file():
+        from ._freeze import freeze_requirements
+
+        freeze_notes = freeze_requirements(req_path)
+    if requirements and not req_path.is_file():
+        raise CliError(WHEELS_MISSING, f"requirements file not found: {req_path}")
+    req_text = req_path.read_text(encoding="utf-8") if req_path.is_file() else ""
+    return normalise(req_text, req_path.name), freeze_notes
+
+
 def build_package(
     project: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -193,22 +219,8 @@ def build_package(
     """
     started = time.monotonic()
     root = Path(project)
-    if not root.is_dir():
-        raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
-    manifest = load_manifest(root)
-    problems = check_manifest(manifest)
-    if problems:
-        raise CliError(problems[0].code, f"{problems[0].where}: {problems[0].message}")
-    req_path = Path(requirements) if requirements else root / "requirements.txt"
-    freeze_notes: list[str] = []
-    if auto_freeze and not req_path.is_file():
-        from ._freeze import freeze_requirements
-
-        freeze_notes = freeze_requirements(req_path)
-    if requirements and not req_path.is_file():
-        raise CliError(WHEELS_MISSING, f"requirements file not found: {req_path}")
-    req_text = req_path.read_text(encoding="utf-8") if req_path.is_file() else ""
-    reqs = normalise(req_text, req_path.name)
+    manifest = _checked_manifest(root)
+    reqs, freeze_notes = _read_requirements(root, requirements, auto_freeze)
     target = resolve_target(
         root,
         {
