@@ -405,7 +405,7 @@ INFO_CASES: list[tuple[str, Callable[[dict], object], str, str]] = [
     ("empty pid", lambda i: i.update(supported_pids=[""]), R, "info.supported_pids[0]"),
     ("no steps", lambda i: i.pop("steps"), R, "info.steps"),
     ("step not dict", lambda i: i["steps"].append(3), R, "info.steps[2]"),
-    ("index 0", _step(index=0), R, "info.steps[0].index"),
+    ("index -1", _step(index=-1), R, "info.steps[0].index"),
     ("index bool", _step(index=True), R, "info.steps[0].index"),
     ("duplicate index", _step(index=2), R, "info.steps[1].index"),
     ("no step name", lambda i: i["steps"][0].pop("name"), R, "info.steps[0].name"),
@@ -611,7 +611,7 @@ MANIFEST_CASES: list[tuple[str, Callable[[dict], object], str]] = [
     ("description int", _set(description=2), "manifest.description"),
     ("default_config list", _set(default_config=[1]), "manifest.default_config"),
     ("steps not list", _set(steps={}), "manifest.steps"),
-    ("step index 0", lambda m: m["steps"][0].update(index=0), "manifest.steps[0].index"),
+    ("step index -1", lambda m: m["steps"][0].update(index=-1), "manifest.steps[0].index"),
     (
         "step param",
         lambda m: m["steps"][1].update(params=[{"key": "k"}]),

@@ -22,6 +22,7 @@ from procvision_algorithm_sdk.imagefile import decode_image
 
 PASS = "PASS"
 FAIL = "FAIL"
+WARN = "WARN"  # reported, not a failure (a legacy form that still runs)
 
 # Size of the generated smoke-test image: big enough for real algorithms, small enough to be fast.
 TEST_IMAGE_WIDTH = 640
@@ -47,6 +48,18 @@ class Report:
             entry["where"] = where
         self.checks.append(entry)
 
+    def warn(self, name: str, problem: Problem) -> None:
+        """Record a warning: reported with its code and location, but not a failure."""
+        self.checks.append(
+            {
+                "name": name,
+                "result": WARN,
+                "message": problem.message,
+                "code": str(problem.code),
+                "where": problem.where,
+            }
+        )
+
     def problems(self, name: str, problems: list[Problem], ok_message: str) -> bool:
         """Record one FAIL per problem, or one PASS when there are none; True if it passed."""
         if not problems:
@@ -64,12 +77,16 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """Return the contract's report shape."""
         failed = self.failed
+        warnings = sum(1 for check in self.checks if check["result"] == WARN)
+        summary: dict[str, Any] = {
+            "status": FAIL if failed or not self.checks else PASS,
+            "passed": len(self.checks) - failed - warnings,
+            "failed": failed,
+        }
+        if warnings:
+            summary["warnings"] = warnings
         return {
-            "summary": {
-                "status": FAIL if failed or not self.checks else PASS,
-                "passed": len(self.checks) - failed,
-                "failed": failed,
-            },
+            "summary": summary,
             "checks": list(self.checks),
         }
 
@@ -177,7 +194,7 @@ def progress(message: str) -> None:
 def print_report(report: dict[str, Any]) -> None:
     """Print a validate report, one line per check, then the summary."""
     for check in report["checks"]:
-        mark = "[PASS]" if check["result"] == PASS else "[FAIL]"
+        mark = f"[{check['result']}]" if check["result"] in (PASS, WARN) else "[FAIL]"
         code = f" ({check['code']})" if check.get("code") else ""
         where = f" at {check['where']}" if check.get("where") else ""
         print(f"{mark} {check['name']}{code}{where}: {check['message']}")

@@ -19,6 +19,7 @@ from procvision_algorithm_sdk.contract import (
     check_manifest,
     check_pre_execute_result,
     find_step,
+    legacy_step_zero,
     validate_user_params,
 )
 from procvision_algorithm_sdk.errors import (
@@ -93,6 +94,8 @@ def read_project(
     report.problems(
         "manifest", check_manifest(manifest), "manifest.json fields and types are valid"
     )
+    for problem in legacy_step_zero(manifest, "manifest"):
+        report.warn("step numbering", problem)
     if not isinstance(manifest, dict) or project_top_level(manifest.get("entry_point")) is None:
         report.fail(
             "entry import",

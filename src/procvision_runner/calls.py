@@ -97,9 +97,11 @@ def validate_call(
     if isinstance(meta, CallRefused):
         return meta
     step_index = call.step_index
-    if not isinstance(step_index, int) or isinstance(step_index, bool) or step_index < 1:
+    # 0 is the original init's numbering (legacy, passed on unchanged); negatives never were.
+    if not isinstance(step_index, int) or isinstance(step_index, bool) or step_index < 0:
         return CallRefused(
-            INVALID_PARAMS, f"step_index must be an integer >= 1, not {step_index!r}"
+            INVALID_PARAMS,
+            f"step_index must be an integer >= 1 (0: legacy numbering), not {step_index!r}",
         )
     specs: Any = []
     if isinstance(info.get("steps"), list) and info["steps"]:

@@ -10,7 +10,14 @@ from .jsonsafe import MAX_NESTING_DEPTH, find_unjsonable, to_jsonable
 # Kept importable from here: the contract tests compare the fast path with the full walk.
 from .jsonsafe import _plainly_json as _plainly_json
 from .jsonsafe import _walk_json as _walk_json
-from .manifest import SAFE_NAME_PATTERN, check_info, check_manifest, find_step, is_safe_name
+from .manifest import (
+    SAFE_NAME_PATTERN,
+    check_info,
+    check_manifest,
+    find_step,
+    is_safe_name,
+    legacy_step_zero,
+)
 from .params import PARAM_TYPES, check_param_specs, validate_user_params
 from .problem import Problem
 from .rects import RECT_FIELDS, check_rect
@@ -42,6 +49,7 @@ __all__ = [
     "find_step",
     "find_unjsonable",
     "is_safe_name",
+    "legacy_step_zero",
     "to_jsonable",
     "validate_user_params",
 ]

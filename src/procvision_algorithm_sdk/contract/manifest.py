@@ -31,6 +31,7 @@ __all__ = [
     "check_manifest",
     "find_step",
     "is_safe_name",
+    "legacy_step_zero",
 ]
 
 # The one rule for names that become path components (package names, versions, pids).
@@ -51,12 +52,14 @@ def _check_steps(steps: object, where: str, code: str) -> list[Problem]:
             problems.append(Problem(at, code, f"{at} must be an object {{index, name, params}}"))
             continue
         index = step.get("index")
-        if not _is_int(index) or index < 1:
+        if not _is_int(index) or index < 0:
+            # 0 is the original `init`'s numbering, accepted as legacy (validate warns about it).
             problems.append(
                 Problem(
                     _child(at, "index"),
                     code,
-                    f"a step index must be an integer >= 1, not {_show(index)}",
+                    f"a step index must be an integer >= 1 (0: legacy numbering), not "
+                    f"{_show(index)}",
                 )
             )
         elif index in indexes:
@@ -344,6 +347,21 @@ def _check_agreement(manifest: dict[Any, Any], info: object) -> list[Problem]:
             )
         )
     return problems
+
+
+def legacy_step_zero(info_or_manifest: object, where: str) -> list[Problem]:
+    """Where a steps list uses index 0 (the original init's numbering): warnings, not failures."""
+    steps = info_or_manifest.get("steps") if isinstance(info_or_manifest, dict) else None
+    found: list[Problem] = []
+    for position, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, dict) and _is_int(step.get("index")) and step["index"] == 0:
+            at = _child(_child(_child(where, "steps"), position), "index")
+            message = (
+                "step index 0 is the original init's numbering: accepted as legacy and passed "
+                "to the algorithm unchanged (new projects number steps from 1)"
+            )
+            found.append(Problem(at, MANIFEST_MISSING, message))
+    return found
 
 
 def _find_step(info_or_manifest: object, step_index: int) -> dict[str, Any] | None:

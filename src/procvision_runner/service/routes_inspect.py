@@ -118,7 +118,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     async def inspect(
         request: Request,
         pid: Annotated[str, Form(pattern=PID_PATTERN)],
-        step_index: Annotated[int, Form(ge=1, le=10_000)],
+        step_index: Annotated[int, Form(ge=0, le=10_000)],
         phase: Annotated[Literal["step", "pre", "execute"], Form()] = "step",
         user_params: Annotated[str | None, Form(description="JSON object")] = None,
         session_id: Annotated[str | None, Form(pattern=SESSION_PATTERN)] = None,

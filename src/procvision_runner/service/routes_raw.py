@@ -99,7 +99,7 @@ def raw_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     async def inspect_raw(
         request: Request,
         pid: Annotated[str, Query(pattern=PID_PATTERN)],
-        step_index: Annotated[int, Query(ge=1, le=10_000)],
+        step_index: Annotated[int, Query(ge=0, le=10_000)],
         height: Annotated[int, Query(ge=1, le=65_535)],
         width: Annotated[int, Query(ge=1, le=65_535)],
         channels: Annotated[int, Query(ge=1, le=3, description="1 (GRAY) or 3")] = 3,
