@@ -1,32 +1,22 @@
-"""One supervised adapter process: spawn, handshake, calls with deadlines, heartbeat, kill/reap.
+"""One supervised adapter process: handshake, calls with deadlines, heartbeat, kill/reap.
 
-Workers die with the Runner. On Linux each child asks the kernel for SIGKILL when its parent
-thread exits (prctl PR_SET_PDEATHSIG, set between fork and exec); because the kernel ties that
-signal to the *thread* that forked, every worker is spawned from one long-lived `Spawner` thread
-that lives exactly as long as the Runner. The adapter also exits on stdin EOF. On Windows the
-equivalent is a job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; it is not implemented here,
-so on Windows only the stdin-EOF path applies.
+The OS side (environment, the spawner thread, process groups) is in process.py and the stderr
+log records in worker_logs.py; this module speaks the frame protocol with one worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
-import json
 import logging
 import os
-import queue
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,101 +31,19 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from .config import RunnerConfig
+from .process import (
+    ENV_ALLOWLIST,
+    SIGKILL,
+    Spawner,
+    describe_exit,
+    poll_group,
+    signal_group,
+    wait_exit,
+    worker_env,
+)
+from .worker_logs import MAX_LOG_LINE, WorkerLogs
 
 log = logging.getLogger("procvision.runner")
-
-ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "TZ")
-ENV_PREFIX_ALLOWLIST = ("LC_",)
-MAX_LOG_LINE = 64 * 1024
-_READ_BLOCK = 64 * 1024
-
-_PR_SET_PDEATHSIG = 1
-_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
-_waitid: Any = getattr(os, "waitid", None)
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    try:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - exotic libc
-        _prctl = None
-
-
-def worker_env(root: Path, config: RunnerConfig) -> dict[str, str]:
-    """Return the filtered environment of a worker: an allowlist plus the PROC_* we set."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)
-    }
-    env.update(config.extra_env)
-    env["PROC_ALGO_ROOT"] = str(root)
-    env["PROC_LOG_LEVEL"] = config.log_level
-    return env
-
-
-def _child_setup_for(parent_pid: int) -> Callable[[], None]:
-    def _child_setup() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(70)
-
-    return _child_setup
-
-
-class Spawner:
-    """A long-lived thread that starts every worker (PR_SET_PDEATHSIG is per forking thread)."""
-
-    def __init__(self) -> None:
-        self._requests: queue.Queue[
-            tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]] | None
-        ]
-        self._requests = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="procvision-spawner", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            item = self._requests.get()
-            if item is None:
-                return
-            make, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(make())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    def spawn(self, argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float) -> Any:
-        """Start a process with piped stdio on the spawner thread; return its Popen."""
-
-        def make() -> subprocess.Popen[bytes]:
-            kwargs: dict[str, Any] = {}
-            if os.name == "nt":  # pragma: no cover - Windows
-                kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-            else:
-                kwargs["preexec_fn"] = _child_setup_for(os.getpid())
-                kwargs["start_new_session"] = True  # a Ctrl-C at the terminal is the Runner's
-            return subprocess.Popen(
-                argv,
-                cwd=str(cwd),
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                **kwargs,
-            )
-
-        future: Future[subprocess.Popen[bytes]] = Future()
-        self._requests.put((make, future))
-        return future.result(timeout=timeout_s)
-
-    def stop(self) -> None:
-        """End the thread (only after every worker is reaped: its exit kills children)."""
-        self._requests.put(None)
-        self._thread.join(timeout=5)
 
 
 class WorkerStartError(Exception):
@@ -173,7 +81,7 @@ def error_frame(message: str, code: str, **extra: Any) -> dict[str, Any]:
     return frame
 
 
-class Worker:
+class WorkerProcess:
     """One adapter process and the threads that read its stdout (frames) and stderr (logs)."""
 
     def __init__(
@@ -188,7 +96,7 @@ class Worker:
         self.spec = spec
         self.config = config
         self._spawner = spawner
-        self._on_log = on_log
+        self.logs = WorkerLogs(spec.name, spec.version, worker_id, on_log, config.stderr_tail_lines)
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         self.state = "STARTING"  # STARTING, READY, DEAD, STOPPED
@@ -210,9 +118,6 @@ class Worker:
         self._abandoned = threading.Event()  # terminate() was called: stop writing to it
         self._stderr_done = threading.Event()
         self._shutdown_ack = threading.Event()
-        self._tail: deque[str] = deque(maxlen=config.stderr_tail_lines)
-        self._current_session: str | None = None
-        self._current_trace: str | None = None
         self._last_pong = time.monotonic()
         self._next_ping = time.monotonic()
         self._kill_at: float | None = None
@@ -235,7 +140,7 @@ class Worker:
             raise WorkerStartError(f"cannot start {argv[0]}: {exc}", MODEL_NOT_FOUND) from exc
         proc = self.proc
         assert proc is not None and proc.stdin and proc.stdout and proc.stderr
-        self.pid = proc.pid
+        self.pid = self.logs.pid = proc.pid
         if os.name != "nt":
             os.set_blocking(proc.stdin.fileno(), False)
         for target, name in ((self._read_stdout, "out"), (self._read_stderr, "err")):
@@ -250,7 +155,7 @@ class Worker:
             self._wait_exit(2.0)
             self.terminate("start error")
             raise WorkerStartError(
-                f"worker failed to start: {err.get('message')}{self._tail_text()}",
+                f"worker failed to start: {err.get('message')}{self.logs.tail_text()}",
                 str(err.get("error_code") or MODEL_NOT_FOUND),
             )
         if self._hello_frame is None:
@@ -304,9 +209,9 @@ class Worker:
                 )
             self._pending = pending
             self.in_call = True
-            self._current_session = session.get("id")
+            self.logs.session_id = session.get("id")
             trace = context.get("trace_id") if isinstance(context, dict) else None
-            self._current_trace = str(trace) if trace is not None else None
+            self.logs.trace_id = str(trace) if trace is not None else None
         try:
             deadline = time.monotonic() + timeout_ms / 1000
             try:
@@ -351,8 +256,8 @@ class Worker:
             with self._lock:
                 self._pending = None
                 self.in_call = False
-                self._current_session = None
-                self._current_trace = None
+                self.logs.session_id = None
+                self.logs.trace_id = None
 
     def _timed_out(self, phase: str, timeout_ms: int) -> dict[str, Any]:
         self.failure = self.failure or f"{phase} timed out"
@@ -364,7 +269,7 @@ class Worker:
         self.failure = self.failure or f"crashed ({detail})"
         self.mark_dead()
         return error_frame(
-            f"worker crashed during {phase} ({detail}){self._tail_text()}",
+            f"worker crashed during {phase} ({detail}){self.logs.tail_text()}",
             TIMEOUT,
             retryable=True,
         )
@@ -462,75 +367,26 @@ class Worker:
         if self.proc is None or self._poll() is not None:
             return
         if self._kill_at is not None and now >= self._kill_at:
-            self._signal(_SIGKILL)
+            self._signal(SIGKILL)
 
     def exited(self) -> bool:
         """Whether the process has been reaped (or never started)."""
         return self.proc is None or self._poll() is not None
 
     def _signal(self, signum: int) -> None:
-        """Signal the worker's whole process group (the helpers its algorithm started too).
-
-        The worker leads its own group (start_new_session). Callers signal only while the
-        leader is not reaped, so the group id cannot have been reused by another process.
-        """
-        proc = self.proc
-        if proc is None:
-            return
-        if os.name == "nt":  # pragma: no cover - Windows
-            with contextlib.suppress(OSError):
-                if signum == _SIGKILL:
-                    proc.kill()
-                else:
-                    proc.terminate()
-            return
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signum)
+        """Signal the worker's whole process group (the helpers its algorithm started too)."""
+        signal_group(self.proc, signum)
 
     def _poll(self) -> int | None:
-        """Popen.poll(), but a leader found exited takes its process group down before it is
-        reaped: helpers left behind would hold the stderr pipe (and the Runner's resources)."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.returncode is not None:
-            return proc.returncode
-        if _waitid is not None:
-            try:
-                exited = _waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                exited = None  # reaped meanwhile by another thread's poll
-            if exited is not None:
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, _SIGKILL)
-        return proc.poll()
+        """Popen.poll() that takes an exited leader's process group down before reaping it."""
+        return poll_group(self.proc)
 
     def _wait_exit(self, timeout_s: float) -> int | None:
-        if self.proc is None:
-            return None
-        deadline = time.monotonic() + timeout_s
-        delay = 0.001
-        while True:
-            code = self._poll()
-            if code is not None:
-                return code
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+        return wait_exit(self.proc, timeout_s)
 
     def describe_exit(self) -> str:
         """Say how the process ended: exit code or signal name (waits up to 1 s for it)."""
-        code = self._wait_exit(1.0)
-        if code is None:
-            return "closed its pipes but is still running"
-        if code < 0:
-            try:
-                return f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
+        return describe_exit(self.proc)
 
     def shutdown(self, timeout_s: float) -> None:
         """Ask for teardown and exit; SIGTERM, then SIGKILL, when it does not comply; reap."""
@@ -551,7 +407,7 @@ class Worker:
                 grace = max(0.0, self._kill_at - time.monotonic())
             self._signal(signal.SIGTERM)
             if self._wait_exit(grace) is None:
-                self._signal(_SIGKILL)
+                self._signal(SIGKILL)
                 self._wait_exit(5.0)
         self.reap()
         with self._lock:
@@ -568,7 +424,7 @@ class Worker:
         if proc is None:
             return
         if self._poll() is None:
-            self._signal(_SIGKILL)
+            self._signal(SIGKILL)
             self._wait_exit(5.0)
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -601,13 +457,13 @@ class Worker:
                 try:
                     message = protocol.read_frame(stream)
                 except protocol.BadFrame as exc:
-                    self._log_runner("warning", f"bad frame from worker: {exc}")
+                    self.logs.runner("warning", f"bad frame from worker: {exc}")
                     continue
                 if message is None:
                     break
                 self._dispatch(message)
         except (protocol.ProtocolError, EOFError, OSError, ValueError) as exc:
-            self._log_runner("error", f"worker protocol stream broken: {exc}")
+            self.logs.runner("error", f"worker protocol stream broken: {exc}")
         finally:
             self._eof.set()
             self._hello.set()
@@ -642,83 +498,20 @@ class Worker:
                 self._start_error = message
                 self._hello.set()
                 return
-            self._log_runner("warning", f"unmatched {kind} frame: {message.get('message')}")
+            self.logs.runner("warning", f"unmatched {kind} frame: {message.get('message')}")
             return
         if kind == "shutdown":
             self._shutdown_ack.set()
             return
-        self._log_runner("warning", f"unknown frame type {kind!r} from worker")
+        self.logs.runner("warning", f"unknown frame type {kind!r} from worker")
 
     def _read_stderr(self) -> None:
         proc = self.proc
         assert proc is not None and proc.stderr is not None
-        fd = proc.stderr.fileno()
-        rest = b""
         try:
-            while True:
-                try:
-                    chunk = os.read(fd, _READ_BLOCK)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()
-                if len(rest) > MAX_LOG_LINE:
-                    lines.append(rest[:MAX_LOG_LINE] + b" [line truncated]")
-                    rest = b""
-                for line in lines:
-                    self._emit_line(line)
-            if rest:
-                self._emit_line(rest)
+            self.logs.read(proc.stderr.fileno())
         finally:
             self._stderr_done.set()
-
-    def _emit_line(self, raw: bytes) -> None:
-        if len(raw) > MAX_LOG_LINE:
-            raw = raw[:MAX_LOG_LINE] + b" [line truncated]"
-        text = raw.decode("utf-8", "replace").rstrip("\r")
-        if not text.strip():
-            return
-        self._tail.append(text if len(text) <= 400 else text[:400] + "...")
-        record: dict[str, Any] | None = None
-        if text.startswith("{"):
-            with contextlib.suppress(ValueError):
-                parsed = json.loads(text)
-                if isinstance(parsed, dict):
-                    record = parsed
-        if record is None:
-            record = {"level": "info", "message": text, "stream": "text"}
-        record["package"] = self.spec.name
-        record["version"] = self.spec.version
-        record["worker"] = self.id
-        record["worker_pid"] = self.pid
-        record["session_id"] = self._current_session
-        record["trace_id"] = self._current_trace
-        try:
-            self._on_log(record)
-        except Exception:  # a log sink must never stop the reader (the worker would stall)
-            log.exception("worker log sink failed")
-
-    def _log_runner(self, level: str, message: str) -> None:
-        with contextlib.suppress(Exception):
-            self._on_log(
-                {
-                    "level": level,
-                    "message": message,
-                    "source": "runner",
-                    "package": self.spec.name,
-                    "version": self.spec.version,
-                    "worker": self.id,
-                    "worker_pid": self.pid,
-                    "session_id": self._current_session,
-                    "trace_id": self._current_trace,
-                }
-            )
-
-    def _tail_text(self, lines: int = 8) -> str:
-        tail = list(self._tail)[-lines:]
-        return ("; last stderr: " + " | ".join(tail)) if tail else ""
 
     def info(self) -> dict[str, Any]:
         """A snapshot for stats()."""
@@ -745,3 +538,19 @@ def _runner_version() -> str:
     from procvision_algorithm_sdk._version import __version__
 
     return __version__
+
+
+# The name the Runner's worker class had before the adapter's side got its own (WorkerLoop).
+Worker = WorkerProcess
+
+__all__ = [
+    "ENV_ALLOWLIST",
+    "MAX_LOG_LINE",
+    "Spawner",
+    "Worker",
+    "WorkerProcess",
+    "WorkerSpec",
+    "WorkerStartError",
+    "error_frame",
+    "worker_env",
+]

@@ -1,0 +1,197 @@
+"""Worker processes at the OS level: filtered environment, the spawner thread, process groups.
+
+Workers die with the Runner. On Linux each child asks the kernel for SIGKILL when its parent
+thread exits (prctl PR_SET_PDEATHSIG, set between fork and exec); because the kernel ties that
+signal to the *thread* that forked, every worker is spawned from one long-lived `Spawner` thread
+that lives exactly as long as the Runner. The adapter also exits on stdin EOF. On Windows the
+equivalent is a job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; it is not implemented here,
+so on Windows only the stdin-EOF path applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .config import RunnerConfig
+
+__all__ = [
+    "ENV_ALLOWLIST",
+    "ENV_PREFIX_ALLOWLIST",
+    "SIGKILL",
+    "Spawner",
+    "describe_exit",
+    "poll_group",
+    "signal_group",
+    "wait_exit",
+    "worker_env",
+]
+
+ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "TZ")
+ENV_PREFIX_ALLOWLIST = ("LC_",)
+
+_PR_SET_PDEATHSIG = 1
+SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
+_waitid: Any = getattr(os, "waitid", None)
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        _prctl = None
+
+
+def worker_env(root: Path, config: RunnerConfig) -> dict[str, str]:
+    """Return the filtered environment of a worker: an allowlist plus the PROC_* we set."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)
+    }
+    env.update(config.extra_env)
+    env["PROC_ALGO_ROOT"] = str(root)
+    env["PROC_LOG_LEVEL"] = config.log_level
+    return env
+
+
+def _child_setup_for(parent_pid: int) -> Callable[[], None]:
+    def _child_setup() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(70)
+
+    return _child_setup
+
+
+class Spawner:
+    """A long-lived thread that starts every worker (PR_SET_PDEATHSIG is per forking thread)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[
+            tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]] | None
+        ]
+        self._requests = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="procvision-spawner", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            make, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(make())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def spawn(self, argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float) -> Any:
+        """Start a process with piped stdio on the spawner thread; return its Popen."""
+
+        def make() -> subprocess.Popen[bytes]:
+            kwargs: dict[str, Any] = {}
+            if os.name == "nt":  # pragma: no cover - Windows
+                kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+            else:
+                kwargs["preexec_fn"] = _child_setup_for(os.getpid())
+                kwargs["start_new_session"] = True  # a Ctrl-C at the terminal is the Runner's
+            return subprocess.Popen(
+                argv,
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                **kwargs,
+            )
+
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((make, future))
+        return future.result(timeout=timeout_s)
+
+    def stop(self) -> None:
+        """End the thread (only after every worker is reaped: its exit kills children)."""
+        self._requests.put(None)
+        self._thread.join(timeout=5)
+
+
+def signal_group(proc: subprocess.Popen[bytes] | None, signum: int) -> None:
+    """Signal the worker's whole process group (the helpers its algorithm started too).
+
+    The worker leads its own group (start_new_session). Callers signal only while the
+    leader is not reaped, so the group id cannot have been reused by another process.
+    """
+    if proc is None:
+        return
+    if os.name == "nt":  # pragma: no cover - Windows
+        with contextlib.suppress(OSError):
+            if signum == SIGKILL:
+                proc.kill()
+            else:
+                proc.terminate()
+        return
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signum)
+
+
+def poll_group(proc: subprocess.Popen[bytes] | None) -> int | None:
+    """Popen.poll(), but a leader found exited takes its process group down before it is
+    reaped: helpers left behind would hold the stderr pipe (and the Runner's resources)."""
+    if proc is None:
+        return None
+    if proc.returncode is not None:
+        return proc.returncode
+    if _waitid is not None:
+        try:
+            exited = _waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            exited = None  # reaped meanwhile by another thread's poll
+        if exited is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, SIGKILL)
+    return proc.poll()
+
+
+def wait_exit(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> int | None:
+    """Poll the process (group-aware) until it exits or `timeout_s` passes; its code or None."""
+    if proc is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while True:
+        code = poll_group(proc)
+        if code is not None:
+            return code
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+
+
+def describe_exit(proc: subprocess.Popen[bytes] | None) -> str:
+    """Say how the process ended: exit code or signal name (waits up to 1 s for it)."""
+    code = wait_exit(proc, 1.0)
+    if code is None:
+        return "closed its pipes but is still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
