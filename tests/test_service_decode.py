@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from inprocess_server import InProcessServer
 from PIL import Image
@@ -155,3 +156,19 @@ def test_waiters_are_served_in_arrival_order() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["big", "small"]
+
+
+def test_a_16bit_grey_png_reaches_the_algorithm_scaled(runner: Runner, tmp_path: Path) -> None:
+    _, server = _serve(runner, tmp_path, wait_ms=10_000)
+    out = io.BytesIO()
+    Image.fromarray(np.full((HEIGHT, WIDTH), 0xABCD, np.uint16)).save(out, format="PNG")
+    gate = tmp_path / "open"
+    gate.touch()
+    with server:
+        response = httpx.post(
+            f"{server.url}/inspect",
+            data={"pid": "g1", "step_index": "1", "user_params": json.dumps({"gate": str(gate)})},
+            files={"image": ("grey16.png", out.getvalue(), "image/png")},
+            timeout=120.0,
+        )
+    assert _ok(response)["execute"]["data"]["pixel"] == 0xAB  # was 255: clipped
