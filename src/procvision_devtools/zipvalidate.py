@@ -45,6 +45,10 @@ def validate_zip(zip_path: Path, report: Report) -> None:
         report.problems("zip layout", problems, "")
         return
     shape = "flat" if not layout.prefix else f"under one top folder {layout.prefix!r}"
+    if layout.wheels_beside:
+        shape += " with wheels/ beside it (the original tool's layout)"
+    if layout.requirements_file != "requirements.txt":
+        shape += f", installs {layout.requirements_file}"
     report.ok(
         "zip layout",
         f"{len(layout.files)} files ({shape}), {len(layout.wheels)} wheels, manifest "

@@ -414,7 +414,13 @@ class PackageManager:
             except ValueError as exc:
                 raise StoreError(INVALID_ZIP, f"unpacking refused: {exc}") from exc
             crash_point("install-after-extract")
-            vpy, _log = build_venv(work, self.python, self.config.install_timeout_s, self.store.tmp)
+            vpy, _log = build_venv(
+                work,
+                self.python,
+                self.config.install_timeout_s,
+                self.store.tmp,
+                requirements=layout.requirements_file,
+            )
             crash_point("install-after-venv")
             info = self._smoke(work, vpy, layout.manifest)
             entry = {

@@ -201,9 +201,13 @@ def _run(cmd: list[str], cwd: Path, deadline: float, what: str, pgid_dir: Path |
 
 
 def build_venv(
-    package_dir: Path, python: str, timeout_s: float = 900.0, pgid_dir: Path | None = None
+    package_dir: Path,
+    python: str,
+    timeout_s: float = 900.0,
+    pgid_dir: Path | None = None,
+    requirements: str = "requirements.txt",
 ) -> tuple[Path, str]:
-    """Create `<package_dir>/venv` with `python` and install requirements.txt from wheels/ only.
+    """Create `<package_dir>/venv` with `python` and install `requirements` from wheels/ only.
 
     Returns (venv python, pip's output). StoreError 2004 when pip finds no matching wheel
     (a transitive dependency missing from wheels/), 2005 for any other failure or the deadline.
@@ -228,7 +232,7 @@ def build_venv(
             "--no-compile",
             "--no-cache-dir",
             "-r",
-            str(package_dir / "requirements.txt"),
+            str(package_dir / requirements),
         ],
         package_dir,
         deadline,

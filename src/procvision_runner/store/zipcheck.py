@@ -41,6 +41,8 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 REQUIREMENTS = "requirements.txt"
+# The original tool's package also wrote this hash-free copy; its installer installed it.
+SANITIZED_REQUIREMENTS = "requirements.sanitized.txt"
 ENV_FILE = ".procvision_env.json"
 CHECKSUMS = "checksums.sha256"
 SIGNATURE = "SIGNATURE"
@@ -67,6 +69,8 @@ class ZipLayout:
     total_bytes: int
     members: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # root-relative name -> name inside the archive
+    requirements_file: str = REQUIREMENTS  # the root-relative file pip installs
+    wheels_beside: bool = False  # the original tool's layout: top/... with wheels/ at the root
 
     @property
     def name(self) -> str:
@@ -117,16 +121,32 @@ def _kind_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _find_prefix(names: list[str]) -> tuple[str | None, str | None]:
-    """Return (prefix, problem): "" when flat, "top/" when nested under one folder."""
+def _find_prefix(names: list[str]) -> tuple[str | None, bool, str | None]:
+    """Return (prefix, wheels_beside, problem): "" when flat, "top/" when nested under one folder.
+
+    wheels_beside: the original tool's zip, `top/...` with `wheels/` at the zip root beside it.
+    """
     if MANIFEST in names:
-        return "", None
+        return "", False, None
     tops = {n.split("/", 1)[0] for n in names}
+    beside = len(tops) == 2 and WHEELS_DIR.rstrip("/") in tops
+    if beside:
+        tops.discard(WHEELS_DIR.rstrip("/"))
     if len(tops) == 1:
         top = next(iter(tops))
-        if all(n.startswith(top + "/") for n in names) and f"{top}/{MANIFEST}" in names:
-            return top + "/", None
-    return None, "manifest.json missing at the zip root (or under its one top folder)"
+        nested = all(
+            n.startswith(top + "/") or (beside and n.startswith(WHEELS_DIR)) for n in names
+        )
+        if nested and f"{top}/{MANIFEST}" in names:
+            return top + "/", beside, None
+    return (
+        None,
+        False,
+        (
+            "manifest.json missing at the zip root, under its one top folder, or under one top "
+            "folder with wheels/ beside it"
+        ),
+    )
 
 
 def check_zip(
@@ -227,15 +247,22 @@ def _check_open_zip(
         return None, [Problem(f"zip:{bad!r}", INVALID_ZIP, "CRC check failed")]
 
     names = [i.filename for i in infos if not any(i.filename.startswith(t) for t in _IGNORED_TOP)]
-    prefix, why = _find_prefix(names)
+    prefix, beside, why = _find_prefix(names)
     if prefix is None:
         return None, [Problem("manifest.json", MANIFEST_MISSING, why or "manifest missing")]
     members: dict[str, str] = {}
     for info in infos:
-        if info.is_dir() or not info.filename.startswith(prefix):
+        if info.is_dir():
             continue
-        rel = info.filename[len(prefix) :]
-        if rel:
+        if info.filename.startswith(prefix):
+            rel = info.filename[len(prefix) :]
+        elif beside and info.filename.startswith(WHEELS_DIR):
+            rel = info.filename  # the original tool put wheels/ beside the project folder
+        else:
+            continue
+        if rel in members:  # top/wheels/x.whl and wheels/x.whl would unpack to one file
+            problems.append(Problem(f"zip:{info.filename!r}", INVALID_ZIP, "duplicate entry name"))
+        elif rel:
             members[rel] = info.filename
 
     def read_small(rel: str) -> bytes | None:
@@ -261,7 +288,10 @@ def _check_open_zip(
     if manifest is not None:
         # check_manifest also refuses names, versions and pids unfit for a path component
         problems.extend(check_manifest(manifest))
-    req_bytes = read_small(REQUIREMENTS)
+    requirements_file = (
+        SANITIZED_REQUIREMENTS if SANITIZED_REQUIREMENTS in members else REQUIREMENTS
+    )
+    req_bytes = read_small(requirements_file)
     requirements = ""
     if req_bytes is None:
         problems.append(
@@ -303,6 +333,8 @@ def _check_open_zip(
             has_signature=SIGNATURE in members,
             total_bytes=total,
             members=members,
+            requirements_file=requirements_file,
+            wheels_beside=beside,
         ),
         [],
     )
