@@ -247,7 +247,7 @@ class LeaseRegistry:
                 seg.retire_and_unlink(shm)
                 raise LeaseError(503, UNKNOWN_ERROR, "the lease registry is closed")
             self._leases[lease_id] = lease
-        _log.info("frame lease created", lease_id=lease_id, client=client, segment=shm.name)
+        _log.debug("frame lease created", lease_id=lease_id, client=client, segment=shm.name)
         return lease.describe(self.limits.idle_s)
 
     def describe(self, lease_id: str, client: str) -> dict[str, Any]:
