@@ -53,6 +53,7 @@ class RunnerConfig:
     heartbeat_grace_ms: int = 2000
     max_retries: int = 2  # advertised to callers; the Runner itself never re-runs a call
     max_defects: int = 20
+    step_frame: bool = True  # run_step as one `step` call frame when the worker offers it
     workers_per_package: int = 1
     queue_size: int = 32  # callers allowed to wait for a worker of one package
     queue_timeout_ms: int = 10000

@@ -45,6 +45,7 @@ from .pool import FAILED, STOPPED, Pool, PoolCounters
 from .results import CallRecord, call_record, ms, to_result
 from .sessions import SessionStore
 from .slots import SlotRing
+from .step_frame import split_step_answer
 from .worker import Spawner, Worker, WorkerSpec, error_frame
 
 __all__ = ["CallRecord", "PackageKey", "Runner", "RunnerError", "StepCall"]
@@ -542,11 +543,21 @@ class Runner:
         placed: _Placed,
         started: float,
     ) -> list[dict[str, Any]]:
-        """Send each phase to the worker; stop after a failed pre or a worker that left READY."""
+        """Send each phase to the worker; stop after a failed pre or a worker that left READY.
+
+        pre + execute go as one `step` frame when the worker offers it (one round trip).
+        """
         call, key, sid = placed.call, placed.key, placed.session_id
         results: list[dict[str, Any]] = []
         phase_start = started
-        for phase in phases:
+        wire = phases
+        if (
+            phases == ("pre", "execute")
+            and self.config.step_frame
+            and "step" in worker.capabilities
+        ):
+            wire = ("step",)
+        for phase in wire:
             fields: dict[str, Any] = {
                 "step_index": call.step_index,
                 "pid": call.pid,
@@ -561,39 +572,48 @@ class Runner:
                 state, version = self._sessions.snapshot(sid)
                 if worker.known_sessions.get(sid) != version:
                     fields["session_state"] = state
-            timeout = (
-                self.config.pre_execute_timeout_ms
-                if phase == "pre"
-                else self.config.execute_timeout_ms
-            )
-            answer = worker.call(phase, fields, timeout)
-            if placed.stored:
-                self._track_session(worker, sid, version, answer)
-            timings = (
-                {"queue_ms": placed.queue_ms, "transfer_ms": placed.transfer_ms}
-                if phase == phases[0]
-                else {"queue_ms": 0.0, "transfer_ms": 0.0}
-            )
-            result = to_result(
-                answer,
-                key,
-                phase,
-                timings,
-                phase_start,
-                self.config.max_defects,
-                call.width,
-                call.height,
-            )
-            phase_start = time.perf_counter()
-            results.append(result)
-            self._observe(call.pid, key, phase, result)
-            if result["status"] == "OK":
-                pool.call_succeeded()
-            if phase == "pre" and result["status"] != "OK":
-                break
+            if phase == "step":
+                answer = worker.call(
+                    phase,
+                    fields,
+                    self.config.pre_execute_timeout_ms,
+                    then_timeout_ms=self.config.execute_timeout_ms,
+                )
+            else:
+                answer = worker.call(phase, fields, self._timeout_ms(phase))
+            for sub_phase, frame in split_step_answer(phase, answer):
+                if placed.stored:
+                    self._track_session(worker, sid, version, frame)
+                timings = (
+                    {"queue_ms": placed.queue_ms, "transfer_ms": placed.transfer_ms}
+                    if not results
+                    else {"queue_ms": 0.0, "transfer_ms": 0.0}
+                )
+                result = to_result(
+                    frame,
+                    key,
+                    sub_phase,
+                    timings,
+                    phase_start,
+                    self.config.max_defects,
+                    call.width,
+                    call.height,
+                )
+                phase_start = time.perf_counter()
+                results.append(result)
+                self._observe(call.pid, key, sub_phase, result)
+                if result["status"] == "OK":
+                    pool.call_succeeded()
+                if sub_phase == "pre" and result["status"] != "OK":
+                    return results
             if worker.state != "READY":
-                break
+                return results
         return results
+
+    def _timeout_ms(self, phase: str) -> int:
+        if phase == "pre":
+            return self.config.pre_execute_timeout_ms
+        return self.config.execute_timeout_ms
 
     def _track_session(
         self, worker: Worker, sid: str, version: int, answer: dict[str, Any]

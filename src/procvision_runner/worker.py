@@ -62,6 +62,8 @@ class _Pending:
     event: threading.Event = field(default_factory=threading.Event)
     frame: dict[str, Any] | None = None
     lost: str | None = None  # set when the worker died or missed its heartbeat
+    part: dict[str, Any] | None = None  # a step's pre frame, sent ahead of execute's
+    part_at: float = 0.0
 
 
 @dataclass
@@ -111,6 +113,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._pending: _Pending | None = None
+        self._last_part: dict[str, Any] | None = None  # a step's pre frame, for call()
         self._hello = threading.Event()
         self._hello_frame: dict[str, Any] | None = None
         self._start_error: dict[str, Any] | None = None
@@ -195,8 +198,32 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, phase: str, fields: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
-        """Run one phase and return its result frame; failures come back as ERROR frames."""
+    def call(
+        self,
+        phase: str,
+        fields: dict[str, Any],
+        timeout_ms: int,
+        *,
+        then_timeout_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Run one phase and return its result frame; failures come back as ERROR frames.
+
+        phase "step" (pre + execute in one frame): `timeout_ms` is pre's deadline and
+        `then_timeout_ms` execute's, counted from pre's frame; the answer holds both frames
+        (`{"phase": "step", "pre": ..., "execute": ...}`) once pre succeeded, else pre's frame.
+        """
+        answer = self._call(phase, fields, timeout_ms, then_timeout_ms)
+        if phase != "step":
+            return answer
+        pending_part = self._last_part
+        self._last_part = None
+        if pending_part is None:
+            return answer
+        return {"type": "result", "phase": "step", "pre": pending_part, "execute": answer}
+
+    def _call(
+        self, phase: str, fields: dict[str, Any], timeout_ms: int, then_timeout_ms: int | None
+    ) -> dict[str, Any]:
         # Unique per worker process is all matching needs; a counter is cheaper than uuid4.
         request_id = f"{self._request_prefix}{next(self._request_numbers)}"
         session = fields.get("session") or {}
@@ -221,8 +248,17 @@ class WorkerProcess:
             except (TypeError, ValueError, RecursionError) as exc:
                 # Nothing was written: the worker is untouched and stays in service.
                 return error_frame(f"{phase} call fields are not plain JSON: {exc}", INVALID_PARAMS)
+            if phase == "step":
+                phase = "pre"  # what a failure is about until pre's frame arrives
             if sent:
                 pending.event.wait(max(0.0, deadline - time.monotonic()))
+                if pending.frame is None and pending.part is not None and then_timeout_ms:
+                    phase, timeout_ms = "execute", then_timeout_ms
+                    deadline = pending.part_at + then_timeout_ms / 1000
+                    pending.event.wait(max(0.0, deadline - time.monotonic()))
+            self._last_part = pending.part
+            if pending.part is not None and pending.part.get("restart_worker"):
+                self.retire = True
             if pending.frame is not None:
                 self.calls += 1
                 if pending.frame.get("restart_worker"):
@@ -491,6 +527,10 @@ class WorkerProcess:
             with self._lock:
                 pending = self._pending
                 if pending is not None and message.get("request_id") == pending.request_id:
+                    if message.get("step_part") == "pre" and pending.part is None:
+                        # pre of a step frame: execute runs on; the caller sleeps on
+                        pending.part, pending.part_at = message, time.monotonic()
+                        return
                     pending.frame = message
                     pending.event.set()
                     return
@@ -512,6 +552,15 @@ class WorkerProcess:
             self.logs.read(proc.stderr.fileno())
         finally:
             self._stderr_done.set()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the worker's hello offered (empty before the hello)."""
+        hello = self._hello_frame or {}
+        caps = hello.get("capabilities")
+        if not isinstance(caps, list):
+            return frozenset()
+        return frozenset(c for c in caps if isinstance(c, str))
 
     def info(self) -> dict[str, Any]:
         """A snapshot for stats()."""

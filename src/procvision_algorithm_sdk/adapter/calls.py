@@ -12,7 +12,7 @@ from ..base import BaseAlgorithm
 from ..contract import to_jsonable
 from ..errors import ALGORITHM_EXCEPTION, INVALID_RESULT, PROTOCOL_ERROR
 from ..generation import EXECUTE_ONLY, LIFECYCLE, api_of
-from . import execute_only
+from . import execute_only, step
 from .outcome import (
     REPR_LIMIT,
     Outcome,
@@ -177,6 +177,8 @@ class CallHandler:
         phase = fields.get("phase")
         if phase is None or phase == "":
             phase = "execute"  # every earlier adapter read a call without phase as execute
+        if phase == "step":
+            return step.call_step(self, request_id, fields, received)
         if not isinstance(phase, str) or phase not in METHODS:  # a list is not even hashable
             text = f"unknown phase {json_safe(phase)!r}"[:REPR_LIMIT]
             return protocol.error(request_id, text, PROTOCOL_ERROR)

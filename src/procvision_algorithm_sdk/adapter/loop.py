@@ -108,6 +108,8 @@ class WorkerLoop(CallHandler):
             method, _required = METHODS[phase]
             if callable(getattr(self.algorithm, method, None)):
                 caps.append(phase)
+        if "pre" in caps and "execute" in caps:
+            caps.append("step")  # pre + execute in one call frame (calls.CallHandler.call_step)
         return caps
 
     def hello(self) -> dict[str, Any]:
