@@ -143,3 +143,24 @@ def normalise(text: str, source: str = "requirements.txt") -> Requirements:
             raise CliError(WHEELS_MISSING, f"{where}: {match.group(1)} is listed twice")
         result.items.append(Requirement(name, " ".join(spec_tokens), tuple(hashes)))
     return result
+
+
+def replaced_sdk_pins(reqs: Requirements, ours: str) -> list[str]:
+    """A pin on another SDK version (the original 0.0.x/0.3.x) stays visible as a note."""
+    from packaging.requirements import InvalidRequirement
+    from packaging.requirements import Requirement as Parsed
+
+    notes = []
+    for req in reqs.items:
+        if req.name != canonical(SDK_PROJECT):
+            continue
+        try:
+            wanted = Parsed(req.spec).specifier
+        except InvalidRequirement:
+            continue
+        if wanted and not wanted.contains(ours, prereleases=True):
+            notes.append(
+                f"requirements pin {req.spec} (the original SDK); the package ships "
+                f"{SDK_PROJECT}=={ours} in its place (its API is a superset)"
+            )
+    return notes

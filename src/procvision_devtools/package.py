@@ -19,7 +19,14 @@ from procvision_algorithm_sdk.errors import INVALID_ZIP, MANIFEST_MISSING, WHEEL
 
 from ._common import CliError, load_manifest, print_json, progress, report_error
 from ._pip import run_pip
-from ._requirements import SDK_PROJECT, Requirement, Requirements, canonical, normalise
+from ._requirements import (
+    SDK_PROJECT,
+    Requirement,
+    Requirements,
+    canonical,
+    normalise,
+    replaced_sdk_pins,
+)
 from ._target import current_target, expand_platforms
 from .sdk_wheel import find_sdk_wheel, sdk_dependencies
 from .zipwriter import CHECKSUMS, SIGNATURE, write_zip
@@ -269,6 +276,7 @@ def build_package(
         progress("writing the zip")
         entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
     notes = freeze_notes + list(final.notes) + ([wheel_note] if wheel_note else [])
+    notes += replaced_sdk_pins(reqs, _wheel_version(sdk.name))
     if entries["left_out"]:
         notes.append(
             "left out of the package (signing key or secret-looking files: *.pem, *.key, "

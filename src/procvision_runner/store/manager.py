@@ -50,6 +50,7 @@ from .layout import (
 )
 from .lock import StoreError
 from .registry import Registry, atomic_write_json, fsync_dir
+from .sdk_substitute import bundled_sdk, runner_sdk_wheel, substitute_sdk, substitution_note
 from .venv import build_venv, venv_python
 from .wheels import TargetEnv, check_env_file, check_requirements
 from .zipcheck import ZipLayout, ZipLimits, check_zip, extract_zip, safe_name
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from procvision_runner.runner import PackageKey, Runner
 
 RESERVED = ("venv/", INSTALL_MARKER, REPLACED_ZIP)
+SDK_WHEEL_DIR = "sdk"  # <store>/sdk: the wheel of the Runner's SDK used in place of a bundled one
 
 
 @dataclass
@@ -304,6 +306,15 @@ class PackageManager:
         problems.extend(sig_problems)
         return layout, problems, signed
 
+    def _substitute_sdk(self, work: Path, layout: ZipLayout) -> str | None:
+        """Put the Runner's SDK in place of a bundled original one; the note for the registry."""
+        found = bundled_sdk(layout.wheels)
+        if found is None:
+            return None
+        ours = runner_sdk_wheel(self.store.root / SDK_WHEEL_DIR)
+        substitute_sdk(work, sorted({"requirements.txt", layout.requirements_file}), found[0], ours)
+        return substitution_note(found[1])
+
     def validate_zip(self, zip_path: str | Path) -> dict:
         """Run the install checks only; a report in the `procvision-cli validate` shape."""
         layout, problems, signed = self.check(zip_path)
@@ -414,6 +425,7 @@ class PackageManager:
             except ValueError as exc:
                 raise StoreError(INVALID_ZIP, f"unpacking refused: {exc}") from exc
             crash_point("install-after-extract")
+            sdk_note = self._substitute_sdk(work, layout)
             vpy, _log = build_venv(
                 work,
                 self.python,
@@ -437,6 +449,8 @@ class PackageManager:
                 "signed": signed,
                 "info": info,
             }
+            if sdk_note is not None:
+                entry["sdk"] = sdk_note
             atomic_write_json(work / INSTALL_MARKER, entry)
             shutil.copyfile(zip_path, zip_tmp)
             with open(zip_tmp, "rb+") as f:
@@ -734,6 +748,8 @@ class PackageManager:
             }
             if e.get("invalid_reason"):
                 item["invalid_reason"] = e["invalid_reason"]
+            if e.get("sdk"):
+                item["sdk"] = e["sdk"]
             if (state is None or item["state"] == state) and (name is None or e["name"] == name):
                 out.append(item)
         return out
