@@ -22,6 +22,7 @@ def _config(**overrides: Any) -> RunnerConfig:
         "warmup_calls": 0,
         "warmup_shape": (8, 8, 3),
         "heartbeat_interval_ms": 500,
+        "heartbeat_grace_ms": 5000,  # a loaded box may delay pongs while pages are touched
         "kill_grace_ms": 500,
         "restart_backoff_initial_ms": 20,
         "queue_timeout_ms": 30000,
