@@ -68,6 +68,10 @@ class RunnerConfig:
     worker_memory_limit_mb: int = 0  # a worker above it is killed, its call 1004 (0: none)
     # per package name: {"max_worker_rss_mb": N, "worker_memory_limit_mb": N} over the above
     package_limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    # containment: where the Runner records its workers' process groups for the next start
+    # (None: no state file; serve uses <store>/run), and whether to use a writable cgroup v2
+    state_dir: str | None = None
+    worker_cgroups: bool = True
     warmup_calls: int = 1  # synthetic pre+execute runs per step after setup
     warmup_shape: tuple[int, ...] = (1200, 1920, 3)
     slots_per_worker: int = 2

@@ -3,9 +3,9 @@
 Workers die with the Runner. On Linux each child asks the kernel for SIGKILL when its parent
 thread exits (prctl PR_SET_PDEATHSIG, set between fork and exec); because the kernel ties that
 signal to the *thread* that forked, every worker is spawned from one long-lived `Spawner` thread
-that lives exactly as long as the Runner. The adapter also exits on stdin EOF. On Windows the
-equivalent is a job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; it is not implemented here,
-so on Windows only the stdin-EOF path applies.
+that lives exactly as long as the Runner. The adapter also exits on stdin EOF. What the workers
+start is contained by `procvision_runner.containment` (subreaper, tree tracking, cgroup v2, state
+file; on Windows a kill-on-close job object, untested).
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunnerConfig
+
+if TYPE_CHECKING:
+    from .containment import Containment
 
 __all__ = [
     "ENV_ALLOWLIST",
@@ -65,8 +68,15 @@ def worker_env(root: Path, config: RunnerConfig) -> dict[str, str]:
     return env
 
 
-def _child_setup_for(parent_pid: int) -> Callable[[], None]:
+def _child_setup_for(parent_pid: int, cgroup_procs: str | None = None) -> Callable[[], None]:
     def _child_setup() -> None:
+        if cgroup_procs is not None:  # join the worker's cgroup before anything can fork
+            try:
+                fd = os.open(cgroup_procs, os.O_WRONLY)
+                os.write(fd, b"0")
+                os.close(fd)
+            except OSError:
+                pass  # not contained by a cgroup; the process-tree containment still applies
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -76,9 +86,14 @@ def _child_setup_for(parent_pid: int) -> Callable[[], None]:
 
 
 class Spawner:
-    """A long-lived thread that starts every worker (PR_SET_PDEATHSIG is per forking thread)."""
+    """A long-lived thread that starts every worker (PR_SET_PDEATHSIG is per forking thread).
 
-    def __init__(self) -> None:
+    With a `containment` (see procvision_runner.containment) each worker gets its mark in the
+    environment, joins its cgroup in the child, and is registered once started.
+    """
+
+    def __init__(self, containment: Containment | None = None) -> None:
+        self._containment = containment
         self._requests: queue.Queue[
             tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]] | None
         ]
@@ -104,21 +119,33 @@ class Spawner:
 
         def make() -> subprocess.Popen[bytes]:
             kwargs: dict[str, Any] = {}
+            mark, cgroup_procs, child_env = None, None, env
+            if self._containment is not None:
+                mark, cgroup_procs = self._containment.prepare()
+                child_env = dict(env, PROCVISION_WORKER=mark)
             if os.name == "nt":  # pragma: no cover - Windows
                 kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
             else:
-                kwargs["preexec_fn"] = _child_setup_for(os.getpid())
+                kwargs["preexec_fn"] = _child_setup_for(os.getpid(), cgroup_procs)
                 kwargs["start_new_session"] = True  # a Ctrl-C at the terminal is the Runner's
-            return subprocess.Popen(
-                argv,
-                cwd=str(cwd),
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                **kwargs,
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=str(cwd),
+                    env=child_env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    close_fds=True,
+                    **kwargs,
+                )
+            except BaseException:
+                if self._containment is not None and mark is not None:
+                    self._containment.abandon(mark)
+                raise
+            if self._containment is not None and mark is not None:
+                self._containment.register(mark, proc)
+            return proc
 
         future: Future[subprocess.Popen[bytes]] = Future()
         self._requests.put((make, future))

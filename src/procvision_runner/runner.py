@@ -40,6 +40,7 @@ from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
 from . import execute_only
 from .calls import CallRefused, PackageKey, StepCall, ValidCall, validate_call
 from .config import RunnerConfig
+from .containment import Containment
 from .leases import SharedFrame
 from .pool import FAILED, STOPPED, Pool, PoolCounters
 from .results import CallRecord, call_record, ms, to_result
@@ -103,7 +104,9 @@ class Runner:
         self._observers: list[Callable[[CallRecord], None]] = []
         self._counters = PoolCounters()
         self._sessions = SessionStore(self.config.session_ttl_s, self.config.session_log_lines)
-        self._spawner = Spawner()
+        # Before any worker: removes what a SIGKILLed Runner left, makes this one a subreaper.
+        self._containment = Containment(self.config.state_dir, self.config.worker_cgroups)
+        self._spawner = Spawner(self._containment)
         self._closed = False
         # ids of throw-away sessions: unique per Runner without a uuid4 per call
         self._call_prefix = uuid.uuid4().hex
@@ -702,7 +705,7 @@ class Runner:
 
     def _supervise(self) -> None:
         interval = min(0.1, self.config.heartbeat_interval_ms / 4000)
-        last_expiry = 0.0
+        last_expiry = last_sweep = 0.0
         while not self._stop.wait(interval):
             now = time.monotonic()
             with self._lock:
@@ -715,6 +718,12 @@ class Runner:
             if now - last_expiry > 1.0:
                 last_expiry = now
                 self._sessions.expire()
+            if now - last_sweep >= 0.25:  # a /proc walk of the workers' trees, not every tick
+                last_sweep = now
+                try:
+                    self._containment.sweep()
+                except Exception:
+                    log.exception("containment sweep failed")
 
     def stats(self) -> dict[str, Any]:
         """Counters (restarts, timeouts, crash loops, ...), worker states, shm bytes in use."""
@@ -752,6 +761,7 @@ class Runner:
         self._supervisor.join(timeout=5)
         with self._lock:
             self._pools.clear()
+        self._containment.close()
         self._spawner.stop()
         with contextlib.suppress(Exception):
             atexit.unregister(self._atexit)

@@ -1,10 +1,12 @@
 """Running the app: `serve` on uvicorn, and the `procvision-runner serve` entry."""
 
+import dataclasses
 import logging
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
@@ -70,7 +72,9 @@ def serve(
 def serve_from_args(args: Any) -> int:
     """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
     from .. import cli
+    from ..config import RunnerConfig
     from ..runner import Runner
+    from ..store.layout import default_root
 
     config = ServiceConfig.load(getattr(args, "config", None))
     host = args.host or config.host
@@ -81,6 +85,10 @@ def serve_from_args(args: Any) -> int:
         print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
         return 1
     runner_cfg, _store_cfg = cli.load_config(getattr(args, "config", None))
+    runner_cfg = runner_cfg or RunnerConfig()
+    if runner_cfg.state_dir is None:  # a server records its workers' groups in its store
+        root = Path(args.store) if getattr(args, "store", None) else default_root()
+        runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
     with Runner(runner_cfg) as runner:
         manager = cli._manager(args, runner)
         return serve(manager, runner, config, host, port)

@@ -75,11 +75,12 @@ class Faulty(BaseAlgorithm):
             self.logger.info("hello from execute", tag=user_params.get("tag"))
         elif mode == "grow":  # keep `count` MB more, touched (resident)
             self.hoard = getattr(self, "hoard", [])
-            self.hoard.append(bytearray(b"\x01" * (user_params["count"] << 20)))
+            for _ in range(user_params["count"] // 16):  # in steps: pongs keep flowing
+                self.hoard.append(bytearray(b"\x01") * (16 << 20))
         elif mode == "balloon":  # grow by 16 MB steps up to `count` MB, then hang
             hoard = []
             for _ in range(user_params["count"] // 16):
-                hoard.append(bytearray(b"\x01" * (16 << 20)))
+                hoard.append(bytearray(b"\x01") * (16 << 20))
                 time.sleep(0.02)
             time.sleep(60)
         return {"status": "OK", "data": data}
@@ -132,3 +133,37 @@ class SetupFailsWhileFlagged(Faulty):
     def setup(self) -> None:
         if Path(os.environ["PROC_TEST_FAIL_FLAG"]).exists():
             raise RuntimeError("model store unavailable")
+
+
+class SpawnsEscapingHelpers(Faulty):
+    """setup starts helpers that leave the worker's process group in every usual way.
+
+    PROC_TEST_HELPERS lists the kinds: `group` (stays in the worker's group), `session`
+    (start_new_session=True), `daemon` (setsid'd grandchild of a shell that exits at once, so it
+    is orphaned immediately), `scrubbed` (new session and an empty environment). Each helper's
+    pid is written to PROC_TEST_HELPER_DIR as `<kind>-<pid>`.
+    """
+
+    def setup(self) -> None:
+        import subprocess
+
+        out = Path(os.environ["PROC_TEST_HELPER_DIR"])
+        quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
+        for kind in os.environ.get("PROC_TEST_HELPERS", "session").split(","):
+            if kind == "daemon":
+                shell = subprocess.run(
+                    ["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                pid = int(shell.stdout.strip())
+            else:
+                helper = subprocess.Popen(
+                    ["sleep", "300"],
+                    start_new_session=kind != "group",
+                    env={} if kind == "scrubbed" else None,
+                    **quiet,
+                )
+                pid = helper.pid
+            (out / f"{kind}-{pid}").write_text(str(os.getpid()))
