@@ -160,3 +160,34 @@ def make_package_zip(
         for info, data in extra:
             zf.writestr(info, data)
     return out
+
+
+def tiny_wheel(out_dir: Path, name: str, version: str, requires: Iterable[str] = ()) -> Path:
+    """A real, installable pure-Python wheel of one empty module, with Requires-Dist lines."""
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {req}\n" for req in requires
+    )
+    wheel_meta = "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files = {
+        f"{module}/__init__.py": b"",
+        f"{dist_info}/METADATA": meta.encode(),
+        f"{dist_info}/WHEEL": wheel_meta.encode(),
+    }
+    record = "".join(
+        f"{rel},sha256={_b64_digest(data)},{len(data)}\n" for rel, data in files.items()
+    )
+    files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(rel, data)
+    return path
+
+
+def _b64_digest(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

@@ -29,6 +29,7 @@ from ._requirements import (
 )
 from ._target import current_target, expand_platforms
 from .sdk_wheel import find_sdk_wheel, sdk_dependencies
+from .wheelcheck import check_wheels
 from .zipwriter import CHECKSUMS, SIGNATURE, write_zip
 
 ENV_FILE = ".procvision_env.json"
@@ -271,7 +272,11 @@ def build_package(
             + "".join(r.line() + "\n" for r in final.items)
         )
         wheel_note = check_wheels(
-            req_out, sdk_dependencies(sdk), sorted(p.name for p in wheels_dir.glob("*.whl")), target
+            req_out,
+            sdk_dependencies(sdk),
+            sorted(p.name for p in wheels_dir.glob("*.whl")),
+            target,
+            wheels_dir,
         )
         progress("writing the zip")
         entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
@@ -298,45 +303,6 @@ def build_package(
         "notes": notes,
         "seconds": round(time.monotonic() - started, 2),
     }
-
-
-def check_wheels(
-    requirements_text: str, sdk_requires: list[str], wheel_names: list[str], target: dict[str, Any]
-) -> str | None:
-    """Refuse wheels/ that cannot install the package offline (the check `validate --zip` runs).
-
-    The SDK's own dependencies are checked too: the store's `pip install --no-index` needs them.
-    CliError 2004 names every missing wheel (2003 when only the platform or Python is wrong);
-    returns a note instead when the store's checks are not importable here.
-    """
-    try:
-        from procvision_runner.store.wheels import check_requirements
-
-        from .zipvalidate import target_env
-    except ModuleNotFoundError as exc:
-        name = exc.name or ""
-        if name != "procvision_runner" and name.split(".")[0] != "packaging":
-            raise CliError(WHEELS_MISSING, f"cannot check wheels/: {exc}") from None
-        return f"wheels/ not checked against requirements.txt (runner extra missing: {exc})"
-    except ImportError as exc:  # a broken install must not let an uninstallable zip through
-        raise CliError(WHEELS_MISSING, f"cannot check wheels/: {exc}") from None
-    env = target_env(target)
-    problems: list[str] = []
-    codes: list[str] = []
-    sdk_text = "".join(line + "\n" for line in sdk_requires)
-    for text, needed_by in ((requirements_text, "requirements.txt"), (sdk_text, SDK_PROJECT)):
-        for problem in check_requirements(text, wheel_names, env):
-            problems.append(f"{problem.message} (needed by {needed_by})")
-            codes.append(str(problem.code))
-    if problems:
-        code = WHEELS_MISSING if WHEELS_MISSING in codes else codes[0]
-        raise CliError(
-            code,
-            "the package could not be installed offline from its wheels/: "
-            + "; ".join(problems)
-            + " (put the wheels in <project>/wheels for -s, or let package download them)",
-        )
-    return None
 
 
 def _dep_name(requirement: str) -> str:

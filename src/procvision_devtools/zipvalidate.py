@@ -30,6 +30,7 @@ def target_env(env: dict[str, Any] | None) -> Any:
 def validate_zip(zip_path: Path, report: Report) -> None:
     """Layout, manifest, requirements resolvable from wheels/, checksums and signature."""
     try:
+        from procvision_runner.store.closure import check_closure_in_zip
         from procvision_runner.store.signing import verify_package
         from procvision_runner.store.wheels import check_env_file, check_requirements
         from procvision_runner.store.zipcheck import check_zip
@@ -66,11 +67,21 @@ def validate_zip(zip_path: Path, report: Report) -> None:
         check_env_file(layout.env, target),
         f"target {target.describe()}" + ("" if layout.env else " (no .procvision_env.json)"),
     )
+    req_problems = check_requirements(layout.requirements, layout.wheels, target)
     report.problems(
         "requirements from wheels",
-        check_requirements(layout.requirements, layout.wheels, target),
+        req_problems,
         "every requirement resolves from wheels/ for the target",
     )
+    if not req_problems:
+        closure = check_closure_in_zip(
+            zip_path, layout.members, layout.wheels, layout.requirements, target
+        )
+        report.problems(
+            "dependency closure",
+            closure,
+            "pip resolves every transitive dependency from wheels/ for the target",
+        )
     if not layout.has_checksums:
         report.ok("checksums", "no checksums.sha256 (optional)")
         return

@@ -38,6 +38,7 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from . import signing
+from .closure import check_closure_in_zip
 from .crashpoints import crash_point
 from .layout import (
     GONE_SUFFIX,
@@ -299,7 +300,12 @@ class PackageManager:
         except RuntimeError as exc:
             return layout, [*problems, Problem("python", INSTALL_FAILED, str(exc))], False
         problems.extend(check_env_file(layout.env, target))
-        problems.extend(check_requirements(layout.requirements, layout.wheels, target))
+        req_problems = check_requirements(layout.requirements, layout.wheels, target)
+        if not req_problems and not problems:  # the resolver, once the cheap checks pass
+            req_problems = check_closure_in_zip(
+                zip_path, layout.members, layout.wheels, layout.requirements, target
+            )
+        problems.extend(req_problems)
         signed, sig_problems = signing.verify_package(
             zip_path, layout, self.keys_dir, self.config.signature_policy
         )
