@@ -21,8 +21,7 @@ from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.contract import (
     DEFAULT_MAX_DEFECTS,
     Problem,
-    check_execute_result,
-    check_pre_execute_result,
+    check_result,
     find_step,
 )
 from procvision_algorithm_sdk.errors import (
@@ -236,10 +235,7 @@ def _check_frame(
         report.fail(name, str(frame.get("message")), code)
         return False
     result = _as_result(frame)
-    if kind == "pre":
-        problems = check_pre_execute_result(result, w, h)
-    else:
-        problems = check_execute_result(result, w, h, DEFAULT_MAX_DEFECTS)
+    problems = check_result(result, kind, w, h, DEFAULT_MAX_DEFECTS)
     status = result["status"]
     return (
         report.problems(

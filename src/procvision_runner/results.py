@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from procvision_algorithm_sdk.contract import check_execute_result, check_pre_execute_result
-from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, is_retryable
+from procvision_algorithm_sdk.contract import check_result, verdict
+from procvision_algorithm_sdk.errors import TIMEOUT, is_retryable
 
 from .calls import PackageKey
 
@@ -104,21 +104,16 @@ def recheck(
     }
     if result["debug"] is not None:
         view["debug"] = result["debug"]
-    if phase == "execute":
-        problems = check_execute_result(view, width, height, limit)
-    elif phase == "pre":
-        problems = check_pre_execute_result(view, width, height)
-    else:
-        problems = []
-    if problems:
-        first = problems[0]
+    problems = (
+        check_result(view, phase, width, height, limit) if phase in ("pre", "execute") else []
+    )
+    refusal = verdict(problems, phase)
+    if refusal is not None:
         result["original"] = dict(view)
         result["problems"] = [p.to_dict() for p in problems]
         result["status"] = "ERROR"
-        result["error_code"] = (
-            first.code if first.code in ("1007", INVALID_RESULT) else INVALID_RESULT
-        )
-        result["message"] = f"invalid {phase} result: {first.where}: {first.message}"
+        result["error_code"] = refusal.code
+        result["message"] = refusal.message
 
 
 def call_record(pid: str, key: PackageKey | None, phase: str, result: dict[str, Any]) -> CallRecord:

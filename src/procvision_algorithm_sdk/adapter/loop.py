@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import protocol
 from ..base import BaseAlgorithm
-from ..errors import INVALID_RESULT, PROTOCOL_ERROR
+from ..errors import INVALID_RESULT, PROTOCOL_ERROR, UNKNOWN_ERROR
 from ..generation import EXECUTE_ONLY, EXECUTE_ONLY_CAPABILITIES
 from .calls import METHODS, CallHandler, as_step
 from .outcome import REPR_LIMIT, describe, log
@@ -269,7 +269,7 @@ class WorkerLoop(CallHandler):
                 except Exception as exc:  # a bug here must not kill the worker silently
                     log.error("adapter failed on a call", exc_info=exc)
                     frame = protocol.error(
-                        message.get("request_id"), f"adapter error: {describe(exc)}", "9999"
+                        message.get("request_id"), f"adapter error: {describe(exc)}", UNKNOWN_ERROR
                     )
                 with self._state_lock:
                     # cleared before sending, so the Runner's next call is never refused as busy

@@ -6,11 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract import Problem, check_execute_result, check_pre_execute_result, to_jsonable
+from ..contract import Problem, check_result, to_jsonable, verdict
 from ..errors import (
     ALGORITHM_EXCEPTION,
-    COORDINATE_INVALID,
-    INVALID_RESULT,
     FatalError,
     ProcVisionError,
     is_retryable,
@@ -115,12 +113,9 @@ def evaluate_result(
     max_defects: int,
 ) -> Outcome:
     """Check an algorithm's pre_execute/execute return value against the contract."""
-    method = "pre_execute" if kind == "pre" else "execute"
 
     def check(value: Any) -> list[Problem]:
-        if kind == "pre":
-            return check_pre_execute_result(value, image_width, image_height)
-        return check_execute_result(value, image_width, image_height, max_defects)
+        return check_result(value, kind, image_width, image_height, max_defects)
 
     # A result that passes as is is plain JSON already; only a failing one pays for conversion.
     value: Any = raw
@@ -132,15 +127,12 @@ def evaluate_result(
             value = json_safe(raw)
         else:
             problems = check(value)
-    if problems:
-        first = problems[0]
-        code = first.code if first.code in (INVALID_RESULT, COORDINATE_INVALID) else INVALID_RESULT
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        where = f"{first.where}: " if first.where else ""
+    refusal = verdict(problems, kind)
+    if refusal is not None:
         return Outcome(
             status="ERROR",
-            message=f"invalid {method} result: {where}{first.message}{more}",
-            error_code=code,
+            message=refusal.message,
+            error_code=refusal.code,
             original=value,
             problems=[p.to_dict() for p in problems],
         )

@@ -26,8 +26,11 @@ from .results import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_NG_REASON_CHARS,
     MAX_POSITION_RECTS,
+    Verdict,
     check_execute_result,
     check_pre_execute_result,
+    check_result,
+    verdict,
 )
 
 __all__ = [
@@ -40,16 +43,19 @@ __all__ = [
     "RECT_FIELDS",
     "SAFE_NAME_PATTERN",
     "Problem",
+    "Verdict",
     "check_execute_result",
     "check_info",
     "check_manifest",
     "check_param_specs",
     "check_pre_execute_result",
     "check_rect",
+    "check_result",
     "find_step",
     "find_unjsonable",
     "is_safe_name",
     "legacy_step_zero",
     "to_jsonable",
     "validate_user_params",
+    "verdict",
 ]

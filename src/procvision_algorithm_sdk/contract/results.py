@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from procvision_algorithm_sdk.errors import (
-    INVALID_RESULT,
-)
+from procvision_algorithm_sdk.errors import COORDINATE_INVALID, INVALID_RESULT
 
 from .jsonsafe import find_unjsonable
 from .problem import (
@@ -27,8 +25,11 @@ __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_NG_REASON_CHARS",
     "MAX_POSITION_RECTS",
+    "Verdict",
     "check_execute_result",
     "check_pre_execute_result",
+    "check_result",
+    "verdict",
 ]
 
 DEFAULT_MAX_DEFECTS = 20
@@ -258,3 +259,39 @@ def _check_execute_data(
             )
         )
     return problems
+
+
+def check_result(
+    result: object,
+    phase: str,
+    image_width: int | None = None,
+    image_height: int | None = None,
+    max_defects: int = DEFAULT_MAX_DEFECTS,
+) -> list[Problem]:
+    """Check the result of phase "pre" (pre_execute) or "execute" with that phase's rules."""
+    if phase == "pre":
+        return check_pre_execute_result(result, image_width, image_height)
+    return check_execute_result(result, image_width, image_height, max_defects)
+
+
+class Verdict(NamedTuple):
+    """A refused result: the code it is answered with and one sentence naming the first problem."""
+
+    code: str
+    message: str
+
+
+def verdict(problems: list[Problem], phase: str) -> Verdict | None:
+    """The one refusal of a pre/execute result with `problems`; None when there are none.
+
+    A coordinate problem keeps 1007, every other problem is 1008. The adapter, the Runner's
+    re-check and validate --full all answer with this.
+    """
+    if not problems:
+        return None
+    method = "pre_execute" if phase == "pre" else "execute"
+    first = problems[0]
+    code = first.code if first.code in (INVALID_RESULT, COORDINATE_INVALID) else INVALID_RESULT
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    where = f"{first.where}: " if first.where else ""
+    return Verdict(code, f"invalid {method} result: {where}{first.message}{more}")
