@@ -47,8 +47,14 @@ def to_result(
     max_defects: int,
     width: int | None = None,
     height: int | None = None,
+    *,
+    checked: bool = False,
 ) -> dict[str, Any]:
-    """Turn a result frame into the plain result dict callers get, re-checking it."""
+    """Turn a result frame into the plain result dict callers get, re-checking it.
+
+    `checked`: the worker's adapter checked the result contract itself (it said so in its
+    hello: `contract:v1`); then only what the Runner alone decides (max_defects) is applied.
+    """
     data = frame.get("data")
     result: dict[str, Any] = {
         "status": frame.get("status") if frame.get("status") in ("OK", "ERROR") else "ERROR",
@@ -64,7 +70,7 @@ def to_result(
             result[extra] = frame[extra]
     worker_timings = frame.get("timings") if isinstance(frame.get("timings"), dict) else {}
     if frame.get("request_id") is not None and result["status"] == "OK":
-        recheck(result, phase, width, height, max_defects)
+        recheck(result, phase, width, height, max_defects, full=not checked)
     if result["status"] == "ERROR" and frame.get("type") == "error" and not result["error_code"]:
         result["error_code"] = TIMEOUT
     code = result["error_code"]
@@ -85,9 +91,15 @@ def to_result(
 
 
 def recheck(
-    result: dict[str, Any], phase: str, width: int | None, height: int | None, limit: int
+    result: dict[str, Any],
+    phase: str,
+    width: int | None,
+    height: int | None,
+    limit: int,
+    *,
+    full: bool = True,
 ) -> None:
-    """Check a worker's OK result again; cut defect_rects beyond `limit` with a warning."""
+    """Cut defect_rects beyond `limit` with a warning; with `full`, check the contract again."""
     data = {k: v for k, v in result["data"].items() if k not in ("phase", "step_index")}
     rects = data.get("defect_rects")
     if phase == "execute" and isinstance(rects, list) and len(rects) > limit:
@@ -96,6 +108,8 @@ def recheck(
         log.warning("%s", warning)
         data["defect_rects"] = rects[:limit]
         result["data"]["defect_rects"] = rects[:limit]
+    if not full:
+        return
     view = {
         "status": result["status"],
         "message": result["message"],

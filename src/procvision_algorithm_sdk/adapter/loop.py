@@ -109,7 +109,8 @@ class WorkerLoop(CallHandler):
             if callable(getattr(self.algorithm, method, None)):
                 caps.append(phase)
         if "pre" in caps and "execute" in caps:
-            caps.append("step")  # pre + execute in one call frame (calls.CallHandler.call_step)
+            caps.append("step")  # pre + execute in one call frame (adapter/step.py)
+        caps.append("contract:v1")  # results are checked here (outcome.evaluate_result)
         return caps
 
     def hello(self) -> dict[str, Any]:

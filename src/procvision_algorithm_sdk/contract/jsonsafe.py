@@ -135,6 +135,16 @@ _PLAIN_INT_LIMIT = 1 << 1000  # far below the smallest int-to-str digit limit CP
 _PLAIN_NODE_BUDGET = 4096
 
 
+def _plain_scalar(item: object) -> bool:
+    """A leaf the walk would accept; checked inline so leaves never go through the stack."""
+    kind = type(item)
+    if item is None or kind is str or kind is bool:
+        return True
+    if kind is int:
+        return -_PLAIN_INT_LIMIT < item < _PLAIN_INT_LIMIT  # type: ignore[operator]
+    return kind is float and math.isfinite(item)  # type: ignore[arg-type]
+
+
 def _plainly_json(value: object) -> bool:
     """True only when the full walk would certainly find nothing; False means "walk it".
 
@@ -166,7 +176,8 @@ def _plainly_json(value: object) -> bool:
             for key, child in item.items():
                 if type(key) is not str:
                     return False
-                stack.append((child, depth + 1))
+                if not _plain_scalar(child):
+                    stack.append((child, depth + 1))
             continue
         if type(item) is list or type(item) is tuple:
             if depth >= MAX_NESTING_DEPTH:
@@ -174,7 +185,7 @@ def _plainly_json(value: object) -> bool:
             budget -= len(item)
             if budget < 0:
                 return False
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend((child, depth + 1) for child in item if not _plain_scalar(child))
             continue
         return False
     return True

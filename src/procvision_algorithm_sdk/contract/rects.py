@@ -124,6 +124,31 @@ def check_rect(
     return problems
 
 
+def _well_formed(rect: object, image_width: int | None, image_height: int | None) -> bool:
+    """The fast path: True only when every rule of check_rect holds (exact builtin types).
+
+    Anything else, including a bool, a numpy scalar or a NaN score, returns False and takes
+    the full check, which then says what is wrong. `image_width`/`image_height` are already
+    usable sizes or None (the caller's `_image_size`).
+    """
+    if type(rect) is not dict:
+        return False
+    x, y, w, h = rect.get("x"), rect.get("y"), rect.get("width"), rect.get("height")
+    if type(x) is not int or type(y) is not int or type(w) is not int or type(h) is not int:
+        return False
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        return False
+    if (image_width is not None and x + w > image_width) or (
+        image_height is not None and y + h > image_height
+    ):
+        return False
+    label = rect.get("label")
+    if label is not None and type(label) is not str:
+        return False
+    score = rect.get("score")
+    return score is None or (type(score) in (int, float) and 0 <= score <= 1)
+
+
 def _check_rect_list(
     value: object,
     where: str,
@@ -144,6 +169,8 @@ def _check_rect_list(
                 f"{where} has {len(value)} rects; at most {limit} are allowed",
             )
         )
+    width, height = _image_size(image_width), _image_size(image_height)
     for index, rect in enumerate(value):
-        problems.extend(check_rect(rect, _child(where, index), image_width, image_height))
+        if not _well_formed(rect, width, height):
+            problems.extend(check_rect(rect, _child(where, index), width, height))
     return problems
