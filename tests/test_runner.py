@@ -779,8 +779,10 @@ def test_session_survives_worker_restart(make_runner: Any) -> None:
     runner.reset("s1")
     third = runner.run_step("f1", 2, FRAME, session_id="s1")
     assert _ok(third["execute"])["data"]["recalled"] is None
+    assert runner.has_session("s1") and not runner.has_session("never-used")
     runner.close_session("s1")
     assert runner.stats()["sessions"] == 0
+    assert not runner.has_session("s1")
 
 
 def test_sessions_expire_after_idle_ttl(make_runner: Any) -> None:
@@ -788,7 +790,8 @@ def test_sessions_expire_after_idle_ttl(make_runner: Any) -> None:
     runner = tracked.runner
     runner.load(FAULTY)
     runner.run_step("f1", 1, FRAME, user_params={"mode": "remember", "tag": "x"}, session_id="t")
-    assert _wait_for(lambda: runner.stats()["sessions"] == 0, 10)
+    assert _wait_for(lambda: not runner.has_session("t"), 10)
+    assert runner.stats()["sessions"] == 0
     again = runner.run_step("f1", 2, FRAME, session_id="t")
     assert _ok(again["execute"])["data"]["recalled"] is None
 

@@ -254,6 +254,23 @@ def test_name_reused_without_retire_is_reattached() -> None:
         seg.retire_and_unlink(shm)
 
 
+def test_prefetch_attaches_ahead_of_the_read() -> None:
+    """prefetch() puts the segment in the attach cache; an unknown id is False, not an error."""
+    meta = sm.write_image_array_to_shared_memory(_id("prefetch"), _frame(6, 5, seed=3))
+    name = seg.segment_name_for_id(_id("prefetch"))
+    try:
+        sm.clear_attach_cache()
+        assert sm.prefetch(_id("prefetch")) is True
+        assert name in sm.cached_segment_names()
+        image = sm.read_image_from_shared_memory(_id("prefetch"), meta, strict=True)
+        assert (image == _frame(6, 5, seed=3)).all()
+        del image
+        assert sm.prefetch(_id("prefetch-never-written")) is False
+    finally:
+        sm.clear_attach_cache()
+        sm.dev_clear_shared_memory(_id("prefetch"))
+
+
 def test_attach_cache_is_bounded() -> None:
     ids = [_id(f"many-{i}") for i in range(sm.ATTACH_CACHE_SIZE * 3)]
     try:

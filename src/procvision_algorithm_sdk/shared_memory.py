@@ -116,6 +116,18 @@ def _close_mapping(mapping: mmap.mmap) -> None:
 _cache = _AttachCache(ATTACH_CACHE_SIZE)
 
 
+def prefetch(shared_mem_id: str) -> bool:
+    """Attach the segment behind `shared_mem_id` now, so the algorithm's read is a cache hit.
+
+    False when there is no such segment (or it cannot be attached): the read reports that.
+    """
+    try:
+        _cache.get(seg.segment_name_for_id(shared_mem_id))
+    except (_LoadFailure, OSError, ValueError):
+        return False
+    return True
+
+
 def _strict_from_env() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 

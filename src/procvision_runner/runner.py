@@ -681,6 +681,10 @@ class Runner:
             finally:
                 pool.release(worker)
 
+    def has_session(self, session_id: str) -> bool:
+        """Whether the Runner keeps state for this session (an expired one does not count)."""
+        return self._sessions.get(session_id) is not None
+
     def close_session(self, session_id: str) -> None:
         """Forget a session's state and log history."""
         self._sessions.close(session_id)

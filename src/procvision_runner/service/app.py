@@ -4,7 +4,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
@@ -26,6 +26,10 @@ from .routes_packages import packages_router
 from .routes_raw import raw_router
 from .routes_sessions import sessions_router
 from .settings import ServiceConfig
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+    from ..store.manager import PackageManager
 
 __all__ = ["create_app"]
 
@@ -90,8 +94,8 @@ def _lifespan(
 
 
 def create_app(
-    manager: Any,
-    runner: Any,
+    manager: "PackageManager",
+    runner: "Runner",
     config: ServiceConfig | None = None,
     *,
     start_packages: bool = True,

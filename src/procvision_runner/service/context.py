@@ -4,7 +4,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,6 +18,10 @@ from .errors import ApiError
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
 from .settings import ServiceConfig
 
+if TYPE_CHECKING:
+    from ..runner import Runner
+    from ..store.manager import PackageManager
+
 __all__ = ["ServiceContext", "Startup", "session_exists"]
 
 
@@ -30,14 +34,9 @@ class Startup:
         self.thread: threading.Thread | None = None
 
 
-def session_exists(runner: Any, session_id: str) -> bool:
+def session_exists(runner: "Runner", session_id: str) -> bool:
     """Whether the Runner keeps state for this session (expired sessions do not count)."""
-    probe = getattr(runner, "has_session", None)
-    if callable(probe):
-        return bool(probe(session_id))
-    # The Runner's API has no existence query yet; its session table answers the same question.
-    sessions = getattr(runner, "_sessions", None)
-    return sessions is not None and sessions.get(session_id) is not None
+    return runner.has_session(session_id)
 
 
 _bearer = HTTPBearer(auto_error=False, description="the service token")
@@ -47,8 +46,8 @@ _bearer = HTTPBearer(auto_error=False, description="the service token")
 class ServiceContext:
     """The state one app's routes close over; `auth` is the dependency list of protected routes."""
 
-    manager: Any
-    runner: Any
+    manager: "PackageManager"
+    runner: "Runner"
     cfg: ServiceConfig
     metrics: ServiceMetrics
     startup: Startup = field(default_factory=Startup)
@@ -88,15 +87,7 @@ class ServiceContext:
 
     def upload_dir(self) -> Path:
         """The store's temporary directory, where uploads are streamed."""
-        store = getattr(self.manager, "store", None)
-        for attr in ("tmp_dir", "tmp", "tmp_path"):
-            value = getattr(store, attr, None)
-            if value is not None:
-                return Path(value)
-        root = getattr(store, "root", None)
-        if root is None:
-            raise ApiError(500, UNKNOWN_ERROR, "the store has no temporary directory")
-        return Path(root) / "tmp"
+        return Path(self.manager.store.tmp)
 
     async def known_version(self, name: str, version: str) -> None:
         """Raise 404 unless `name` `version` is installed."""
