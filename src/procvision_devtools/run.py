@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk.contract import check_manifest
-from procvision_algorithm_sdk.errors import INVALID_PID, MANIFEST_MISSING, UNKNOWN_ERROR
+from procvision_algorithm_sdk.errors import (
+    INVALID_PARAMS,
+    INVALID_PID,
+    MANIFEST_MISSING,
+    UNKNOWN_ERROR,
+)
 
 from ._common import (
     CliError,
@@ -57,6 +62,16 @@ def prepare(project: Path, pid: str) -> dict[str, Any]:
     if pid not in pids:
         raise CliError(INVALID_PID, f"pid {pid!r} is not supported; supported pids: {pids}")
     return manifest
+
+
+def timeout_config(timeout_s: float | None) -> dict[str, Any]:
+    """Runner settings that make --timeout the deadline of every pre_execute and execute."""
+    if timeout_s is None:
+        return {}
+    if not timeout_s > 0:
+        raise CliError(INVALID_PARAMS, "--timeout must be a positive number of seconds")
+    ms = max(1, int(timeout_s * 1000))
+    return {"pre_execute_timeout_ms": ms, "execute_timeout_ms": ms, "hook_timeout_ms": ms}
 
 
 def step_list(info: dict[str, Any], step: int | None, all_steps: bool) -> list[int]:
@@ -205,6 +220,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--session", help="session id (default: a new one)")
     parser.add_argument("--save-overlay", metavar="PNG", help="draw the result rects on the image")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="deadline of each pre_execute and execute in seconds (default: the contract's "
+        "10 and 30); past it the call answers 1005",
+    )
     parser.set_defaults(handler=_command)
 
 
@@ -219,6 +242,7 @@ def _command(args: argparse.Namespace) -> int:
             step=args.step,
             all_steps=args.all_steps,
             session_id=args.session,
+            config=timeout_config(args.timeout),
         )
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)

@@ -218,13 +218,6 @@ CASES: list[tuple[str, dict[str, Any], str, str, str]] = [
         "score",
     ),
     (
-        "numpy-scalar",
-        {"execute": _ng(rects="[dict(rect, x=np.int64(1))]")},
-        "step 1 execute",
-        "1008",
-        "defect_rects[0].x",
-    ),
-    (
         "ndarray-in-debug",
         {
             "execute": '{"status": "OK", "data": {"result_status": "OK", "defect_rects": [], '

@@ -105,6 +105,9 @@ def exception_outcome(exc: BaseException, what: str) -> Outcome:
 _RESULT_KEYS = ("status", "message", "error_code", "data", "debug")
 
 
+_METHOD = {"pre": "pre_execute", "execute": "execute"}
+
+
 def evaluate_result(
     raw: Any,
     kind: str,
@@ -127,6 +130,13 @@ def evaluate_result(
             value = json_safe(raw)
         else:
             problems = check(value)
+            if not problems:  # the one rule (validate, run, station): warn and convert
+                method = _METHOD.get(kind, kind)
+                log.warning(
+                    f"{method} returned numpy values; converted to plain JSON numbers "
+                    "(return int/float/str to silence this)",
+                    phase=method,
+                )
     refusal = verdict(problems, kind)
     if refusal is not None:
         return Outcome(
