@@ -73,3 +73,19 @@ def test_exceptions_carry_codes(
     assert exc.retryable is retryable
     assert cls("x", error_code="1003").error_code == "1003"
     assert cls().message == ""
+
+
+def test_every_exception_of_ours_derives_from_procvision_error() -> None:
+    from procvision_algorithm_sdk.errors import ProcVisionError
+    from procvision_devtools._common import CliError
+    from procvision_runner import RunnerError
+    from procvision_runner.store.lock import StoreError
+    from procvision_runner.worker import WorkerStartError
+
+    cli = CliError("2002", "manifest.json not found")
+    assert isinstance(cli, ProcVisionError)
+    assert (cli.error_code, cli.code, cli.message) == ("2002", "2002", "manifest.json not found")
+    start = WorkerStartError("no hello")
+    assert isinstance(start, ProcVisionError)
+    assert (start.error_code, start.message) == ("1005", "no hello")
+    assert issubclass(RunnerError, ProcVisionError) and issubclass(StoreError, ProcVisionError)

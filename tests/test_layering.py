@@ -24,8 +24,6 @@ SHIM_EDGES = {(f"{SDK}.cli", DEVTOOLS)}
 # (importer, imported); a module matches an entry when it is that module or inside it (so a split
 # into a package keeps the entry valid). Remove an entry when its cycle is gone; never add one.
 ALLOWED_CYCLE_EDGES = {
-    # config <-> runner: RunnerError moves to procvision_runner/errors.py (layout move 2a)
-    (f"{RUNNER}.config", f"{RUNNER}.runner"),
     # service <-> cli: serve_from_args moves to cli.py (layout move 2b)
     (f"{RUNNER}.service", f"{RUNNER}.cli"),
     # validate <-> full: the shared helpers move to devtools/_project.py (layout move 2c)

@@ -17,6 +17,7 @@ from procvision_algorithm_sdk.errors import (
     INVALID_PARAMS,
     MANIFEST_MISSING,
     ImageLoadError,
+    ProcVisionError,
 )
 from procvision_algorithm_sdk.imagefile import decode_image
 
@@ -91,13 +92,19 @@ class Report:
         }
 
 
-class CliError(Exception):
-    """A user-facing failure with an error code; printed as one line, never a traceback."""
+class CliError(ProcVisionError):
+    """A user-facing failure with an error code; printed as one line, never a traceback.
+
+    The arguments stay (code, message): every call site of the CLI passes them in that order.
+    """
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = str(code)
-        self.message = message
+        super().__init__(message, error_code=str(code))
+
+    @property
+    def code(self) -> str:
+        """The error code (the CLI's first name for `error_code`)."""
+        return self.error_code
 
 
 def error_result(code: str, message: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
+from procvision_algorithm_sdk.errors import UNKNOWN_ERROR, ProcVisionError
 
 from ._common import CliError, load_image, load_manifest, parse_params, print_json, report_error
 from ._loader import describe_exception
@@ -164,7 +164,7 @@ def _command(args: argparse.Namespace) -> int:
             params=parse_params(args.params),
         )
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
-        code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
+        code = str(exc.error_code) if isinstance(exc, ProcVisionError) else UNKNOWN_ERROR
         message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
         return report_error(code, message, args.json)
     if args.json:

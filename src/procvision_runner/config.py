@@ -10,6 +10,8 @@ from typing import Any
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
 
+from .errors import RunnerError
+
 
 class ConfigFileError(ValueError):
     """A config file that cannot be read or parsed (reported with code 1006)."""
@@ -85,8 +87,6 @@ class RunnerConfig:
     def __post_init__(self) -> None:
         problems = self.problems()
         if problems:
-            from .runner import RunnerError
-
             raise RunnerError("invalid runner config: " + "; ".join(problems), INVALID_PARAMS)
 
     def problems(self) -> list[str]:
@@ -153,8 +153,6 @@ class RunnerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            from .runner import RunnerError
-
             raise RunnerError(f"unknown runner config keys: {unknown}", INVALID_PARAMS)
         kwargs = dict(values)
         if "warmup_shape" in kwargs:

@@ -33,7 +33,6 @@ from procvision_algorithm_sdk.errors import (
     MANIFEST_MISSING,
     TIMEOUT,
     UNKNOWN_ERROR,
-    ProcVisionError,
 )
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
 
@@ -41,6 +40,7 @@ from . import execute_only
 from .calls import CallRefused, PackageKey, StepCall, ValidCall, validate_call
 from .config import RunnerConfig
 from .containment import Containment
+from .errors import RunnerError
 from .leases import SharedFrame
 from .pool import FAILED, STOPPED, Pool, PoolCounters
 from .results import CallRecord, call_record, ms, to_result
@@ -67,13 +67,6 @@ _LEVELS = {
 _ADAPTER_DEFECT_LIMIT = 1_000_000
 _KNOWN_SESSIONS_PER_WORKER = 512  # below the adapter's session cache (1024)
 _PROTOCOL_KEYS = ("type", "request_id", "timestamp_ms", "session_delta", "restart_worker")
-
-
-class RunnerError(ProcVisionError):
-    """Misuse of the Runner's management API (load, route, unload); carries a code."""
-
-    def __init__(self, message: str, error_code: str = INVALID_PARAMS) -> None:
-        super().__init__(message, error_code=error_code)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from .config import RunnerConfig
+from .errors import WorkerStartError
 from .process import (
     ENV_ALLOWLIST,
     SIGKILL,
@@ -44,15 +45,6 @@ from .process import (
 from .worker_logs import MAX_LOG_LINE, WorkerLogs
 
 log = logging.getLogger("procvision.runner")
-
-
-class WorkerStartError(Exception):
-    """A worker failed to start; carries the code and whether retrying can help."""
-
-    def __init__(self, message: str, error_code: str = TIMEOUT) -> None:
-        super().__init__(message)
-        self.message = message
-        self.error_code = error_code
 
 
 @dataclass
