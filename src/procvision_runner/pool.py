@@ -450,6 +450,7 @@ class Pool:
                 self._offer(worker)
                 if bloated and worker.id not in self._recycling and self.state == READY:
                     self._recycling.add(worker.id)
+                    self._starting += 1  # so a loss meanwhile does not start a second one
                     self._start_thread(lambda: self._recycle(worker))
             elif worker.state == "READY":  # the pool stopped meanwhile, or it was replaced
                 threading.Thread(target=self._stop_workers, args=([worker],), daemon=True).start()
@@ -471,10 +472,12 @@ class Pool:
             log.warning("memory recycle of %s failed to start a replacement: %s", old.id, exc)
             with self._cond:
                 self._recycling.discard(old.id)
+                self._starting -= 1
             return
         doomed: list[Worker] = []
         with self._cond:
             self._recycling.discard(old.id)
+            self._starting -= 1
             if self.state not in (READY, DRAINING):
                 doomed.append(new)
             else:
