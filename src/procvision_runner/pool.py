@@ -1,4 +1,4 @@
-"""N workers of one package version: bounded queue, backpressure, restarts, crash-loop breaker."""
+"""N workers of one package version: FIFO queue, backpressure, restarts, memory recycling."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from procvision_algorithm_sdk.contract import validate_user_params
 from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERROR, is_retryable
 
 from .breaker import HALF_OPEN, OPEN, CrashLoopBreaker
 from .config import RunnerConfig
 from .memory import limits_for, megabytes, rss_bytes
+from .warmup import warm_up
 from .worker import Spawner, Worker, WorkerSpec, WorkerStartError, error_frame
 
 log = logging.getLogger("procvision.runner")
@@ -172,7 +170,7 @@ class Pool:
                         str(result.get("error_code") or INVALID_RESULT),
                     )
                 self.info = info
-            self._warm_up(worker)
+            warm_up(worker, self.config, self.info or {})
         except BaseException:
             worker.terminate("start failed")
             self._dispose(worker)
@@ -181,68 +179,6 @@ class Pool:
             with self._cond:
                 self._launching.remove(worker)
         return worker
-
-    def _warm_up(self, worker: Worker) -> None:
-        """Run synthetic pre+execute calls per step through every slot; results are discarded.
-
-        All slots of the worker's ring are leased at once and the calls rotate over them, so
-        every segment is allocated at the warm-up size, written by this process and attached by
-        the worker before the first real call (which may land on any slot). Each call rewrites
-        its slot like a real call does. With fewer warm-up calls than slots, extra rounds of the
-        first step run until every slot has been used once. Sessions are throw-away ids.
-        """
-        cfg = self.config
-        info = self.info or {}
-        pids = info.get("supported_pids") or []
-        if cfg.warmup_calls <= 0 or not pids:
-            return
-        steps = [s for s in info.get("steps") or [] if isinstance(s, dict)] or [
-            {"index": 1, "params": []}
-        ]
-        # Mid-grey, not zeros: np.zeros maps the kernel's zero page, so copying it would skip
-        # the memory traffic a real frame causes.
-        frame = np.full(cfg.warmup_shape, 128, dtype=np.uint8)
-        height, width = frame.shape[:2]
-        runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for step in steps:
-            params, problems = validate_user_params(step.get("params") or [], {}, width, height)
-            if not problems:
-                runs.extend((step, params) for _ in range(cfg.warmup_calls))
-        if not runs:
-            return
-        slots: list[Any] = []
-        try:
-            for _ in range(worker.slots.count):
-                slots.append(worker.slots.acquire(frame.nbytes, cfg.startup_timeout_ms / 1000))
-            while len(runs) < len(slots):
-                runs.append(runs[0])
-            for number, (step, params) in enumerate(runs):
-                slot = slots[number % len(slots)]
-                meta = slot.write_frame(frame, "RGB")
-                session = {"id": f"warmup-{uuid.uuid4().hex[:12]}", "context": {}}
-                for phase, timeout in (
-                    ("pre", cfg.pre_execute_timeout_ms),
-                    ("execute", cfg.execute_timeout_ms),
-                ):
-                    result = worker.call(
-                        phase,
-                        {
-                            "step_index": step.get("index"),
-                            "pid": str(pids[0]),
-                            "session": session,
-                            "user_params": params,
-                            "shared_mem_id": slot.name,
-                            "image_meta": meta,
-                        },
-                        timeout,
-                    )
-                    if worker.state != "READY" or worker.retire:
-                        raise WorkerStartError(f"warm-up {phase}: {result.get('message')}")
-                    if result.get("status") != "OK":
-                        break
-        finally:
-            for slot in slots:
-                slot.release()
 
     def _dispose(self, worker: Worker) -> None:
         """Reap a worker that has exited (or kill it) and unlink its slots."""
