@@ -391,6 +391,9 @@ def test_metrics_count_calls_and_requests(client: httpx.Client) -> None:
         "procvision_worker_restarts_total",
         "procvision_call_timeouts_total",
         "procvision_crash_loops_total",
+        "procvision_breaker_trials_total",
+        "procvision_memory_recycles_total",
+        "procvision_memory_kills_total",
         "procvision_shared_memory_bytes",
     ):
         assert f"\n{name} " in after, name
