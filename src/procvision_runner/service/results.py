@@ -113,9 +113,12 @@ class ExecuteResult(_Result):
 
 
 class StepResult(BaseModel):
-    """phase=step: pre_execute, then execute unless pre_execute answered ERROR (then null)."""
+    """phase=step: pre_execute, then execute unless pre_execute answered ERROR (then null).
 
-    pre_execute: PreExecuteResult
+    An execute-only package has no pre_execute: it is null and execute holds the one result.
+    """
+
+    pre_execute: PreExecuteResult | None
     execute: ExecuteResult | None
 
 

@@ -9,6 +9,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS, INVALID_PID
+from procvision_algorithm_sdk.generation import APIS, manifest_api
 
 from .context import ServiceContext
 from .errors import ApiError
@@ -22,9 +23,9 @@ _MAX_MANIFEST_BYTES = 1024**2
 
 def api_generation(manifest: dict[str, Any], info: dict[str, Any] | None) -> str:
     """ "lifecycle" (get_info, pre_execute, execute) or "execute-only" (contract section 11)."""
-    if info and isinstance(info.get("supported_pids"), list):
-        return "lifecycle"
-    return "lifecycle" if isinstance(manifest.get("supported_pids"), list) else "execute-only"
+    if info and info.get("api") in APIS:
+        return str(info["api"])  # the worker's own word (execute-only info is synthesized)
+    return manifest_api(manifest)
 
 
 def _read_manifest(path: str | None) -> dict[str, Any]:

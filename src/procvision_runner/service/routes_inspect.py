@@ -1,11 +1,11 @@
 """/inspect: one frame (PNG/JPEG or raw pixels) through a step or one phase of the Runner."""
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -89,6 +89,83 @@ async def _raw_frame(
     return frame.reshape(shape), space
 
 
+_EXONLY = "Execute-only API only (packages without supported_pids): "
+
+
+def parse_json_list(name: str, text: str) -> list[Any]:
+    """A form field holding a JSON list (guide_info), checked to be plain JSON."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(422, INVALID_PARAMS, f"{name} is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(422, INVALID_PARAMS, f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON list")
+    problems = find_unjsonable(value, name)
+    if problems:
+        raise ApiError(422, INVALID_PARAMS, f"{name}: {problems[0].message}")
+    return value
+
+
+def guide_inputs(ctx: ServiceContext) -> Callable[..., AsyncIterator[dict[str, Any]]]:
+    """The execute-only fields of /inspect as a dependency; a decoded guide image stays in the
+    decode budget until the call is answered. An undecodable guide image yields `guide_error`."""
+
+    async def inputs(
+        step_desc: Annotated[
+            str | None, Form(max_length=4096, description=_EXONLY + "the step's text")
+        ] = None,
+        guide_info: Annotated[
+            str | None,
+            Form(
+                description=_EXONLY + 'JSON list: [{"label": "1", "posList": [{"x", "y", '
+                '"width", "height"}]}], rects inside the guide image'
+            ),
+        ] = None,
+        guide_image: Annotated[
+            UploadFile | None, File(description=_EXONLY + "the guide (reference) image")
+        ] = None,
+        guide_raw: Annotated[
+            UploadFile | None, File(description=_EXONLY + "the guide image as raw uint8 pixels")
+        ] = None,
+        guide_width: Annotated[int | None, Form(ge=1, le=65_535)] = None,
+        guide_height: Annotated[int | None, Form(ge=1, le=65_535)] = None,
+        guide_channels: Annotated[int | None, Form(ge=1, le=3, description="1 or 3")] = None,
+        guide_color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        out: dict[str, Any] = {}
+        if step_desc is not None:
+            out["step_desc"] = step_desc
+        if guide_info is not None:
+            out["guide_info"] = parse_json_list("guide_info", guide_info)
+        if guide_image is not None and guide_raw is not None:
+            raise ApiError(422, INVALID_PARAMS, "send at most one of 'guide_image', 'guide_raw'")
+        if guide_raw is not None:
+            array, space = await _raw_frame(
+                guide_raw,
+                guide_width,
+                guide_height,
+                guide_channels,
+                guide_color_space,
+                ctx.cfg.max_inspect_bytes,
+            )
+            yield {**out, "guide_frame": array, "guide_color_space": space}
+            return
+        if any(v is not None for v in (guide_width, guide_height, guide_channels)):
+            raise ApiError(422, INVALID_PARAMS, "guide_width/height/channels go with 'guide_raw'")
+        if guide_image is None:
+            yield out
+            return
+        async with ctx.decoder.decoded(await guide_image.read()) as (decoded, why):
+            if decoded is None:
+                yield {**out, "guide_error": f"guide_image: {why}"}
+            else:
+                yield {**out, "guide_frame": decoded, "guide_color_space": "RGB"}
+
+    return inputs
+
+
 def run_inspection(
     runner: Any, phase: str, pid: str, step_index: int, frame: Any, **fields: Any
 ) -> Callable[[], dict[str, Any]]:
@@ -119,6 +196,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         request: Request,
         pid: Annotated[str, Form(pattern=PID_PATTERN)],
         step_index: Annotated[int, Form(ge=0, le=10_000)],
+        guide: Annotated[dict[str, Any], Depends(guide_inputs(ctx))],
         phase: Annotated[Literal["step", "pre", "execute"], Form()] = "step",
         user_params: Annotated[str | None, Form(description="JSON object")] = None,
         session_id: Annotated[str | None, Form(pattern=SESSION_PATTERN)] = None,
@@ -141,7 +219,11 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
         client: ClientId = None,
     ) -> JSONResponse:
-        """Inspect one frame; the answer is exactly the Runner API's dict (one type per phase)."""
+        """Inspect one frame; the answer is exactly the Runner API's dict (one type per phase).
+
+        Lifecycle packages take user_params and a session; execute-only packages (original
+        SDK 0.3.x) take the guide image (guide_image or guide_raw), step_desc and guide_info.
+        """
         params = parse_json_field("user_params", user_params)
         context = parse_json_field("session_context", session_context)
         given = sum(x is not None for x in (image, raw, frame))
@@ -155,7 +237,16 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
             "session_context": context,
             "camera_id": camera_id,
             "timestamp_ms": timestamp_ms,
+            **{k: v for k, v in guide.items() if k != "guide_error"},
         }
+        if "guide_error" in guide:
+            routed = runner.routes().get(pid)
+            package = {"name": routed[0], "version": routed[1]} if routed else None
+            metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
+            failed = error_result(IMAGE_LOAD_FAILED, guide["guide_error"], package)
+            return JSONResponse(
+                {"pre_execute": None, "execute": failed} if phase == "step" else failed
+            )
         if frame is not None:
             require_local(request)
             who = client_of(client)

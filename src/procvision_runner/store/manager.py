@@ -36,6 +36,7 @@ from procvision_algorithm_sdk.errors import (
     UNSAFE_UNINSTALL,
     ProcVisionError,
 )
+from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE, manifest_api
 
 from . import signing
 from .closure import check_closure_in_zip
@@ -273,7 +274,7 @@ class PackageManager:
         for pid in pids:
             if not safe_name(pid):
                 raise StoreError(INVALID_PID, f"{pid!r} is not a valid pid")
-            if pid not in entry.get("supported_pids", []):
+            if not _serves(entry, pid):
                 raise StoreError(
                     INVALID_PID,
                     f"{pid} is not in {entry['name']} {entry['version']}'s supported_pids "
@@ -444,7 +445,8 @@ class PackageManager:
             entry = {
                 "name": name,
                 "version": version,
-                "supported_pids": list(layout.manifest["supported_pids"]),
+                "supported_pids": list(layout.manifest.get("supported_pids") or []),
+                "api": manifest_api(layout.manifest),
                 "state": "deployed",
                 "created_at": _now(),
                 "created_ns": time.time_ns(),
@@ -635,12 +637,7 @@ class PackageManager:
                 cand = hist.pop()
                 e = reg.find(cand["name"], cand["version"])
                 same = (cand["name"], cand["version"]) == (current["name"], current["version"])
-                if (
-                    e is not None
-                    and e.get("state") != "invalid"
-                    and not same
-                    and pid in e.get("supported_pids", [])
-                ):
+                if e is not None and e.get("state") != "invalid" and not same and _serves(e, pid):
                     target = e
                     break
             if target is None:
@@ -650,7 +647,7 @@ class PackageManager:
                         for e in reg.packages
                         if e["name"] == current["name"]
                         and e.get("state") != "invalid"
-                        and pid in e.get("supported_pids", [])
+                        and _serves(e, pid)
                         and _version_key(e["version"]) < _version_key(current["version"])
                     ),
                     key=lambda e: _version_key(e["version"]),
@@ -743,6 +740,7 @@ class PackageManager:
                 "name": e["name"],
                 "version": e["version"],
                 "supported_pids": e.get("supported_pids", []),
+                "api": e.get("api", LIFECYCLE),
                 "state": st,
                 "active_pids": pids,
                 "created_at": e.get("created_at"),
@@ -804,3 +802,8 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _serves(entry: dict, pid: str) -> bool:
+    """Whether a registry entry may be bound to `pid`: any pid for an execute-only package."""
+    return entry.get("api") == EXECUTE_ONLY or pid in entry.get("supported_pids", [])
