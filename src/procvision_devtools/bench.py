@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from procvision_algorithm_sdk.errors import UNKNOWN_ERROR, ProcVisionError
+from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR, ProcVisionError
 
 from ._common import CliError, load_image, load_manifest, parse_params, print_json, report_error
 from ._loader import describe_exception
+from .execute_only import DEV_PID, is_execute_only, parse_guide_info
 from .run import open_runner, prepare
 
 PARTS = ("algorithm_ms", "transfer_ms", "queue_ms")
@@ -49,12 +50,31 @@ def bench(
     iterations: int = 200,
     warmup: int = 10,
     params: dict[str, Any] | None = None,
+    guide_image: str | os.PathLike[str] | None = None,
+    step_desc: str | None = None,
+    guide_info: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the step `warmup + iterations` times; return percentiles and the time breakdown."""
+    """Run the step `warmup + iterations` times; return percentiles and the time breakdown.
+
+    An execute-only project takes `guide_image` (and `step_desc`, `guide_info`); pre_execute
+    is then absent from the series.
+    """
     if iterations < 1 or warmup < 0:
         raise CliError(UNKNOWN_ERROR, "-n must be >= 1 and --warmup >= 0")
     root = Path(project)
     image = load_image(image_path)
+    guide: dict[str, Any] = {}
+    if is_execute_only(root):
+        if guide_image is None:
+            raise CliError(INVALID_PARAMS, "an execute-only project needs --guide-image")
+        pid = pid or DEV_PID
+        guide = {
+            "guide_frame": load_image(guide_image),
+            "step_desc": step_desc or "",
+            "guide_info": guide_info or [],
+        }
+    elif not pid:
+        raise CliError(INVALID_PARAMS, "bench needs --pid (lifecycle API)")
     prepare(root, pid)
     load_manifest(root)
     series: dict[str, list[float]] = {"round_trip": [], "pre_execute": [], "execute": []}
@@ -67,7 +87,7 @@ def bench(
         for number in range(warmup + iterations):
             started = time.perf_counter()
             outcome = runner.run_step(
-                pid, step, image, user_params=dict(params or {}), session_id=session
+                pid, step, image, user_params=dict(params or {}), session_id=session, **guide
             )
             elapsed = (time.perf_counter() - started) * 1000.0
             if number < warmup:
@@ -122,6 +142,8 @@ def _print(summary: dict[str, Any]) -> None:
                 + "".join(f"{values[k]:>9.3f}" for k in ("p50", "p95", "p99", "max"))
             )
     for phase, by_part in summary["breakdown_ms"].items():
+        if not by_part:
+            continue  # an execute-only package has no pre phase
         total = sum(v["mean"] for v in by_part.values()) or 1.0
         shares = ", ".join(
             f"{part[:-3]} {values['mean']:.3f} ms ({100 * values['mean'] / total:.0f}%)"
@@ -142,8 +164,13 @@ def add_parser(subparsers: Any) -> None:
         "image transport, queueing and protocol.",
     )
     parser.add_argument("project", help="project directory")
-    parser.add_argument("--pid", required=True)
-    parser.add_argument("--image", required=True, help="PNG, JPEG or BMP file")
+    parser.add_argument("--pid", help="product id (lifecycle API; execute-only: any, default dev)")
+    parser.add_argument(
+        "--image", "--cur-image", dest="image", required=True, help="PNG, JPEG or BMP file"
+    )
+    parser.add_argument("--guide-image", help="execute-only API: the guide (reference) image")
+    parser.add_argument("--step-desc", default="", help="execute-only API: the step's text")
+    parser.add_argument("--guide-info", help="execute-only API: guide_info JSON, or @file.json")
     parser.add_argument("--step", type=int, default=1)
     parser.add_argument("-n", "--iterations", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
@@ -162,6 +189,9 @@ def _command(args: argparse.Namespace) -> int:
             iterations=args.iterations,
             warmup=args.warmup,
             params=parse_params(args.params),
+            guide_image=args.guide_image,
+            step_desc=args.step_desc,
+            guide_info=parse_guide_info(args.guide_info),
         )
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(exc.error_code) if isinstance(exc, ProcVisionError) else UNKNOWN_ERROR

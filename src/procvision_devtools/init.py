@@ -20,9 +20,11 @@ from procvision_algorithm_sdk.errors import (
     MANIFEST_MISSING,
     UNKNOWN_ERROR,
 )
+from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE
 
 from ._common import CliError, print_json
 from ._target import current_target
+from .init_execute_only import MAIN_TEMPLATE, TEST_TEMPLATE
 
 # Module names an algorithm package must not shadow inside its own venv.
 _RESERVED_MODULES = {
@@ -230,6 +232,7 @@ def scaffold(
     version: str = "1.0.0",
     description: str | None = None,
     force: bool = False,
+    api: str = LIFECYCLE,
 ) -> dict[str, Any]:
     """Create the project files; return what was written. CliError on bad input or overwrite."""
     if not name.strip():
@@ -258,6 +261,8 @@ def scaffold(
         "display_name": name,
         "supported_pids": pids,
     }
+    if api == EXECUTE_ONLY:
+        del manifest["supported_pids"]  # the pids are whatever activate binds
     literals = {
         "name": repr(manifest_name),
         "version": repr(version),
@@ -270,14 +275,18 @@ def scaffold(
     files: dict[str, str] = {
         "manifest.json": json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
         f"{module}/__init__.py": f'"""Algorithm package {manifest_name}."""\n',
-        f"{module}/main.py": _MAIN_TEMPLATE.substitute(literals),
+        f"{module}/main.py": (MAIN_TEMPLATE if api == EXECUTE_ONLY else _MAIN_TEMPLATE).substitute(
+            literals
+        ),
         "requirements.txt": (
             "# Runtime dependencies of the algorithm, one per line; pin versions for delivery.\n"
             "# `procvision-cli package` adds the SDK itself and downloads everything as wheels.\n"
             "numpy>=1.23\n"
         ),
         ".procvision_env.json": json.dumps(current_target(), indent=2) + "\n",
-        "tests/test_algorithm.py": _TEST_TEMPLATE.substitute(literals),
+        "tests/test_algorithm.py": (
+            TEST_TEMPLATE if api == EXECUTE_ONLY else _TEST_TEMPLATE
+        ).substitute(literals),
         ".gitignore": "__pycache__/\n*.pyc\n*.zip\n.venv/\nwheels/\n",
     }
     if root.exists() and not root.is_dir():
@@ -322,6 +331,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("name", help="algorithm name (any text; a safe name is derived)")
     parser.add_argument("-d", "--dir", help="project directory (default: ./<safe name>)")
     parser.add_argument("--pids", default="p001", help="comma-separated supported pids")
+    parser.add_argument(
+        "--api",
+        choices=[LIFECYCLE, EXECUTE_ONLY],
+        default=LIFECYCLE,
+        help="lifecycle (get_info, pre_execute, execute) or execute-only (SDK 0.3.x execute on "
+        "decoded current and guide images; no pids)",
+    )
     parser.add_argument("-v", "--version", dest="algo_version", default="1.0.0")
     parser.add_argument("-e", "--description", default=None)
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -338,6 +354,7 @@ def _command(args: argparse.Namespace) -> int:
         args.algo_version,
         args.description,
         args.force,
+        args.api,
     )
     if args.json:
         print_json(created)

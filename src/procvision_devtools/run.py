@@ -17,6 +17,7 @@ from procvision_algorithm_sdk.errors import (
     MANIFEST_MISSING,
     UNKNOWN_ERROR,
 )
+from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
 
 from ._common import (
     CliError,
@@ -44,9 +45,14 @@ def open_runner(project: Path, **config: Any) -> Iterator[tuple[Any, dict[str, A
     """Start a Runner with the project loaded; yield it and the algorithm's get_info()."""
     from procvision_runner import Runner
 
+    from .execute_only import DEV_PID
+
     with Runner(_runner_config(**config)) as runner:
         key = runner.load(project.resolve())
-        yield runner, runner.package_info(key)
+        info = runner.package_info(key)
+        if info.get("api") == EXECUTE_ONLY:
+            runner.route([DEV_PID], key)  # it has no pids of its own: bind the dev pid
+        yield runner, info
 
 
 def prepare(project: Path, pid: str) -> dict[str, Any]:
@@ -58,6 +64,8 @@ def prepare(project: Path, pid: str) -> dict[str, Any]:
     if problems:
         first = problems[0]
         raise CliError(first.code, f"{first.where}: {first.message}")
+    if manifest_api(manifest) == EXECUTE_ONLY:
+        return manifest  # any pid: an execute-only package serves what it is bound to
     pids = list(manifest["supported_pids"])
     if pid not in pids:
         raise CliError(INVALID_PID, f"pid {pid!r} is not supported; supported pids: {pids}")
@@ -120,12 +128,22 @@ def run(
     image_path: str | os.PathLike[str],
     params_json: str | None = None,
     step_index: int | None = None,
+    guide_info: Any = None,
 ) -> dict[str, Any]:
     """Seed API: run one step (default 1); {"pre_execute": dict, "execute": dict}, never raises.
 
     An execute that did not run is {"status": "ERROR", "error_code": <the reason's code>,
     "message": "not run: ..."}: callers of the seed did `result["execute"].get("status")`.
+    For an execute-only project the original 0.3.x call applies, positionally:
+    `run(project, cur_image, guide_image, step_index, step_desc, guide_info)` -> {"execute"}.
     """
+    from . import execute_only
+
+    if execute_only.is_execute_only(project):
+        # positions of the original call: (cur_image, guide_image, step_index, step_desc, info)
+        step: Any = params_json
+        desc: Any = step_index
+        return execute_only.run(project, pid, image_path, step, desc, guide_info)
     try:
         params = parse_params(params_json)
         outcome = run_steps(project, pid, image_path, params, step=step_index)[0]
@@ -211,8 +229,13 @@ def add_parser(subparsers: Any) -> None:
         "through the adapter. Exit 0 iff every execute status is OK.",
     )
     parser.add_argument("project", help="project directory")
-    parser.add_argument("--pid", required=True, help="product id (must be in supported_pids)")
-    parser.add_argument("--image", required=True, help="PNG, JPEG or BMP file")
+    parser.add_argument("--pid", help="product id (must be in supported_pids; lifecycle API)")
+    parser.add_argument("--image", help="PNG, JPEG or BMP file (execute-only: the current image)")
+    parser.add_argument("--cur-image", help="execute-only API: the current camera image")
+    parser.add_argument("--guide-image", help="execute-only API: the guide (reference) image")
+    parser.add_argument("--step-desc", default="", help="execute-only API: the step's text")
+    parser.add_argument("--guide-info", help="execute-only API: guide_info JSON, or @file.json")
+    parser.add_argument("--entry", help="module:Class to run instead of the manifest's")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--step", type=int, default=None, help="step index (default 1)")
     group.add_argument("--all-steps", action="store_true", help="every step, in one session")
@@ -232,7 +255,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from . import execute_only
+
+    if args.guide_image is not None or execute_only.is_execute_only(args.project):
+        return _execute_only_command(args)
     try:
+        if args.pid is None or args.image is None:
+            raise CliError(INVALID_PARAMS, "run needs --pid and --image (lifecycle API)")
         params = parse_params(args.params)
         outcomes = run_steps(
             args.project,
@@ -262,3 +291,48 @@ def _command(args: argparse.Namespace) -> int:
         if args.save_overlay:
             print(f"overlay saved to {args.save_overlay}")
     return 0 if ok else 1
+
+
+def _execute_only_command(args: argparse.Namespace) -> int:
+    """`run` for an execute-only project: --cur-image (or --image) and --guide-image."""
+    from . import execute_only
+
+    cur = args.cur_image or args.image
+    step = 1 if args.step is None else args.step
+    try:
+        if not cur or not args.guide_image:
+            raise CliError(
+                INVALID_PARAMS,
+                "an execute-only project needs --cur-image (or --image) and --guide-image",
+            )
+        result = execute_only.run_execute_only(
+            args.project,
+            cur,
+            args.guide_image,
+            step=step,
+            step_desc=args.step_desc,
+            guide_info=execute_only.parse_guide_info(args.guide_info),
+            entry=args.entry,
+        )
+    except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
+        code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
+        message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
+        return report_error(code, message, args.json)
+    if args.save_overlay:
+        from .overlay import save_overlay
+
+        save_overlay(cur, [{"step_index": step, "execute": result}], args.save_overlay)
+    if args.json:
+        print_json({"step_index": step, "execute": result})
+    else:
+        print(f"step {step} (execute-only)")
+        data = result.get("data") or {}
+        line = f"  execute: {result.get('status')}"
+        if result.get("status") != "OK":
+            line += f" ({result.get('error_code')}) {result.get('message') or ''}"
+        print(line + (f"  [{_timing(result)}]" if _timing(result) else ""))
+        if result.get("status") == "OK":
+            print(f"  verdict: {data.get('result_status')}")
+            if data.get("ng_reason"):
+                print(f"  ng_reason: {data['ng_reason']}")
+    return 0 if result.get("status") == "OK" else 1

@@ -22,6 +22,7 @@ from procvision_algorithm_sdk.errors import (
     TIMEOUT,
     UNKNOWN_ERROR,
 )
+from procvision_algorithm_sdk.generation import EXECUTE_ONLY, api_of, neither_message
 
 from ._common import (
     CliError,
@@ -207,6 +208,15 @@ def _quick_in_context(project: Path, manifest: dict[str, Any], entry: str, repor
         )
         return
     report.ok("BaseAlgorithm subclass", f"{cls.__name__} subclasses BaseAlgorithm")
+    api = api_of(cls)
+    if api is None:
+        report.fail("algorithm API", neither_message(cls), MANIFEST_MISSING, "manifest.entry_point")
+        return
+    if api == EXECUTE_ONLY:
+        from .execute_only import validate_quick as validate_execute_only
+
+        validate_execute_only(cls, manifest, report)
+        return
     phase("instantiate")
     try:
         algorithm = cls()
