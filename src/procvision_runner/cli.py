@@ -196,6 +196,9 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--params", help="user_params as JSON, or @file")
     p.add_argument("--session", help="session id (default: a fresh one per image)")
+    p.add_argument("--guide-image", help="execute-only packages: the guide (reference) image")
+    p.add_argument("--step-desc", help="execute-only packages: the step's text")
+    p.add_argument("--guide-info", help="execute-only packages: guide_info JSON list, or @file")
     p.add_argument(
         "--json", action="store_true", help="print the Runner's result dict (one line per step)"
     )
@@ -212,6 +215,26 @@ def _read_params(text: str | None) -> dict | None:
     if not isinstance(value, dict):
         raise StoreError(INVALID_PARAMS, "--params must be a JSON object")
     return value
+
+
+def _read_guide(args: argparse.Namespace) -> dict[str, Any]:
+    """The execute-only arguments of inspect (only those given: a lifecycle package refuses)."""
+    guide: dict[str, Any] = {}
+    if args.guide_image is not None:
+        guide["guide_frame"] = _read_image(args.guide_image)
+    if args.step_desc is not None:
+        guide["step_desc"] = args.step_desc
+    if args.guide_info is not None:
+        text = args.guide_info
+        try:
+            raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+            value = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise StoreError(INVALID_PARAMS, f"--guide-info: {exc}") from exc
+        if not isinstance(value, list):
+            raise StoreError(INVALID_PARAMS, "--guide-info must be a JSON list")
+        guide["guide_info"] = value
+    return guide
 
 
 def _read_image(path: str) -> Any:
@@ -250,6 +273,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     params = _read_params(args.params)
     frames = [(path, _read_image(path)) for path in args.image]
+    guide = _read_guide(args)
     runner_cfg, _ = load_config(args.config)
     failed: dict | None = None
     with Runner(runner_cfg) as runner:
@@ -262,7 +286,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             session_id = args.session or f"inspect-{os.getpid()}-{number}"
             for step in args.step:
                 result = runner.run_step(
-                    args.pid, step, frame, user_params=params, session_id=session_id
+                    args.pid, step, frame, user_params=params, session_id=session_id, **guide
                 )
                 _print_inspection(args, path, step, result)
                 last = result.get("execute") or result.get("pre_execute") or {}
@@ -281,13 +305,14 @@ def _print_inspection(args: argparse.Namespace, path: str, step: int, result: di
     if args.json:
         print(json.dumps(result, sort_keys=True, default=str), flush=True)
         return
-    first = result.get("pre_execute") or {}
+    first = result.get("pre_execute") or result.get("execute") or {}
     pkg = result.get("package") or first.get("package") or {}
     print(
         f"{Path(path).name} pid={args.pid} step={step} "
         f"package={pkg.get('name')} {pkg.get('version')}"
     )
-    print("  " + _describe("pre_execute", result.get("pre_execute")))
+    if result.get("pre_execute") is not None or result.get("execute") is None:
+        print("  " + _describe("pre_execute", result.get("pre_execute")))  # none: execute-only
     print("  " + _describe("execute", result.get("execute")), flush=True)
 
 
