@@ -6,6 +6,9 @@
     frame already in a shared-memory segment (no copy, no process boundary).
 (b) the existing implementation's path: the same frame protocol to a worker process, the frame
     saved per step to a temporary .npy file that the worker np.load()s for each phase.
+(c) execute-only API (original SDK 0.3.x) at 1920x1200: run_step with a current and a guide
+    frame (two slot copies, one execute round trip) against the same execute called in-process
+    on the two arrays; its overhead is compared with the lifecycle call's overhead over (a).
 Prints p50/p99 and calls/s per size and the ratios. The first call after warm-up is the median
 over --loads fresh Runners (each: load with warm-up, then one timed run_step) against the steady
 p50 of back-to-back calls; a context line shows the p50 of calls spaced --gap-ms apart.
@@ -26,8 +29,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 NOOP = ROOT / "tests" / "runner_algos" / "noop"
+EXONLY_NOOP = ROOT / "tests" / "runner_algos" / "exonly_noop"
+EXONLY_GOAL = 2.0  # execute-only overhead / lifecycle overhead (issue 12)
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(NOOP))
+sys.path.insert(0, str(EXONLY_NOOP))
 
 from procvision_algorithm_sdk import protocol  # noqa: E402
 from procvision_algorithm_sdk.session import Session  # noqa: E402
@@ -143,6 +149,39 @@ def bench_inprocess(shape: tuple[int, ...], iterations: int) -> dict[str, float]
     return summary(samples[3:])
 
 
+def bench_execute_only(
+    shape: tuple[int, ...], iterations: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(runner run_step with cur + guide frames, the same execute in-process on the arrays)."""
+    from exonly_noop_algo import ExecuteOnlyNoop
+
+    rng = np.random.default_rng(2)
+    cur = rng.integers(0, 255, shape, dtype=np.uint8)
+    guide = rng.integers(0, 255, shape, dtype=np.uint8)
+    info = [{"label": "1", "posList": [{"x": 10, "y": 10, "width": 100, "height": 100}]}]
+    config = RunnerConfig(warmup_calls=0, heartbeat_interval_ms=5000)
+    with Runner(config) as runner:
+        key = runner.load(EXONLY_NOOP)
+        runner.route(["e1"], key)
+        samples = []
+        for number in range(iterations + 3):
+            t = time.perf_counter()
+            out = runner.run_step(
+                "e1", 1, cur, guide_frame=guide, step_desc="bench", guide_info=info
+            )
+            elapsed = (time.perf_counter() - t) * 1000
+            assert out["execute"]["status"] == "OK", out
+            if number >= 3:  # the first calls attach the two slots
+                samples.append(elapsed)
+    algo = ExecuteOnlyNoop()
+    floor = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        algo.execute(1, "bench", cur, guide, info)
+        floor.append((time.perf_counter() - t) * 1000)
+    return summary(samples), summary(floor)
+
+
 def bench_npy(shape: tuple[int, ...], iterations: int) -> dict[str, float]:
     frame = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
     code = NPY_WORKER.format(src=str(ROOT / "src"))
@@ -208,6 +247,22 @@ def main() -> None:
             f"  context, calls {args.gap_ms:g} ms apart: p50 {paced['p50']:.3f} ms "
             f"= {paced['p50'] / ours['p50']:.2f}x the back-to-back p50"
         )
+        if shape[0] < 2000:
+            exonly, exonly_floor = bench_execute_only(shape, n)
+            lifecycle_overhead = ours["p50"] - floor["p50"]
+            exonly_overhead = exonly["p50"] - exonly_floor["p50"]
+            ratio = exonly_overhead / lifecycle_overhead
+            verdict = "met" if ratio <= EXONLY_GOAL else "not met"
+            print(f"  (c) execute-only, cur + guide frames ({n} calls each)")
+            for name, row in (
+                ("    runner run_step (shm)", exonly),
+                ("    in-process execute", exonly_floor),
+            ):
+                print(f"  {name:28}{row['p50']:9.3f}{row['p99']:9.3f}{row['per_s']:10.1f}")
+            print(
+                f"    overhead p50 {exonly_overhead:.3f} ms = {ratio:.2f}x the lifecycle "
+                f"overhead {lifecycle_overhead:.3f} ms (goal <= {EXONLY_GOAL:g}x: {verdict})"
+            )
 
 
 if __name__ == "__main__":

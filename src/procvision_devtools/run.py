@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,9 +260,15 @@ def _command(args: argparse.Namespace) -> int:
 
     if args.guide_image is not None or execute_only.is_execute_only(args.project):
         return _execute_only_command(args)
+    missing = [flag for flag, value in (("--pid", args.pid), ("--image", args.image)) if not value]
+    if missing:  # a usage error, as when argparse required them (exit 2)
+        print(
+            f"procvision-cli run: error: the following arguments are required: "
+            f"{', '.join(missing)} (execute-only projects: --cur-image and --guide-image)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        if args.pid is None or args.image is None:
-            raise CliError(INVALID_PARAMS, "run needs --pid and --image (lifecycle API)")
         params = parse_params(args.params)
         outcomes = run_steps(
             args.project,

@@ -25,20 +25,38 @@ from .run import refused, run_steps, step_pair
 PLACEHOLDER_PID = "PID_TO_FILL"  # what the original init wrote when no pid was given
 
 
+_NOT_GIVEN: Any = object()
+
+
 def init_project(
     name: str,
     target_dir: str | None,
     pids_csv: str | None,
-    version: str,
-    description: str | None,
+    version: str | None = None,
+    description: Any = _NOT_GIVEN,
 ) -> dict[str, Any]:
-    """Original API: scaffold a project; {"status": "OK", "path"} or {"status": "ERROR", ...}."""
+    """Original API: scaffold a project; {"status": "OK", "path"} or {"status": "ERROR", ...}.
+
+    0.0.x: `init_project(name, dir, pids_csv, version, desc)` (lifecycle); 0.3.x:
+    `init_project(name, dir, version, desc)` (four arguments: an execute-only project).
+    """
+    from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE
+
     from .init import scaffold
 
+    api = LIFECYCLE
+    if description is _NOT_GIVEN:  # the 0.3.x signature: (name, dir, version, desc)
+        api, pids_csv, version, description = EXECUTE_ONLY, None, pids_csv, version
     pids = [p.strip() for p in (pids_csv or "").split(",") if p.strip()] or [PLACEHOLDER_PID]
     try:
         created = scaffold(
-            name, Path(target_dir) if target_dir else None, pids, version, description, False
+            name,
+            Path(target_dir) if target_dir else None,
+            pids,
+            version or "1.0.0",
+            description,
+            False,
+            api,
         )
     except CliError as exc:
         return {"status": "ERROR", "message": exc.message, "error_code": exc.code}
