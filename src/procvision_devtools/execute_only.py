@@ -30,15 +30,17 @@ from procvision_algorithm_sdk.generation import EXECUTE_ONLY, EXECUTE_ONLY_PARAM
 from procvision_algorithm_sdk.guide import check_guide_info
 
 from ._common import CliError, Report, load_image, load_manifest, make_test_image
+from ._runner_session import DEV_PID, open_runner
 
-DEV_PID = "dev"  # the pid a dev run binds an execute-only package to (it has none of its own)
 SIGNATURE = f"execute({', '.join(EXECUTE_ONLY_PARAMS)})"
 
 
-def is_execute_only(project: str | os.PathLike[str]) -> bool:
+def is_execute_only(
+    project: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None
+) -> bool:
     """Whether the project's manifest declares the execute-only API (False if unreadable)."""
     try:
-        return manifest_api(load_manifest(Path(project))) == EXECUTE_ONLY
+        return manifest_api(load_manifest(Path(project), manifest_path)) == EXECUTE_ONLY
     except CliError:
         return False
 
@@ -193,8 +195,6 @@ def run_execute_only(
     entry: str | None = None,
 ) -> dict[str, Any]:
     """One execute through a real worker (the Runner); its result dict. CliError on bad input."""
-    from .run import open_runner
-
     root = Path(project)
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")

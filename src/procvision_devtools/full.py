@@ -31,7 +31,6 @@ from procvision_algorithm_sdk.errors import (
     PROTOCOL_ERROR,
     TIMEOUT,
 )
-from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
 
 from ._common import Report, make_test_image
 from .validate import check_against_info, check_assets, read_project, sample_params, step_indexes
@@ -254,11 +253,6 @@ def validate_full(
     """Run the checks through `python -m procvision_algorithm_sdk.adapter`."""
     manifest = read_project(project, manifest_path, report)
     if manifest is None:
-        return
-    if manifest_api(manifest) == EXECUTE_ONLY:
-        from .execute_only import validate_full as validate_execute_only
-
-        validate_execute_only(project, manifest, report)
         return
     module, _, attr = manifest["entry_point"].partition(":")
     from procvision_algorithm_sdk.shared_memory import (

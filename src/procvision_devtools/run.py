@@ -30,6 +30,7 @@ from ._common import (
     report_error,
 )
 from ._loader import describe_exception
+from ._runner_session import DEV_PID
 
 
 def _runner_config(**overrides: Any) -> Any:
@@ -45,8 +46,6 @@ def _runner_config(**overrides: Any) -> Any:
 def open_runner(project: Path, **config: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Start a Runner with the project loaded; yield it and the algorithm's get_info()."""
     from procvision_runner import Runner
-
-    from .execute_only import DEV_PID
 
     with Runner(_runner_config(**config)) as runner:
         key = runner.load(project.resolve())

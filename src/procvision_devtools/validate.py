@@ -69,9 +69,16 @@ def validate(
             else:
                 root = Path(manifest).parent if manifest is not None else Path(".")
             if full:
+                from .execute_only import is_execute_only
+                from .execute_only import validate_full as validate_full_execute_only
                 from .full import validate_full
 
-                validate_full(root, manifest, report)
+                if is_execute_only(root, manifest):
+                    checked = read_project(root, manifest, report)
+                    if checked is not None:
+                        validate_full_execute_only(root, checked, report)
+                else:
+                    validate_full(root, manifest, report)
             else:
                 validate_quick(root, manifest, report, timeout_s)
     except Exception as exc:  # a bug of ours must still give a report, not a traceback
