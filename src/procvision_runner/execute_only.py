@@ -225,7 +225,15 @@ def run(runner: Any, pool: Any, key: Any, call: ExecuteOnlyCall, started: float)
         answer = worker.call("execute", fields, config.execute_timeout_ms)
         timings = {"queue_ms": queue_ms, "transfer_ms": transfer_ms}
         result = to_result(
-            answer, key, "execute", timings, started, config.max_defects, call.width, call.height
+            answer,
+            key,
+            "execute",
+            timings,
+            started,
+            config.max_defects,
+            call.width,
+            call.height,
+            checked="contract:v1" in worker.capabilities,  # the adapter checked it already
         )
         runner._observe(call.pid, key, "execute", result)
         if result["status"] == "OK":

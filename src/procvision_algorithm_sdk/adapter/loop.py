@@ -102,7 +102,7 @@ class WorkerLoop(CallHandler):
     def capabilities(self) -> list[str]:
         """The capabilities this algorithm really has (every phase whose method it lacks is out)."""
         if self.api == EXECUTE_ONLY:
-            return [*EXECUTE_ONLY_CAPABILITIES, "info"]
+            return [*EXECUTE_ONLY_CAPABILITIES, "info", "contract:v1"]
         caps = ["ping", "call", "shutdown", "shared_memory:v1"]
         for phase in protocol.PHASES:
             method, _required = METHODS[phase]
