@@ -1,0 +1,74 @@
+"""The execute-only example pinned to the ORIGINAL procvision-algorithm-sdk==0.3.2 (from the
+registry), packaged by the original 0.3.2 `package()` itself: installs with our SDK substituted
+and gives the ground truth's verdicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from original_sdk import original_sdk_wheel, run_with_original_sdk
+from packaging_helpers import dependency_wheels, requirements_for
+
+from procvision_algorithm_sdk._version import __version__
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+IMAGES = EXAMPLE / "images"
+TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
+PID = "station-1"
+
+
+def runner_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "procvision-runner"), "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_pinned_to_0_3_2_installs_substituted_and_runs(tmp_path: Path) -> None:
+    project = tmp_path / "part-presence"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("images", "__pycache__"))
+    wheels = [*dependency_wheels(), original_sdk_wheel("0.3.2")]
+    (project / "wheels").mkdir()
+    for wheel in wheels:
+        shutil.copyfile(wheel, project / "wheels" / wheel.name)
+    requirements = requirements_for(wheels)
+    assert "procvision-algorithm-sdk==0.3.2" in requirements
+    (project / "requirements.txt").write_text(requirements, encoding="utf-8")
+    out = tmp_path / "part-presence-offline.zip"
+    code = (
+        "from procvision_algorithm_sdk.cli import package\n"
+        f"print(package({str(project)!r}, {str(out)!r}, None, False, None, None, None, None,"
+        " True, False, None, None, None))\n"
+    )  # the original tool's own package(), skip_download=True (wheels/ is filled above)
+    made = run_with_original_sdk("0.3.2", tmp_path / "orig", code)
+    assert made.returncode == 0 and "'OK'" in made.stdout, made.stdout + made.stderr
+    store = tmp_path / "store"
+    installed = runner_cli(store, "install", str(out))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    (entry,) = json.loads(runner_cli(store, "list", "--json").stdout)["packages"]
+    assert entry["sdk"] == f"substituted 0.3.2 -> {__version__}"
+    assert entry["api"] == "execute-only" and entry["supported_pids"] == []
+    activated = runner_cli(store, "activate", "part-presence", "1.0.0", "--pid", PID)
+    assert activated.returncode == 0, activated.stderr
+    guide_info = IMAGES / TRUTH["guide_info"]
+    for name in ("cur_ok_02.jpg", "cur_ng_1_4.png"):
+        truth = TRUTH["samples"][name]
+        inspected = runner_cli(
+            store, "inspect", "--pid", PID, "--step", "1", "--image", str(IMAGES / name),
+            "--guide-image", str(IMAGES / TRUTH["guide_image"]), "--step-desc",
+            TRUTH["step_desc"], "--guide-info", f"@{guide_info}", "--json",
+        )  # fmt: skip
+        assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+        result = json.loads(inspected.stdout.splitlines()[-1])["execute"]
+        assert result["data"]["result_status"] == truth["result_status"], name
+        assert sorted(r["label"] for r in result["data"]["defect_rects"]) == truth["missing"]
