@@ -22,7 +22,6 @@ MODULES_OVER = {
     "procvision_runner/leases.py",  # issue 15's frame leases, landed over the limit
     "procvision_runner/pool.py",
     "procvision_runner/runner.py",
-    "procvision_runner/store/manager.py",
     "procvision_runner/worker.py",
 }
 
