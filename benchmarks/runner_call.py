@@ -8,7 +8,8 @@
     saved per step to a temporary .npy file that the worker np.load()s for each phase.
 (c) execute-only API (original SDK 0.3.x) at 1920x1200: run_step with a current and a guide
     frame (two slot copies, one execute round trip) against the same execute called in-process
-    on the two arrays; its overhead is compared with the lifecycle call's overhead over (a).
+    on the two arrays; its overhead is compared with the lifecycle call's overhead over (a),
+    the two run_steps interleaved call by call in one Runner.
 Prints p50/p99 and calls/s per size and the ratios. The first call after warm-up is the median
 over --loads fresh Runners (each: load with warm-up, then one timed run_step) against the steady
 p50 of back-to-back calls; a context line shows the p50 of calls spaced --gap-ms apart.
@@ -151,35 +152,44 @@ def bench_inprocess(shape: tuple[int, ...], iterations: int) -> dict[str, float]
 
 def bench_execute_only(
     shape: tuple[int, ...], iterations: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """(runner run_step with cur + guide frames, the same execute in-process on the arrays)."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float]]:
+    """Execute-only and lifecycle run_step interleaved call by call in one Runner (so load on
+    the box hits both alike), and each algorithm called in-process: (exonly, exonly floor,
+    lifecycle, lifecycle floor) summaries."""
     from exonly_noop_algo import ExecuteOnlyNoop
 
     rng = np.random.default_rng(2)
     cur = rng.integers(0, 255, shape, dtype=np.uint8)
     guide = rng.integers(0, 255, shape, dtype=np.uint8)
     info = [{"label": "1", "posList": [{"x": 10, "y": 10, "width": 100, "height": 100}]}]
-    config = RunnerConfig(warmup_calls=0, heartbeat_interval_ms=5000)
+    config = RunnerConfig(warmup_calls=3, warmup_shape=shape, heartbeat_interval_ms=5000)
+    exonly: list[float] = []
+    lifecycle: list[float] = []
     with Runner(config) as runner:
+        runner.load(NOOP)
         key = runner.load(EXONLY_NOOP)
         runner.route(["e1"], key)
-        samples = []
         for number in range(iterations + 3):
             t = time.perf_counter()
             out = runner.run_step(
                 "e1", 1, cur, guide_frame=guide, step_desc="bench", guide_info=info
             )
-            elapsed = (time.perf_counter() - t) * 1000
+            took = (time.perf_counter() - t) * 1000
             assert out["execute"]["status"] == "OK", out
-            if number >= 3:  # the first calls attach the two slots
-                samples.append(elapsed)
+            t = time.perf_counter()
+            out = runner.run_step("n1", 1, cur)
+            took_lifecycle = (time.perf_counter() - t) * 1000
+            assert out["execute"]["status"] == "OK", out
+            if number >= 3:  # the first calls attach the execute-only worker's two slots
+                exonly.append(took)
+                lifecycle.append(took_lifecycle)
     algo = ExecuteOnlyNoop()
     floor = []
     for _ in range(iterations):
         t = time.perf_counter()
         algo.execute(1, "bench", cur, guide, info)
         floor.append((time.perf_counter() - t) * 1000)
-    return summary(samples), summary(floor)
+    return summary(exonly), summary(floor), summary(lifecycle), bench_inprocess(shape, iterations)
 
 
 def bench_npy(shape: tuple[int, ...], iterations: int) -> dict[str, float]:
@@ -216,8 +226,27 @@ def main() -> None:
     parser.add_argument("--big-iterations", type=int, default=40)
     parser.add_argument("--loads", type=int, default=7, help="fresh loads for the first call")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="idle gap of the paced calls")
+    parser.add_argument(
+        "--execute-only", action="store_true", help="only row (c), the execute-only comparison"
+    )
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; times in ms per run_step")
+    if args.execute_only:
+        shape = SIZES["1920x1200x3"]
+        exonly, exonly_floor, lifecycle, lifecycle_floor = bench_execute_only(
+            shape, args.iterations
+        )
+        overhead = (exonly["p50"] - exonly_floor["p50"], lifecycle["p50"] - lifecycle_floor["p50"])
+        print(f"1920x1200x3 ({args.iterations} calls each, interleaved)")
+        for name, row in (("execute-only", exonly), ("lifecycle", lifecycle)):
+            print(f"  {name:14} run_step p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms")
+        ratio = overhead[0] / overhead[1]
+        verdict = "met" if ratio <= EXONLY_GOAL else "not met"
+        print(
+            f"  overhead over in-process p50: execute-only {overhead[0]:.3f} ms, lifecycle "
+            f"{overhead[1]:.3f} ms = {ratio:.2f}x (goal <= {EXONLY_GOAL:g}x: {verdict})"
+        )
+        return
     for label, shape in SIZES.items():
         n = args.iterations if shape[0] < 2000 else args.big_iterations
         firsts, ours, paced = bench_runner(shape, n, args.loads, args.gap_ms)
@@ -248,15 +277,17 @@ def main() -> None:
             f"= {paced['p50'] / ours['p50']:.2f}x the back-to-back p50"
         )
         if shape[0] < 2000:
-            exonly, exonly_floor = bench_execute_only(shape, n)
-            lifecycle_overhead = ours["p50"] - floor["p50"]
+            exonly, exonly_floor, lifecycle, lifecycle_floor = bench_execute_only(shape, n)
+            lifecycle_overhead = lifecycle["p50"] - lifecycle_floor["p50"]
             exonly_overhead = exonly["p50"] - exonly_floor["p50"]
             ratio = exonly_overhead / lifecycle_overhead
             verdict = "met" if ratio <= EXONLY_GOAL else "not met"
-            print(f"  (c) execute-only, cur + guide frames ({n} calls each)")
+            print(f"  (c) execute-only (cur + guide frames) and lifecycle, interleaved ({n} each)")
             for name, row in (
-                ("    runner run_step (shm)", exonly),
+                ("    execute-only run_step", exonly),
                 ("    in-process execute", exonly_floor),
+                ("    lifecycle run_step", lifecycle),
+                ("    (a) in-process floor", lifecycle_floor),
             ):
                 print(f"  {name:28}{row['p50']:9.3f}{row['p99']:9.3f}{row['per_s']:10.1f}")
             print(

@@ -9,7 +9,9 @@ of the original SDK 0.3.x (contract section 11) has only
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 LIFECYCLE = "lifecycle"
@@ -127,3 +129,12 @@ def manifest_api(manifest: Mapping[str, Any] | None) -> str:
     if "supported_pids" not in manifest and "steps" not in manifest:
         return EXECUTE_ONLY
     return LIFECYCLE
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest.json in `root` when it is readable JSON holding an object, else None."""
+    try:
+        value = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

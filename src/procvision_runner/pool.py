@@ -11,7 +11,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from procvision_algorithm_sdk.adapter.execute_only import read_manifest
 from procvision_algorithm_sdk.errors import INVALID_RESULT, TIMEOUT, UNKNOWN_ERROR, is_retryable
+from procvision_algorithm_sdk.generation import synthesized_info
 
 from .breaker import HALF_OPEN, OPEN, CrashLoopBreaker
 from .config import RunnerConfig
@@ -161,6 +163,9 @@ class Pool:
         try:
             worker.slots = self._ring_factory(worker_id)
             worker.start()
+            if self.info is None and not (worker.supports("info") or worker.supports("pre")):
+                # the original execute-only adapter (SDK 0.3.x) has no get_info: synthesize it
+                self.info = synthesized_info(read_manifest(self.spec.root), self.spec.name)
             if self.info is None:
                 result = worker.call("info", {}, self.config.startup_timeout_ms)
                 info = (result.get("data") or {}).get("info")

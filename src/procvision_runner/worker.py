@@ -172,6 +172,8 @@ class WorkerProcess:
         self._last_pong = time.monotonic()
         self._next_ping = self._last_pong + cfg.heartbeat_interval_ms / 1000
         self.state = "READY"
+        if not any(self.supports(phase) for phase in ("setup", "info", "pre")):
+            return  # the original execute-only adapter (SDK 0.3.x): no start-up call exists
         # A plain class without setup answers an explicit setup "does not implement setup";
         # it is set up implicitly (a no-op) before its first call instead.
         phase = "setup" if self.supports("setup") else "info"

@@ -9,14 +9,13 @@ frame (the algorithm's `error_code` and `debug` forwarded), after the usual resu
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import protocol
 from ..errors import INVALID_PARAMS, PROTOCOL_ERROR
-from ..generation import synthesized_info
+from ..generation import read_manifest, synthesized_info
 from ..shared_memory import read_image_from_shared_memory
 from .outcome import Outcome, evaluate_result, exception_outcome
 from .prefetch import prefetch_image
@@ -27,19 +26,6 @@ CallHandler = Any
 # Phases of the lifecycle API that have no meaning for an execute-only algorithm.
 _LIFECYCLE_ONLY_PHASES = ("pre", "reset", "on_step_start", "on_step_finish")
 _DEFAULT_MAX_DEFECTS = 20
-
-
-def read_manifest(root: Path | None) -> dict[str, Any] | None:
-    """The package's manifest.json next to the entry point, if it is readable JSON."""
-    for base in (root, Path.cwd()):
-        if base is None:
-            continue
-        try:
-            value = json.loads((base / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        return value if isinstance(value, dict) else None
-    return None
 
 
 def _step_index(value: Any) -> int | None:
@@ -63,7 +49,9 @@ def handle(worker: CallHandler, message: dict[str, Any], received: float) -> dic
     if phase in ("setup", "teardown"):
         return None  # our optional hooks: the common path runs them once
     if phase == "info":
-        info = synthesized_info(read_manifest(worker.root), type(worker.algorithm).__name__)
+        info = synthesized_info(
+            read_manifest(worker.root or Path.cwd()), type(worker.algorithm).__name__
+        )
         return worker._result_frame(
             request_id, "info", None, Outcome("OK", data={"info": info}), None, {}, received
         )
