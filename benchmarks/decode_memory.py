@@ -36,7 +36,7 @@ def child(mode: str, png_path: str, clients: int) -> dict[str, float]:
     import httpx
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from inprocess_server import InProcessServer
+    from helpers.inprocess_server import InProcessServer
 
     from procvision_runner.config import RunnerConfig
     from procvision_runner.runner import Runner

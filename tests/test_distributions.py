@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packaging_helpers import EXAMPLE, REPO, dependency_wheels, sdk_wheel
-from PIL import Image
+from helpers.package_zips import EXAMPLE, REPO, dependency_wheels, sdk_wheel
 
 from procvision_algorithm_sdk._version import __version__
 from procvision_runner import Runner
@@ -135,8 +134,10 @@ def test_every_sdk_module_imports_without_the_station_side(sdk_venv: Path) -> No
 
 
 @pytest.mark.slow
-def test_a_runner_runs_the_example_in_the_sdk_only_venv(sdk_venv: Path) -> None:
-    image = np.asarray(Image.open(EXAMPLE / "images" / "ok_01.png").convert("RGB"))
+def test_a_runner_runs_the_example_in_the_sdk_only_venv(
+    sdk_venv: Path, example_frame: np.ndarray
+) -> None:
+    image = example_frame
     config = RunnerConfig(workers_per_package=1)
     with Runner(config) as runner:
         runner.load(EXAMPLE, python=str(sdk_venv))

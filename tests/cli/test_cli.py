@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_algos.broken import CASES, write_project
 from PIL import Image
 
 from procvision_algorithm_sdk.contract import is_safe_name
@@ -21,12 +22,9 @@ from procvision_devtools._common import CliError
 from procvision_devtools._requirements import normalise
 from procvision_devtools.init import manifest_name_for, module_name_for
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_algos.broken import CASES, write_project
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "procvision-cli"
-SEED_STYLE = Path(__file__).parent / "cli_algos" / "seed_style.py"
+SEED_STYLE = Path(__file__).resolve().parents[1] / "cli_algos" / "seed_style.py"
 CHINESE_NAME = '产线 "A" 检测'
 
 
@@ -475,7 +473,7 @@ def test_package_refuses_editable_requirements_and_missing_project(
 
 
 def test_package_skip_download_ships_project_wheels(project: Path, tmp_path: Path) -> None:
-    from packaging_helpers import dependency_wheels
+    from helpers.package_zips import dependency_wheels
 
     (project / "requirements.txt").write_text("", encoding="utf-8")
     (project / "wheels").mkdir()

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 CLI = Path(sys.executable).parent / "procvision-cli"
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(
@@ -56,7 +55,7 @@ def _write_ed25519_key(path: Path) -> None:
 
 def _ship_dependency_wheels(project: Path) -> None:
     """Put numpy and Pillow wheels into <project>/wheels, for `package -s`."""
-    from packaging_helpers import dependency_wheels
+    from helpers.package_zips import dependency_wheels
 
     (project / "wheels").mkdir(exist_ok=True)
     for wheel in dependency_wheels():

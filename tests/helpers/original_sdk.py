@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "original-sdk"
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "original-sdk"
 _OFFLINE_SIGNS = (
     "NewConnectionError",
     "Max retries exceeded",

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The installed console script, as operators run it.
 RUNNER_CLI = [str(Path(sys.executable).with_name("procvision-runner"))]
 

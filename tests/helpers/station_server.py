@@ -18,7 +18,7 @@ from procvision_runner import Runner, RunnerConfig
 from procvision_runner.service import ServiceConfig, create_app
 from procvision_runner.store import PackageManager, PackageStore
 
-ALGOS = Path(__file__).resolve().parent / "runner_algos"
+ALGOS = Path(__file__).resolve().parents[1] / "runner_algos"
 
 
 class StationServer:

@@ -18,11 +18,11 @@ from PIL import Image
 from procvision_algorithm_sdk.segment import SEGMENT_PREFIX
 from procvision_runner import Runner, RunnerConfig, RunnerError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-example"
 IMAGES = EXAMPLE / "images"
 TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
 GUIDE_INFO = json.loads((IMAGES / TRUTH["guide_info"]).read_text(encoding="utf-8"))
-NOOP = Path(__file__).parent / "runner_algos" / "noop"
+NOOP = Path(__file__).resolve().parents[1] / "runner_algos" / "noop"
 
 
 def load(name: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import pytest
 from procvision_algorithm_sdk.segment import SEGMENT_PREFIX
 from procvision_runner import Runner, RunnerConfig, RunnerError
 
-ALGOS = Path(__file__).parent / "runner_algos"
+ALGOS = Path(__file__).resolve().parents[1] / "runner_algos"
 FAULTY = ALGOS / "faulty"
 FRAME = np.full((24, 32, 3), 7, dtype=np.uint8)
 

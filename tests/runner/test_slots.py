@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from helpers.shm_reader import ReaderProcess
 from PIL import Image
-from test_shared_memory_child import ReaderProcess
 
 from procvision_algorithm_sdk import segment as seg
 from procvision_runner.slots import SlotRing, startup_sweep

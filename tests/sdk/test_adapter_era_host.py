@@ -25,10 +25,10 @@ from PIL import Image
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.legacy_frames import safe_id
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "algorithm-example"
 TRUTH = json.loads((EXAMPLE / "images" / "ground_truth.json").read_text(encoding="utf-8"))
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 DEADLINE_S = 60.0
 
 

@@ -35,7 +35,7 @@ from procvision_algorithm_sdk.contract import (
 )
 from procvision_algorithm_sdk.shared_memory import dev_clear_shared_memory
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "algorithm-example"
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "algorithm-example"
 IMAGES_DIR = EXAMPLE_DIR / "images"
 GROUND_TRUTH = json.loads((IMAGES_DIR / "ground_truth.json").read_text(encoding="utf-8"))
 SAMPLES = sorted(GROUND_TRUTH["images"])

@@ -23,7 +23,7 @@ from procvision_algorithm_sdk import BaseAlgorithm, protocol, write_image_array_
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE, api_of
 from procvision_algorithm_sdk.shared_memory import dev_clear_shared_memory
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-example"
 TRUTH = json.loads((EXAMPLE / "images" / "ground_truth.json").read_text(encoding="utf-8"))
 ORIGINAL_CAPABILITIES = ["ping", "call", "shutdown", "shared_memory:v1", "execute"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from original_sdk import run_with_original_sdk
+from helpers.original_sdk import run_with_original_sdk
 from PIL import Image
 
 from procvision_algorithm_sdk import legacy_frames as lf

@@ -101,7 +101,7 @@ def test_the_rule_is_written_where_algorithm_authors_look(tmp_path: Path) -> Non
     made = scaffold("keeper", directory=tmp_path / "keeper")
     main = (tmp_path / "keeper" / made["module"] / "main.py").read_text()
     assert KEEP_RULE in main and ".copy()" in main
-    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     algorithm_section = readme.read_text().split("## Writing an algorithm", 1)[1].split("\n## ")[0]
     assert KEEP_RULE in algorithm_section and "copy what you keep" in algorithm_section
 

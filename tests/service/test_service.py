@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.server import RUNNER_CLI, RunnerServer, free_port
+from helpers.store import hold_store_lock
 from PIL import Image
-from service_server import RUNNER_CLI, RunnerServer, free_port
-from test_store_checks import hold_store_lock
 
 from procvision_runner.metrics import ServiceMetrics
 

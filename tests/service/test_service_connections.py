@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_server import RunnerServer
+from helpers.server import RunnerServer
 
 HEADER_TIMEOUT_S = 1.0
 BOUND = 3

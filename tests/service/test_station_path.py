@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from station_server import ALGOS, StationServer
+from helpers.station_server import ALGOS, StationServer
 
 from procvision_algorithm_sdk import segment as seg
 from procvision_runner.client import RunnerClient, RunnerHTTPError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 C_DIR = REPO / "clients" / "c"
 SHM = "/dev/shm"
 

@@ -21,19 +21,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from packaging_helpers import dependency_wheels, make_package_zip, sdk_wheel
+from helpers.package_zips import dependency_wheels, make_package_zip, sdk_wheel
+from helpers.store import hold_store_lock, refuse_install
 
 from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError, venv
 from procvision_runner.store.registry import Registry
 from procvision_runner.store.wheels import TargetEnv, check_requirements
 from procvision_runner.store.zipcheck import check_zip, extract_zip
-
-
-def _snapshot(root: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1)
-        for p in sorted(root.rglob("*"))
-    }
 
 
 @pytest.fixture(scope="module")
@@ -48,26 +42,6 @@ def env(tmp_path: Path):
     outside.mkdir()
     store = PackageStore(tmp_path / "store").open()
     return outside, store
-
-
-def _refuse(store: PackageStore, outside: Path, zip_path: Path, code: str, **cfg) -> StoreError:
-    manager = PackageManager(store, config=StoreConfig(**cfg))
-    before_store = _snapshot(store.root)
-    before_out = _snapshot(outside)
-    audit_before = len(store.audit.read())
-    with pytest.raises(StoreError) as err:
-        manager.install(zip_path)
-    assert err.value.error_code == code, err.value.message
-    after = _snapshot(store.root)
-    audit_rel = "logs/audit.jsonl"
-    changed = {k for k in set(before_store) | set(after) if before_store.get(k) != after.get(k)}
-    assert changed <= {audit_rel}, changed
-    assert _snapshot(outside) == before_out
-    lines = store.audit.read()
-    assert len(lines) == audit_before + 1
-    assert lines[-1]["action"] == "install" and lines[-1]["outcome"] == "refused"
-    assert lines[-1]["error_code"] == code
-    return err.value
 
 
 def _symlink_entry(name: str, target: str) -> zipfile.ZipInfo:
@@ -91,7 +65,7 @@ def _symlink_entry(name: str, target: str) -> zipfile.ZipInfo:
 def test_unsafe_entries_refused(env, small_wheels, label: str, extra) -> None:
     outside, store = env
     z = make_package_zip(outside / "p.zip", wheels=small_wheels, extra=extra)
-    err = _refuse(store, outside, z, "2001")
+    err = refuse_install(store, outside, z, "2001")
     assert err.message
 
 
@@ -111,7 +85,7 @@ def test_unsupported_zip_version_refused(env, small_wheels) -> None:
     z.write_bytes(_bump_version_needed(z.read_bytes()))
     layout, problems = check_zip(z)
     assert layout is None and [p.code for p in problems] == ["2001"], problems
-    err = _refuse(store, outside, z, "2001")
+    err = refuse_install(store, outside, z, "2001")
     assert "7.1" in err.message
     report = PackageManager(store).validate_zip(z)
     assert report["summary"]["status"] == "FAIL"
@@ -133,7 +107,7 @@ def test_entries_that_clash_on_disk_refused(env, small_wheels, extra) -> None:
     z = make_package_zip(outside / "c.zip", wheels=small_wheels, extra=extra)
     layout, problems = check_zip(z)
     assert layout is None and problems and {p.code for p in problems} == {"2001"}, problems
-    _refuse(store, outside, z, "2001")
+    refuse_install(store, outside, z, "2001")
 
 
 def test_extract_turns_disk_clashes_into_refusals(tmp_path: Path, small_wheels) -> None:
@@ -154,7 +128,7 @@ def test_zip_bomb_refused(env, small_wheels) -> None:
     z = make_package_zip(
         outside / "bomb.zip", wheels=small_wheels, extra=[("assets/blob.bin", b"\0" * (64 << 20))]
     )
-    err = _refuse(store, outside, z, "2001")
+    err = refuse_install(store, outside, z, "2001")
     assert "ratio" in err.message
 
 
@@ -167,13 +141,13 @@ def test_corrupt_member_refused(env, small_wheels) -> None:
     start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 10
     data[start] ^= 0xFF
     z.write_bytes(bytes(data))
-    _refuse(store, outside, z, "2001")
+    refuse_install(store, outside, z, "2001")
 
 
 def test_missing_manifest_refused(env, small_wheels) -> None:
     outside, store = env
     z = make_package_zip(outside / "m.zip", wheels=small_wheels, omit=["manifest.json"])
-    _refuse(store, outside, z, "2002")
+    refuse_install(store, outside, z, "2002")
 
 
 def test_missing_wheel_refused(env, small_wheels) -> None:
@@ -184,7 +158,7 @@ def test_missing_wheel_refused(env, small_wheels) -> None:
         wheels=no_numpy,
         requirements="numpy\npillow\nprocvision-algorithm-sdk\n",
     )
-    err = _refuse(store, outside, z, "2004")
+    err = refuse_install(store, outside, z, "2004")
     assert "numpy" in err.message
 
 
@@ -194,7 +168,7 @@ def test_wheel_for_another_abi_refused(env, small_wheels, tmp_path: Path) -> Non
     other.write_bytes(b"not really a wheel")
     wheels = [*(w for w in small_wheels if not w.name.startswith("numpy-")), other]
     z = make_package_zip(outside / "abi.zip", wheels=wheels)
-    err = _refuse(store, outside, z, "2003")
+    err = refuse_install(store, outside, z, "2003")
     assert "numpy" in err.message
 
 
@@ -210,12 +184,12 @@ def test_signature_policy(env, small_wheels) -> None:
     _trust(store)
     stranger = Ed25519PrivateKey.generate()
     bad = make_package_zip(outside / "bad.zip", wheels=small_wheels, sign_key=stranger)
-    err = _refuse(store, outside, bad, "2001", signature_policy="strict")
+    err = refuse_install(store, outside, bad, "2001", signature_policy="strict")
     assert "signature" in err.message
     # lenient still refuses a bad signature, but lets an unsigned package through the checks
-    _refuse(store, outside, bad, "2001", signature_policy="lenient")
+    refuse_install(store, outside, bad, "2001", signature_policy="lenient")
     unsigned = make_package_zip(outside / "unsigned.zip", wheels=small_wheels)
-    err = _refuse(store, outside, unsigned, "2001", signature_policy="strict")
+    err = refuse_install(store, outside, unsigned, "2001", signature_policy="strict")
     assert "not signed" in err.message
     lenient = PackageManager(store, config=StoreConfig(signature_policy="lenient"))
     _layout, problems, signed = lenient.check(unsigned)
@@ -237,7 +211,7 @@ def test_good_signature_and_tampered_checksums(env, small_wheels) -> None:
             if info.filename == "algorithm_example/main.py":
                 data += b"\n# changed\n"
             dst.writestr(info, data)
-    err = _refuse(store, outside, tampered, "2001", signature_policy="strict")
+    err = refuse_install(store, outside, tampered, "2001", signature_policy="strict")
     assert "sha256" in err.message
 
 
@@ -453,24 +427,6 @@ def test_a_group_whose_leader_died_is_killed_only_in_the_recorded_directory(
     finally:
         _stop(ours, our_sleeper)
         _stop(theirs, their_sleeper)
-
-
-def hold_store_lock(root: Path) -> subprocess.Popen:
-    """Another process holding the store lock (as a CLI install does) until its stdin closes."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire();"
-            " print('held', flush=True); sys.stdin.read()",
-            str(root / ".lock"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
-    return proc
 
 
 def test_queries_answer_while_another_process_holds_the_lock(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from packaging_helpers import make_package_zip
-from test_store_checks import _refuse
+from helpers.package_zips import make_package_zip
+from helpers.store import refuse_install as _refuse
 
 from procvision_runner.store import PackageStore
 from procvision_runner.store.zipcheck import ZipLimits, check_zip, extract_zip
