@@ -1,18 +1,17 @@
 """The whole package lifecycle on real zips, real venvs and real worker processes.
 
-One module-scoped store holds algorithm-example 1.0.0 (flat zip) and 1.0.1 (zip nested under
-one folder); the tests run in file order on it: activate, switch under load, rollback,
-uninstall refused then forced.
+One store holds algorithm-example 1.0.0 (flat zip) and 1.0.1 (zip nested under one folder).
+The lifecycle is one scenario, one test: each step starts from the state the one before left
+(activate, switch under load, rollback, uninstall refused then forced, a restart), so the steps
+run in order inside it, and the test runs alone or in any order with the rest of the suite.
 """
 
 from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
-from packaging_helpers import EXAMPLE, make_package_zip
-from PIL import Image
+from helpers.package_zips import make_package_zip
 
 from procvision_runner.config import RunnerConfig
 from procvision_runner.runner import PackageKey, Runner
@@ -22,9 +21,9 @@ pytestmark = pytest.mark.slow
 NAME = "algorithm-example"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("flow")
+@pytest.fixture
+def world(tmp_path):
+    base = tmp_path / "flow"
     zip100 = make_package_zip(base / "in" / "a-1.0.0.zip", "1.0.0")
     zip101 = make_package_zip(base / "in" / "a-1.0.1.zip", "1.0.1", nested=True)
     runner = Runner(RunnerConfig(warmup_calls=1))
@@ -35,12 +34,6 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     runner.close()
 
 
-@pytest.fixture(scope="module")
-def frame() -> np.ndarray:
-    with Image.open(EXAMPLE / "images" / "ok_01.png") as img:
-        return np.asarray(img.convert("RGB"))
-
-
 def _version(result: dict) -> str:
     pre, exe = result["pre_execute"], result["execute"]
     assert pre["status"] == "OK", pre
@@ -49,7 +42,7 @@ def _version(result: dict) -> str:
     return str(exe["package"]["version"])
 
 
-def test_install_registers_both_layouts(world) -> None:
+def _step_install_registers_both_layouts(world, frame) -> None:
     store: PackageStore = world["store"]
     listed = {(p["name"], p["version"]): p for p in world["manager"].list()}
     assert set(listed) == {(NAME, "1.0.0"), (NAME, "1.0.1")}
@@ -66,7 +59,7 @@ def test_install_registers_both_layouts(world) -> None:
     assert (store.package_dir(NAME, "1.0.1") / "algorithm_example" / "main.py").is_file()
 
 
-def test_install_existing_version_refused(world) -> None:
+def _step_install_existing_version_refused(world, frame) -> None:
     zip100 = world["base"] / "in" / "a-1.0.0.zip"
     with pytest.raises(StoreError) as err:
         world["manager"].install(zip100)
@@ -74,7 +67,7 @@ def test_install_existing_version_refused(world) -> None:
     assert "--replace" in err.value.message
 
 
-def test_activate_warms_then_routes(world, frame) -> None:
+def _step_activate_warms_then_routes(world, frame) -> None:
     manager: PackageManager = world["manager"]
     runner: Runner = world["runner"]
     out = manager.activate(NAME, "1.0.0", ["p001", "p002"])
@@ -94,7 +87,7 @@ def test_activate_warms_then_routes(world, frame) -> None:
     assert [p["state"] for p in manager.list()] == ["running", "deployed"]
 
 
-def test_activate_conflict_and_unsupported_pid(world) -> None:
+def _step_activate_conflict_and_unsupported_pid(world, frame) -> None:
     manager: PackageManager = world["manager"]
     with pytest.raises(StoreError) as err:
         manager.activate(NAME, "1.0.1", ["p001"])
@@ -110,7 +103,7 @@ def test_activate_conflict_and_unsupported_pid(world) -> None:
     assert all(a["outcome"] == "refused" for a in audit[-3:])
 
 
-def test_switch_under_load_loses_no_call(world, frame) -> None:
+def _step_switch_under_load_loses_no_call(world, frame) -> None:
     manager: PackageManager = world["manager"]
     runner: Runner = world["runner"]
     seen: list[str] = []
@@ -149,7 +142,7 @@ def test_switch_under_load_loses_no_call(world, frame) -> None:
     }
 
 
-def test_rollback_reactivates_previous(world, frame) -> None:
+def _step_rollback_reactivates_previous(world, frame) -> None:
     manager: PackageManager = world["manager"]
     runner: Runner = world["runner"]
     out = manager.rollback("p001")
@@ -160,7 +153,7 @@ def test_rollback_reactivates_previous(world, frame) -> None:
     assert manager.active()["p001"]["version"] == "1.0.0"
 
 
-def test_uninstall_refused_while_bound_then_forced(world, frame) -> None:
+def _step_uninstall_refused_while_bound_then_forced(world, frame) -> None:
     manager: PackageManager = world["manager"]
     runner: Runner = world["runner"]
     store: PackageStore = world["store"]
@@ -185,10 +178,28 @@ def test_uninstall_refused_while_bound_then_forced(world, frame) -> None:
     assert any(a["version"] == "1.0.0" and a["action"] == "install" for a in store.audit.read())
 
 
-def test_start_loads_active_mappings_in_a_new_runner(world, frame) -> None:
+def _step_start_loads_active_mappings_in_a_new_runner(world, frame) -> None:
     store: PackageStore = world["store"]
     with Runner(RunnerConfig(warmup_calls=0)) as runner:
         manager = PackageManager(PackageStore(store.root).open(), runner)
         manager.start()
         assert runner.routes() == {"p002": PackageKey(NAME, "1.0.1")}
         assert _version(runner.run_step("p002", 2, frame)) == "1.0.1"
+
+
+STEPS = (
+    _step_install_registers_both_layouts,
+    _step_install_existing_version_refused,
+    _step_activate_warms_then_routes,
+    _step_activate_conflict_and_unsupported_pid,
+    _step_switch_under_load_loses_no_call,
+    _step_rollback_reactivates_previous,
+    _step_uninstall_refused_while_bound_then_forced,
+    _step_start_loads_active_mappings_in_a_new_runner,
+)
+
+
+@pytest.mark.timeout(1800)
+def test_package_lifecycle(world, example_frame) -> None:
+    for step in STEPS:
+        step(world, example_frame)
