@@ -42,34 +42,29 @@ class Command:
 
 
 def load_config(path: str | Path | None) -> tuple[Any, StoreConfig]:
-    """Read a JSON or TOML config: `runner` table -> RunnerConfig, `store` table -> StoreConfig.
+    """Read a JSON or TOML config: `runner` table -> RunnerConfig, `store` table -> StoreConfig."""
+    return configs_from(_read_document(path))
 
-    Other tables belong to other parts (the HTTP service) and are left alone here.
-    """
-    from .config import ConfigFileError, RunnerConfig, read_config_file
 
-    if path is None:
-        return None, StoreConfig()
-    p = Path(path)
+def _read_document(path: str | Path | None) -> Any:
+    from .config import ConfigFileError
+    from .config import load_config as read_document
+
     try:
-        doc = read_config_file(p)
+        return read_document(path)
     except ConfigFileError as exc:
         raise StoreError(INVALID_PARAMS, str(exc)) from exc
-    loose = sorted(k for k, v in doc.items() if not isinstance(v, dict))
-    if loose:
-        raise StoreError(
-            INVALID_PARAMS, f"config {p}: settings belong in [runner] or [store], not {loose}"
-        )
-    runner_cfg = RunnerConfig.from_dict(doc["runner"]) if "runner" in doc else None
-    store_values = dict(doc.get("store", {}))
-    keys = store_values.get("trusted_keys_dir")
-    if isinstance(keys, str) and not Path(keys).is_absolute():
-        store_values["trusted_keys_dir"] = str((p.parent / keys).resolve())
-    return runner_cfg, StoreConfig.from_dict(store_values)
 
 
-def _manager(args: argparse.Namespace, runner: Any = None) -> PackageManager:
-    runner_cfg, store_cfg = load_config(getattr(args, "config", None))
+def configs_from(doc: Any) -> tuple[Any, StoreConfig]:
+    """The RunnerConfig (None without a `runner` table) and StoreConfig of a ConfigDocument."""
+    return doc.runner_config(), StoreConfig.from_dict(doc.store or {})
+
+
+def _manager(
+    args: argparse.Namespace, runner: Any = None, configs: tuple[Any, StoreConfig] | None = None
+) -> PackageManager:
+    runner_cfg, store_cfg = configs or load_config(getattr(args, "config", None))
     root = Path(args.store) if getattr(args, "store", None) else default_root()
     store = PackageStore(root, lock_timeout_s=store_cfg.lock_timeout_s).open()
     return PackageManager(store, runner, config=store_cfg, runner_config=runner_cfg)

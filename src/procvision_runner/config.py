@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,10 +152,9 @@ class RunnerConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunnerConfig:
         """Build a config from a mapping; unknown keys are an error (typos must not pass)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RunnerError(f"unknown runner config keys: {unknown}", INVALID_PARAMS)
+        problem = unknown_keys_message("runner config", values, _field_names(cls))
+        if problem:
+            raise RunnerError(problem, INVALID_PARAMS)
         kwargs = dict(values)
         if "warmup_shape" in kwargs:
             kwargs["warmup_shape"] = tuple(kwargs["warmup_shape"])
@@ -171,3 +172,70 @@ class RunnerConfig:
         out = dataclasses.asdict(self)
         out["warmup_shape"] = list(self.warmup_shape)
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the config file: one reader, three tables
+
+CONFIG_TABLES = ("runner", "store", "service")
+
+
+def _field_names(cls: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def unknown_keys_message(where: str, given: Iterable[str], known: Iterable[str]) -> str | None:
+    """Name each unknown key of `where` with the closest known one; None when all are known."""
+    names = sorted(known)
+    unknown = sorted(set(given) - set(names))
+    if not unknown:
+        return None
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        parts.append(repr(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    noun = "key" if len(unknown) == 1 else "keys"
+    return f"unknown {where} {noun}: {', '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class ConfigDocument:
+    """One config file, read once: its `runner`, `store` and `service` tables (None if absent)."""
+
+    path: Path | None = None
+    runner: dict[str, Any] | None = None
+    store: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+
+    def runner_config(self) -> RunnerConfig | None:
+        """The `runner` table as a RunnerConfig; None when the file has no such table."""
+        return None if self.runner is None else RunnerConfig.from_dict(self.runner)
+
+
+def load_config(path: str | Path | None) -> ConfigDocument:
+    """Read a JSON or TOML config file once and check its tables (ConfigFileError, 1006).
+
+    Settings live in the `runner`, `store` and `service` tables: a setting outside them, or a
+    table of another name, is refused with its name and the closest known one. Each table's
+    keys are checked by its own parser (RunnerConfig, StoreConfig, ServiceConfig), the same
+    way. A relative `store.trusted_keys_dir` is taken relative to the file.
+    """
+    if path is None:
+        return ConfigDocument()
+    p = Path(path)
+    doc = read_config_file(p)
+    loose = sorted(k for k, v in doc.items() if not isinstance(v, dict))
+    if loose:
+        raise ConfigFileError(
+            f"config {p}: settings belong in [runner], [store] or [service], not {loose}"
+        )
+    problem = unknown_keys_message("config table", doc, CONFIG_TABLES)
+    if problem:
+        raise ConfigFileError(f"config {p}: {problem}")
+    store = doc.get("store")
+    if store is not None:
+        store = dict(store)
+        keys = store.get("trusted_keys_dir")
+        if isinstance(keys, str) and not Path(keys).is_absolute():
+            store["trusted_keys_dir"] = str((p.parent / keys).resolve())
+    return ConfigDocument(p, doc.get("runner"), store, doc.get("service"))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from procvision_runner.cli import load_config
+from procvision_runner.cli import configs_from, load_config
 from procvision_runner.config import ConfigFileError, RunnerConfig, read_config_file
+from procvision_runner.config import load_config as load_config_document
 from procvision_runner.service import ServiceConfig
 from procvision_runner.store import StoreError
 
@@ -64,3 +65,54 @@ def test_unusable_files_are_1006(tmp_path: Path, name: str, text: str | None, wo
     with pytest.raises(StoreError, match=words) as refused:
         load_config(path)
     assert refused.value.error_code == "1006"
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "words"),
+    [
+        (
+            "[runner]\nexecute_timout_ms = 5\n",
+            "RunnerError",
+            "'execute_timout_ms' (did you mean 'execute_timeout_ms'?)",
+        ),
+        (
+            "[store]\nkeep_version = 2\n",
+            "StoreError",
+            "'keep_version' (did you mean 'keep_versions'?)",
+        ),
+        (
+            "[store.limits]\nmax_entrys = 9\n",
+            "StoreError",
+            "'max_entrys' (did you mean 'max_entries'?)",
+        ),
+        ("[service]\nprot = 1\n", "ValueError", "'prot' (did you mean 'port'?)"),
+        ("[servce]\nport = 1\n", "StoreError", "'servce' (did you mean 'service'?)"),
+        ("[runner]\nzzz = 1\n", "RunnerError", "unknown runner config key: 'zzz'"),
+    ],
+)
+def test_a_typo_in_any_table_is_refused_by_name(
+    tmp_path: Path, text: str, error: str, words: str
+) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(Exception) as caught:
+        load_config(path)
+        ServiceConfig.load(path, environ={})
+    assert type(caught.value).__name__ == error
+    assert words in str(caught.value)
+    assert getattr(caught.value, "error_code", "1006") == "1006"
+
+
+def test_the_file_is_read_once_into_every_table(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(TOML + "\n[store.limits]\nmax_entries = 77\n", encoding="utf-8")
+    doc = load_config_document(path)
+    assert (doc.runner, doc.service) == (
+        {"execute_timeout_ms": 1234, "workers_per_package": 2},
+        {"port": 9911},
+    )
+    path.unlink()  # everything below works on the document alone
+    runner_cfg, store_cfg = configs_from(doc)
+    assert runner_cfg is not None and runner_cfg.workers_per_package == 2
+    assert (store_cfg.keep_versions, store_cfg.limits.max_entries) == (5, 77)
+    assert ServiceConfig.from_document(doc, environ={"PROCVISION_TOKEN": "t"}).token == "t"

@@ -76,7 +76,8 @@ def serve_from_args(args: Any) -> int:
     from ..runner import Runner
     from ..store.layout import default_root
 
-    config = ServiceConfig.load(getattr(args, "config", None))
+    doc = cli._read_document(getattr(args, "config", None))  # the one read of the file
+    config = ServiceConfig.from_document(doc)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
     # Refuse before any worker starts: an unsafe bind must not even warm packages.
@@ -84,11 +85,11 @@ def serve_from_args(args: Any) -> int:
     if refusal:
         print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
         return 1
-    runner_cfg, _store_cfg = cli.load_config(getattr(args, "config", None))
+    runner_cfg, store_cfg = cli.configs_from(doc)
     runner_cfg = runner_cfg or RunnerConfig()
     if runner_cfg.state_dir is None:  # a server records its workers' groups in its store
         root = Path(args.store) if getattr(args, "store", None) else default_root()
         runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
     with Runner(runner_cfg) as runner:
-        manager = cli._manager(args, runner)
+        manager = cli._manager(args, runner, (runner_cfg, store_cfg))
         return serve(manager, runner, config, host, port)

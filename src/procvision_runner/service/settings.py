@@ -2,11 +2,11 @@
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import read_config_file
+from ..config import ConfigDocument, load_config, unknown_keys_message
 
 __all__ = ["TOKEN_ENV", "ServiceConfig"]
 
@@ -37,15 +37,15 @@ class ServiceConfig:
     lease_max_bytes_per_client: int = 1024**3
     lease_max_total_bytes: int = 4 * 1024**3
     lease_idle_s: float = 300.0  # an unused lease is reclaimed after this
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "ServiceConfig":
-        """Build from a mapping; unknown keys are kept in `extra` and otherwise ignored."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        cfg = cls(**kwargs)
-        cfg.extra = {k: v for k, v in data.items() if k not in known}
+        """Build from a mapping; an unknown key is a ValueError naming it (typos must not pass)."""
+        known = {f.name for f in fields(cls)}
+        problem = unknown_keys_message("service config", data, known)
+        if problem:
+            raise ValueError(problem)
+        cfg = cls(**dict(data))
         for name in (
             "port",
             "max_upload_bytes",
@@ -78,15 +78,15 @@ class ServiceConfig:
     def load(
         cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None
     ) -> "ServiceConfig":
-        """Read the `service` section of a JSON/TOML config file, then PROCVISION_TOKEN."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            raw = read_config_file(path)
-            section = raw.get("service", {})
-            if not isinstance(section, dict):
-                raise ValueError("the config's 'service' section must be a table/object")
-            data = dict(section)
-        cfg = cls.from_mapping(data)
+        """Read the `service` table of a JSON/TOML config file, then PROCVISION_TOKEN."""
+        return cls.from_document(load_config(path), environ)
+
+    @classmethod
+    def from_document(
+        cls, doc: ConfigDocument, environ: Mapping[str, str] | None = None
+    ) -> "ServiceConfig":
+        """The `service` table of a config file already read, then PROCVISION_TOKEN."""
+        cfg = cls.from_mapping(doc.service or {})
         env = os.environ if environ is None else environ
         if not cfg.token and env.get(TOKEN_ENV):
             cfg.token = env[TOKEN_ENV]

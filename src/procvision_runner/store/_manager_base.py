@@ -24,6 +24,7 @@ from procvision_algorithm_sdk.errors import (
 )
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY
 
+from ..config import unknown_keys_message
 from . import signing
 from .layout import (
     GONE_SUFFIX,
@@ -65,12 +66,16 @@ class StoreConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StoreConfig:
         """Build from a mapping; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise StoreError(INVALID_PARAMS, f"unknown store config keys: {unknown}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        problem = unknown_keys_message("store config", values, known)
+        if problem:
+            raise StoreError(INVALID_PARAMS, problem)
         kwargs = dict(values)
         if isinstance(kwargs.get("limits"), dict):
+            fields = [f.name for f in dataclasses.fields(ZipLimits)]
+            problem = unknown_keys_message("store.limits config", kwargs["limits"], fields)
+            if problem:
+                raise StoreError(INVALID_PARAMS, problem)
             kwargs["limits"] = ZipLimits(**kwargs["limits"])
         cfg = cls(**kwargs)
         if cfg.signature_policy not in signing.POLICIES:
