@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from original_sdk import run_with_original_sdk
+from helpers.original_sdk import run_with_original_sdk
 from PIL import Image
 
 from procvision_algorithm_sdk import cli as seed_cli

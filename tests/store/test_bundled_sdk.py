@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from original_sdk import original_sdk_wheel
-from packaging_helpers import (
+from helpers.original_sdk import original_sdk_wheel
+from helpers.package_zips import (
     EXAMPLE,
     dependency_wheels,
     make_package_zip,

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from packaging_helpers import (
+from helpers.package_zips import (
     dependency_wheels,
     make_package_zip,
     requirements_for,
     sdk_wheel,
     tiny_wheel,
 )
-from service_server import RunnerServer
+from helpers.server import RunnerServer
 
 CLI = Path(sys.executable).with_name("procvision-cli")
 

@@ -18,8 +18,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from original_sdk import run_with_original_sdk
-from packaging_helpers import EXAMPLE, dependency_wheels, example_files, requirements_for, sdk_wheel
+from helpers.original_sdk import run_with_original_sdk
+from helpers.package_zips import (
+    EXAMPLE,
+    dependency_wheels,
+    example_files,
+    requirements_for,
+    sdk_wheel,
+)
 
 from procvision_runner.store.zipcheck import check_zip
 
