@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from original_sdk import run_with_original_sdk
+from helpers.original_sdk import run_with_original_sdk
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-example"
 IMAGES = EXAMPLE / "images"
 TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
 VERSION = "0.3.2"

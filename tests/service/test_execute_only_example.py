@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from service_server import RunnerServer
+from helpers.server import RunnerServer
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-example"
 IMAGES = EXAMPLE / "images"
 TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
 GUIDE = IMAGES / TRUTH["guide_image"]
@@ -63,7 +63,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def package_zip(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from packaging_helpers import dependency_wheels
+    from helpers.package_zips import dependency_wheels
 
     (project / "wheels").mkdir(exist_ok=True)
     for wheel in dependency_wheels():
