@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from original_sdk import original_sdk_wheel, run_with_original_sdk
-from packaging_helpers import dependency_wheels, requirements_for
+from helpers.original_sdk import original_sdk_wheel, run_with_original_sdk
+from helpers.package_zips import dependency_wheels, requirements_for
 
 from procvision_algorithm_sdk._version import __version__
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "execute-only-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-example"
 IMAGES = EXAMPLE / "images"
 TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
 PID = "station-1"
