@@ -90,7 +90,7 @@ def test_health_readiness_and_openapi_are_served(client: httpx.Client) -> None:
 
 def test_bad_input_is_422_with_code_1006(client: httpx.Client) -> None:
     png = png_bytes()
-    # missing pid, non-integer step, step 0, unknown phase
+    # missing pid, non-integer step, negative step (0 is the original numbering), unknown phase
     assert_error(
         client.post("/inspect", data={"step_index": "1"}, files={"image": png}), 422, "1006"
     )
@@ -100,7 +100,7 @@ def test_bad_input_is_422_with_code_1006(client: httpx.Client) -> None:
         "1006",
     )
     assert_error(
-        client.post("/inspect", data={"pid": "p001", "step_index": "0"}, files={"image": png}),
+        client.post("/inspect", data={"pid": "p001", "step_index": "-1"}, files={"image": png}),
         422,
         "1006",
     )
