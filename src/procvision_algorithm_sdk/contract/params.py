@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from procvision_algorithm_sdk.errors import (
@@ -169,6 +170,31 @@ def _check_one_spec(
     if not isinstance(spec, dict):
         return [Problem(where, code, f"a parameter spec must be an object, not {_show(spec)}")]
     problems: list[Problem] = []
+    kind = _check_spec_fields(spec, where, code, seen, index, problems)
+    spec_ok = True
+    if kind is not None and kind in _TYPE_CHECKS:
+        spec_ok = _TYPE_CHECKS[kind](spec, kind, where, code, problems)
+    if kind is not None and spec_ok and spec.get("default") is not None:
+        at = _child(where, "default")
+        _value, default_problems = _check_value(spec, spec["default"], at, code)
+        for problem in default_problems:
+            problems.append(
+                Problem(
+                    problem.where, code, f"the default does not satisfy its spec: {problem.message}"
+                )
+            )
+    return problems
+
+
+def _check_spec_fields(
+    spec: dict[Any, Any],
+    where: str,
+    code: str,
+    seen: dict[str, int],
+    index: int,
+    problems: list[Problem],
+) -> str | None:
+    """The fields every spec has (key, type, description, unit, required); its known type."""
     key = spec.get("key")
     if not _non_empty_str(key):
         problems.append(
@@ -207,83 +233,89 @@ def _check_one_spec(
         problems.append(
             Problem(at, code, f"{at} must be true or false, not {_show(spec['required'])}")
         )
+    return kind
 
+
+def _check_number_spec(
+    spec: dict[Any, Any], kind: str, where: str, code: str, problems: list[Problem]
+) -> bool:
+    """min/max of an int or float spec; False when the spec cannot check a default."""
     spec_ok = True
-    if kind in ("int", "float"):
-        number = _is_int if kind == "int" else _is_number
-        for field in ("min", "max"):
-            if spec.get(field) is not None and not number(spec[field]):
-                at = _child(where, field)
-                problems.append(
-                    Problem(at, code, f"{at} must be a {kind}, not {_show(spec[field])}")
-                )
-                spec_ok = False
-        low, high = spec.get("min"), spec.get("max")
-        if spec_ok and _is_number(low) and _is_number(high) and low > high:
-            problems.append(Problem(where, code, f"{where} has min {low} > max {high}"))
+    number = _is_int if kind == "int" else _is_number
+    for field in ("min", "max"):
+        if spec.get(field) is not None and not number(spec[field]):
+            at = _child(where, field)
+            problems.append(Problem(at, code, f"{at} must be a {kind}, not {_show(spec[field])}"))
             spec_ok = False
-    elif kind == "enum":
-        choices = spec.get("choices")
-        at = _child(where, "choices")
-        if not isinstance(choices, list) or not choices:
-            problems.append(
-                Problem(at, code, f"{at} must be a non-empty list, not {_show(choices)}")
-            )
-            spec_ok = False
-        else:
-            for index, choice in enumerate(choices):
-                if not (isinstance(choice, (str, bool)) or _is_number(choice)):
-                    problems.append(
-                        Problem(
-                            _child(at, index),
-                            code,
-                            f"an enum choice must be a str, number or bool, not {_show(choice)}",
-                        )
-                    )
-                    spec_ok = False
-                elif any(_same(choice, earlier) for earlier in choices[:index]):
-                    problems.append(
-                        Problem(
-                            _child(at, index), code, f"the choice {_show(choice)} is listed twice"
-                        )
-                    )
-    elif kind == "string":
-        for field in ("min_length", "max_length"):
-            value = spec.get(field)
-            if value is not None and not (_is_int(value) and value >= 0):
-                at = _child(where, field)
-                problems.append(
-                    Problem(at, code, f"{at} must be an integer >= 0, not {_show(value)}")
-                )
-                spec_ok = False
-        low, high = spec.get("min_length"), spec.get("max_length")
-        if spec_ok and _is_int(low) and _is_int(high) and low > high:
-            problems.append(
-                Problem(where, code, f"{where} has min_length {low} > max_length {high}")
-            )
-            spec_ok = False
-        if spec.get("pattern") is not None and _compiled(spec["pattern"]) is None:
-            at = _child(where, "pattern")
-            problems.append(
-                Problem(
-                    at,
-                    code,
-                    f"{at} must be a regular expression that compiles, "
-                    f"not {_show(spec['pattern'])}",
-                )
-            )
-            spec_ok = False
+    low, high = spec.get("min"), spec.get("max")
+    if spec_ok and _is_number(low) and _is_number(high) and low > high:
+        problems.append(Problem(where, code, f"{where} has min {low} > max {high}"))
+        spec_ok = False
+    return spec_ok
 
-    if kind is not None and spec_ok and spec.get("default") is not None:
-        at = _child(where, "default")
-        _value, default_problems = _check_value(spec, spec["default"], at, code)
-        for problem in default_problems:
+
+def _check_enum_spec(
+    spec: dict[Any, Any], kind: str, where: str, code: str, problems: list[Problem]
+) -> bool:
+    """The choices of an enum spec; False when the spec cannot check a default."""
+    spec_ok = True
+    choices = spec.get("choices")
+    at = _child(where, "choices")
+    if not isinstance(choices, list) or not choices:
+        problems.append(Problem(at, code, f"{at} must be a non-empty list, not {_show(choices)}"))
+        return False
+    for index, choice in enumerate(choices):
+        if not (isinstance(choice, (str, bool)) or _is_number(choice)):
             problems.append(
                 Problem(
-                    problem.where, code, f"the default does not satisfy its spec: {problem.message}"
+                    _child(at, index),
+                    code,
+                    f"an enum choice must be a str, number or bool, not {_show(choice)}",
                 )
             )
-    return problems
+            spec_ok = False
+        elif any(_same(choice, earlier) for earlier in choices[:index]):
+            problems.append(
+                Problem(_child(at, index), code, f"the choice {_show(choice)} is listed twice")
+            )
+    return spec_ok
+
+
+def _check_string_spec(
+    spec: dict[Any, Any], kind: str, where: str, code: str, problems: list[Problem]
+) -> bool:
+    """min_length/max_length/pattern of a string spec; False when it cannot check a default."""
+    spec_ok = True
+    for field in ("min_length", "max_length"):
+        value = spec.get(field)
+        if value is not None and not (_is_int(value) and value >= 0):
+            at = _child(where, field)
+            problems.append(Problem(at, code, f"{at} must be an integer >= 0, not {_show(value)}"))
+            spec_ok = False
+    low, high = spec.get("min_length"), spec.get("max_length")
+    if spec_ok and _is_int(low) and _is_int(high) and low > high:
+        problems.append(Problem(where, code, f"{where} has min_length {low} > max_length {high}"))
+        spec_ok = False
+    if spec.get("pattern") is not None and _compiled(spec["pattern"]) is None:
+        at = _child(where, "pattern")
+        problems.append(
+            Problem(
+                at,
+                code,
+                f"{at} must be a regular expression that compiles, not {_show(spec['pattern'])}",
+            )
+        )
+        spec_ok = False
+    return spec_ok
+
+
+# The type-specific checks of a spec, by its type (bool and rect have no extra fields).
+_TYPE_CHECKS: dict[str, Callable[[dict[Any, Any], str, str, str, list[Problem]], bool]] = {
+    "int": _check_number_spec,
+    "float": _check_number_spec,
+    "enum": _check_enum_spec,
+    "string": _check_string_spec,
+}
 
 
 @_never_raises("params", INVALID_PARAMS, _as_list)

@@ -19,6 +19,14 @@ __all__ = ["packages_router"]
 def packages_router(ctx: ServiceContext) -> APIRouter:
     """Package management over the PackageManager; mutations run under the management lock."""
     router = APIRouter()
+    _upload_routes(router, ctx)
+    _binding_routes(router, ctx)
+    _query_routes(router, ctx)
+    return router
+
+
+def _upload_routes(router: APIRouter, ctx: ServiceContext) -> None:
+    """POST /algorithms/install and /algorithms/validate (a streamed zip upload each)."""
     manager, cfg, auth = ctx.manager, ctx.cfg, ctx.auth
 
     @router.post(
@@ -55,6 +63,11 @@ def packages_router(ctx: ServiceContext) -> APIRouter:
         finally:
             path.unlink(missing_ok=True)
         return dict(report)
+
+
+def _binding_routes(router: APIRouter, ctx: ServiceContext) -> None:
+    """activate, switch, rollback and uninstall: the store mutations that move pids."""
+    manager, auth = ctx.manager, ctx.auth
 
     @router.post(
         "/algorithms/activate",
@@ -108,6 +121,11 @@ def packages_router(ctx: ServiceContext) -> APIRouter:
         await ctx.known_version(name, version)
         return dict(await ctx.managed(manager.uninstall, name, version, force=force))
 
+
+def _query_routes(router: APIRouter, ctx: ServiceContext) -> None:
+    """GET /algorithms and /algorithms/active (no token, no lock)."""
+    manager = ctx.manager
+
     @router.get(
         "/algorithms",
         responses=responses(413, 422),
@@ -124,5 +142,3 @@ def packages_router(ctx: ServiceContext) -> APIRouter:
     async def active() -> dict[str, dict[str, Any]]:
         """The active mappings."""
         return {pid: dict(m) for pid, m in (await run_in_threadpool(manager.active)).items()}
-
-    return router
