@@ -40,7 +40,7 @@ RAW_BODY_OPENAPI: dict[str, Any] = {
 class UploadBuffers:
     """Upload segments kept for reuse, a few per geometry (the registry bounds them in total)."""
 
-    def __init__(self, leases: LeaseRegistry, per_shape: int = 2) -> None:
+    def __init__(self, leases: LeaseRegistry, per_shape: int = 4) -> None:
         self.leases = leases
         self.per_shape = per_shape
         self._lock = threading.Lock()
@@ -54,9 +54,24 @@ class UploadBuffers:
                 free = self._free.get(key)
                 lease_id = free.pop() if free else None
             if lease_id is None:
-                return str(self.leases.create(UPLOAD_CLIENT, height, width, channels)["lease_id"])
+                return self._create(height, width, channels)
             if lease_id in self.leases.ids(UPLOAD_CLIENT):
                 return lease_id  # else it expired while unused: take another
+
+    def _create(self, height: int, width: int, channels: int) -> str:
+        """A new upload segment; at the registry's bound, kept free ones (any shape) go first."""
+        try:
+            return str(self.leases.create(UPLOAD_CLIENT, height, width, channels)["lease_id"])
+        except LeaseError as exc:
+            with self._lock:
+                kept = [i for ids in self._free.values() for i in ids]
+                self._free.clear()
+            if exc.status != 429 or not kept:
+                raise
+        for lease_id in kept:
+            with contextlib.suppress(LeaseError):
+                self.leases.release(lease_id, UPLOAD_CLIENT)
+        return str(self.leases.create(UPLOAD_CLIENT, height, width, channels)["lease_id"])
 
     def give(self, lease_id: str, key: tuple[int, int, int]) -> None:
         """Return a segment for reuse, or release it when enough are kept."""
