@@ -25,6 +25,8 @@ def api_generation(manifest: dict[str, Any], info: dict[str, Any] | None) -> str
     """ "lifecycle" (get_info, pre_execute, execute) or "execute-only" (contract section 11)."""
     if info and info.get("api") in APIS:
         return str(info["api"])  # the worker's own word (execute-only info is synthesized)
+    if info and isinstance(info.get("supported_pids"), list):
+        return "lifecycle"  # get_info answered: only the lifecycle API has it
     return manifest_api(manifest)
 
 
