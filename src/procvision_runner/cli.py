@@ -80,12 +80,19 @@ def _print_json(value: object) -> None:
 def _args_install(p: argparse.ArgumentParser) -> None:
     p.add_argument("zip", help="offline package zip")
     p.add_argument("--replace", action="store_true", help="reinstall an inactive version")
+    p.add_argument(
+        "--keep-bundled-sdk",
+        action="store_true",
+        help="keep a bundled original SDK instead of ours (earlier protocol, frames as files)",
+    )
     p.add_argument("--json", action="store_true", help="print the registry entry as JSON")
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Install a zip into the store."""
-    entry = _manager(args).install(Path(args.zip), replace=args.replace)
+    entry = _manager(args).install(
+        Path(args.zip), replace=args.replace, keep_bundled_sdk=args.keep_bundled_sdk
+    )
     if args.json:
         _print_json(entry)
     else:

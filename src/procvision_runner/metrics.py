@@ -131,9 +131,17 @@ def _stats_metrics(stats: Mapping[str, Any], packages: list[Mapping[str, Any]]) 
         "1 for the current state of each loaded package version",
         labels=["name", "version", "state"],
     )
+    transport = GaugeMetricFamily(
+        "procvision_package_transport",
+        "1 for how each loaded package version gets its frames (shared_memory, or files for a "
+        "package that kept the original SDK)",
+        labels=["name", "version", "transport"],
+    )
     for pkg in packages:
         name, version = _label(pkg.get("name")), _label(pkg.get("version"))
         state_gauge.add_metric([name, version, _label(pkg.get("state"))], 1.0)
+        kind = pkg.get("transport")
+        transport.add_metric([name, version, "files" if kind == "files" else "shared_memory"], 1.0)
         queued.add_metric([name, version], _number(pkg.get("queued")))
         counts: dict[str, int] = {}
         for worker in pkg.get("workers") or []:
@@ -144,6 +152,7 @@ def _stats_metrics(stats: Mapping[str, Any], packages: list[Mapping[str, Any]]) 
     yield workers
     yield queued
     yield state_gauge
+    yield transport
 
     shm = GaugeMetricFamily(
         "procvision_shared_memory_bytes", "Shared-memory bytes held by image slots"

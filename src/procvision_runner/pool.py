@@ -641,6 +641,7 @@ class Pool:
             "target_workers": self.target,
             "queued": waiters,
             "info": self.info,
+            "transport": self.spec.transport,
         }
         if self.state == FAILED:
             out["error"] = {"error_code": self.failed_code, "message": self.failed_message}

@@ -35,8 +35,9 @@ from procvision_algorithm_sdk.errors import (
     UNKNOWN_ERROR,
 )
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY, manifest_api
+from procvision_algorithm_sdk.shared_memory import read_image_from_shared_memory
 
-from . import execute_only
+from . import execute_only, legacy_transport
 from .calls import CallRefused, PackageKey, StepCall, ValidCall, validate_call
 from .config import RunnerConfig
 from .containment import Containment
@@ -90,6 +91,7 @@ class Runner:
     def __init__(self, config: RunnerConfig | None = None) -> None:
         self.config = config or RunnerConfig()
         self.swept = segment.sweep_stale_segments()
+        legacy_transport.sweep()  # frame directories a dead Runner left behind
         self._lock = threading.RLock()
         self._pools: dict[PackageKey, Pool] = {}
         self._manifests: dict[PackageKey, dict[str, Any]] = {}
@@ -128,8 +130,12 @@ class Runner:
         *,
         activate: bool = True,
         workers: int | None = None,
+        transport: str = legacy_transport.TRANSPORT_SHM,
     ) -> PackageKey:
         """Start and warm a pool for the unpacked package at `path`; route its pids if asked.
+
+        `transport="files"`: the package kept the original SDK (`install --keep-bundled-sdk`);
+        its workers speak the earlier protocol and get each frame as a file.
 
         A package whose workers cannot start is kept in state FAILED (see packages()) and its
         routed pids answer with that error; RunnerError is raised only for misuse.
@@ -159,7 +165,9 @@ class Runner:
                 return key
         if existing is not None:
             existing.stop()
-        spec = WorkerSpec(key.name, key.version, root, interpreter)
+        if transport not in legacy_transport.TRANSPORTS:
+            raise RunnerError(f"transport must be one of {legacy_transport.TRANSPORTS}")
+        spec = WorkerSpec(key.name, key.version, root, interpreter, transport)
         pool = Pool(
             spec,
             self.config,
@@ -515,6 +523,13 @@ class Runner:
     def _place_frame(self, worker: Worker, call: ValidCall) -> tuple[Any, str, dict[str, Any]]:
         """Put the frame where the worker reads it: (slot to release or None, name, image_meta)."""
         frame = call.frame
+        if worker.frames_dir is not None:
+            # A worker that kept the original SDK reads frames from files (removed after the call).
+            array, space = frame, call.color_space
+            if isinstance(frame, SharedFrame):  # a leased buffer: its pixels, as RGB
+                meta = frame.image_meta(space, {})
+                array, space = read_image_from_shared_memory(frame.name, meta, strict=True), "RGB"
+            return legacy_transport.write_frame(worker.frames_dir, array, space, call.extra_meta)
         if isinstance(frame, SharedFrame):
             # A leased segment: the worker reads the client's own buffer, no copy.
             space = call.color_space

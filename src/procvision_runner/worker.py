@@ -30,6 +30,7 @@ from procvision_algorithm_sdk.errors import (
     TIMEOUT,
 )
 
+from . import legacy_transport
 from .config import RunnerConfig
 from .errors import WorkerStartError
 from .process import (
@@ -66,6 +67,8 @@ class WorkerSpec:
     version: str
     root: Path
     python: str
+    # "files": the package kept the original SDK; it speaks the earlier protocol, frames as files
+    transport: str = legacy_transport.TRANSPORT_SHM
 
 
 def error_frame(message: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -102,6 +105,8 @@ class WorkerProcess:
         self.slots: Any = None  # the SlotRing, attached by the pool
         self.known_sessions: dict[str, int] = {}  # session id -> state version it holds
         self.retire = False  # the pool replaces it after the current call
+        self.legacy = spec.transport == legacy_transport.TRANSPORT_FILES
+        self.frames_dir: Path | None = None  # a legacy worker's private frame directory
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._pending: _Pending | None = None
@@ -127,6 +132,9 @@ class WorkerProcess:
         cfg = self.config
         argv = [self.spec.python, "-m", "procvision_algorithm_sdk.adapter"]
         env = worker_env(self.spec.root, cfg)
+        if self.legacy:
+            self.frames_dir = legacy_transport.worker_dir(self.id)
+            env.update(legacy_transport.worker_env_for(self.frames_dir))
         startup_s = cfg.startup_timeout_ms / 1000
         try:
             self.proc = self._spawner.spawn(argv, self.spec.root, env, startup_s)
@@ -156,7 +164,10 @@ class WorkerProcess:
         if self._hello_frame is None:
             raise WorkerStartError("worker exited before hello: " + self.describe_exit())
         theirs = self._hello_frame.get("protocol_version")
-        if _major(theirs) is None or _major(theirs) != _major(protocol.PROTOCOL_VERSION):
+        legacy_hello = self.legacy and theirs is None  # the original SDK's adapter has none
+        if not legacy_hello and (
+            _major(theirs) is None or _major(theirs) != _major(protocol.PROTOCOL_VERSION)
+        ):
             self.terminate("incompatible protocol version")
             raise WorkerStartError(
                 f"worker speaks protocol version {theirs!r} but this Runner speaks "
@@ -352,7 +363,9 @@ class WorkerProcess:
         `enforce=False` only pings: a worker still starting (setup, info, warm-up) is bounded by
         those phases' own deadlines, but the adapter exits after 3 intervals without a frame.
         """
-        if self.state != "READY":
+        if self.state != "READY" or self.legacy:
+            # The original adapter answers pings only between calls: its calls' deadlines and
+            # its process exit supervise it instead.
             return True
         cfg = self.config
         silent = now - self._last_pong
@@ -452,10 +465,12 @@ class WorkerProcess:
         """
         proc = self.proc
         if proc is None:
+            legacy_transport.remove_dir(self.frames_dir)
             return
         if self._poll() is None:
             self._signal(SIGKILL)
             self._wait_exit(5.0)
+        legacy_transport.remove_dir(self.frames_dir)
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()

@@ -39,11 +39,17 @@ def _upload_routes(router: APIRouter, ctx: ServiceContext) -> None:
     async def install(
         request: Request,
         replace: Annotated[bool, Query(description="replace an inactive same version")] = False,
+        keep_bundled_sdk: Annotated[
+            bool,
+            Query(description="keep a bundled original SDK (earlier protocol, frames as files)"),
+        ] = False,
     ) -> dict[str, Any]:
         """Install an uploaded zip; returns the registry entry."""
         path = await receive_upload(request, ctx.upload_dir(), cfg.max_upload_bytes)
         try:
-            entry = await ctx.managed(manager.install, path, replace=replace)
+            entry = await ctx.managed(
+                manager.install, path, replace=replace, keep_bundled_sdk=keep_bundled_sdk
+            )
         finally:
             path.unlink(missing_ok=True)
         return dict(entry)

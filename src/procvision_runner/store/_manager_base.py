@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import secrets
 import sys
@@ -25,6 +26,7 @@ from procvision_algorithm_sdk.errors import (
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY
 
 from ..config import unknown_keys_message
+from ..legacy_transport import TRANSPORT_FILES, TRANSPORT_SHM
 from . import signing
 from .layout import (
     GONE_SUFFIX,
@@ -237,13 +239,14 @@ class ManagerBase:
         """Start and warm a version's workers: kept in our runner, or proved and stopped."""
         path = self.store.package_dir(name, version)
         python = str(venv_python(path))
+        transport = _transport_of(path)
         try:
             if self.runner is not None:
                 from procvision_runner.runner import PackageKey
 
                 key = PackageKey(name, version)
                 if not self._loaded(key):
-                    key = self.runner.load(path, python=python, activate=False)
+                    key = self.runner.load(path, python=python, activate=False, transport=transport)
                 try:
                     self._require_ready(self.runner, key)
                 except StoreError:
@@ -251,7 +254,7 @@ class ManagerBase:
                     raise
                 return key
             with self._new_runner() as runner:
-                key = runner.load(path, python=python, activate=False)
+                key = runner.load(path, python=python, activate=False, transport=transport)
                 self._require_ready(runner, key)
             return None
         except ProcVisionError as exc:
@@ -292,3 +295,13 @@ class ManagerBase:
         keys = [routes[p] for p in pids if p in routes]
         self.runner.route([p for p in pids if p in routes], None)
         self._release_unrouted(keys)
+
+
+def _transport_of(path: Path) -> str:
+    """How the Runner hands frames to a deployed version (its install marker says)."""
+    try:
+        marker = json.loads((path / INSTALL_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return TRANSPORT_SHM
+    transport = marker.get("transport") if isinstance(marker, dict) else None
+    return transport if transport == TRANSPORT_FILES else TRANSPORT_SHM

@@ -19,6 +19,7 @@ from procvision_algorithm_sdk.errors import (
 )
 from procvision_algorithm_sdk.generation import manifest_api
 
+from ..legacy_transport import TRANSPORT_FILES, TRANSPORT_SHM
 from . import signing
 from ._manager_base import (
     RESERVED,
@@ -77,14 +78,16 @@ class InstallFlows(ManagerBase):
         problems.extend(sig_problems)
         return layout, problems, signed
 
-    def _substitute_sdk(self, work: Path, layout: ZipLayout) -> str | None:
-        """Put the Runner's SDK in place of a bundled original one; the note for the registry."""
+    def _substitute_sdk(self, work: Path, layout: ZipLayout, keep: bool) -> tuple[str | None, str]:
+        """Put the Runner's SDK in place of a bundled original one: (registry note, transport)."""
         found = bundled_sdk(layout.wheels)
         if found is None:
-            return None
+            return None, TRANSPORT_SHM
+        if keep:
+            return f"bundled {found[1]} (kept)", TRANSPORT_FILES
         ours = runner_sdk_wheel(self.store.root / SDK_WHEEL_DIR)
         substitute_sdk(work, sorted({"requirements.txt", layout.requirements_file}), found[0], ours)
-        return substitution_note(found[1])
+        return substitution_note(found[1]), TRANSPORT_SHM
 
     def validate_zip(self, zip_path: str | Path) -> dict:
         """Run the install checks only; a report in the `procvision-cli validate` shape."""
@@ -119,8 +122,14 @@ class InstallFlows(ManagerBase):
             "checks": checks,
         }
 
-    def install(self, zip_path: str | Path, *, replace: bool = False) -> dict:
-        """Check, unpack, build the venv, smoke it, rename into place, register; the entry."""
+    def install(
+        self, zip_path: str | Path, *, replace: bool = False, keep_bundled_sdk: bool = False
+    ) -> dict:
+        """Check, unpack, build the venv, smoke it, rename into place, register; the entry.
+
+        A bundled original SDK is replaced by ours unless `keep_bundled_sdk`: then it stays,
+        and the Runner speaks the earlier protocol to the package's workers (frames as files).
+        """
         zip_path = Path(zip_path)
         with self._action("install") as ctx:
             ctx["message"] = str(zip_path)
@@ -145,7 +154,9 @@ class InstallFlows(ManagerBase):
                         INSTALL_FAILED,
                         f"{name} {version} is already installed (use --replace to reinstall it)",
                     )
-            entry, replaced = self._build(zip_path, layout, signed, replace=old is not None)
+            entry, replaced = self._build(
+                zip_path, layout, signed, replace=old is not None, keep_sdk=keep_bundled_sdk
+            )
             reg = self.store.load_registry()
             reg.packages = [e for e in reg.packages if (e["name"], e["version"]) != (name, version)]
             reg.packages.append(entry)
@@ -173,7 +184,7 @@ class InstallFlows(ManagerBase):
             return dict(entry)
 
     def _build(
-        self, zip_path: Path, layout: ZipLayout, signed: bool, *, replace: bool
+        self, zip_path: Path, layout: ZipLayout, signed: bool, *, replace: bool, keep_sdk: bool
     ) -> tuple[dict, Path | None]:
         """Unpack, build and smoke a version, then rename it into place: (entry, old copy).
 
@@ -196,7 +207,7 @@ class InstallFlows(ManagerBase):
             except ValueError as exc:
                 raise StoreError(INVALID_ZIP, f"unpacking refused: {exc}") from exc
             crash_point("install-after-extract")
-            sdk_note = self._substitute_sdk(work, layout)
+            sdk_note, transport = self._substitute_sdk(work, layout, keep_sdk)
             vpy, _log = build_venv(
                 work,
                 self.python,
@@ -205,7 +216,7 @@ class InstallFlows(ManagerBase):
                 requirements=layout.requirements_file,
             )
             crash_point("install-after-venv")
-            info = self._smoke(work, vpy, layout.manifest)
+            info = self._smoke(work, vpy, layout.manifest, transport)
             entry = {
                 "name": name,
                 "version": version,
@@ -223,6 +234,7 @@ class InstallFlows(ManagerBase):
             }
             if sdk_note is not None:
                 entry["sdk"] = sdk_note
+                entry["transport"] = transport
             atomic_write_json(work / INSTALL_MARKER, entry)
             shutil.copyfile(zip_path, zip_tmp)
             with open(zip_tmp, "rb+") as f:
@@ -257,7 +269,7 @@ class InstallFlows(ManagerBase):
                 name_dir.rmdir()  # only if this install made it and left it empty
             raise
 
-    def _smoke(self, path: Path, python: Path, manifest: dict) -> dict:
+    def _smoke(self, path: Path, python: Path, manifest: dict, transport: str) -> dict:
         """Start the package in a real worker (setup, get_info); its info must match."""
         from procvision_runner.runner import Runner
 
@@ -270,7 +282,7 @@ class InstallFlows(ManagerBase):
             cfg = RunnerConfig(warmup_calls=0, workers_per_package=1)
         try:
             with Runner(cfg) as runner:
-                key = runner.load(path, python=str(python), activate=False)
+                key = runner.load(path, python=str(python), activate=False, transport=transport)
                 self._require_ready(runner, key)
                 info = runner.package_info(key)
                 runner.unload(key, drain_timeout_s=5.0)

@@ -18,6 +18,7 @@ from procvision_algorithm_sdk.errors import (
 )
 from procvision_algorithm_sdk.generation import LIFECYCLE
 
+from ..legacy_transport import TRANSPORT_SHM
 from ._manager_base import (
     RESERVED,
     SDK_WHEEL_DIR,
@@ -101,6 +102,7 @@ class PackageManager(InstallFlows, BindingFlows):
                 item["invalid_reason"] = e["invalid_reason"]
             if e.get("sdk"):
                 item["sdk"] = e["sdk"]
+            item["transport"] = e.get("transport", TRANSPORT_SHM)
             if (state is None or item["state"] == state) and (name is None or e["name"] == name):
                 out.append(item)
         return out
