@@ -27,7 +27,6 @@ MODULES_OVER = {
 
 # Functions not split yet, as "module path:qualified name".
 FUNCTIONS_OVER = {
-    "procvision_algorithm_sdk/contract/jsonsafe.py:_walk_json",
     "procvision_devtools/full.py:validate_full",
     "procvision_runner/service/routes_inspect.py:inspect_router",  # grew to 112 on main
     "procvision_runner/store/zipcheck.py:_check_open_zip",

@@ -22,6 +22,69 @@ __all__ = [
 MAX_NESTING_DEPTH = 100
 
 
+def _leaf_problems(value: object, label: str, problems: list[Problem]) -> bool:
+    """Report `value` when it is not a container; True when it was one of those leaves."""
+    hint = _numpy_hint(value, label)
+    if hint is not None:
+        problems.append(Problem(label, INVALID_RESULT, hint))
+        return True
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, int):
+        try:
+            repr(value)
+        except ValueError:
+            problems.append(
+                Problem(label, INVALID_RESULT, f"the integer at {label} is too large for JSON")
+            )
+        return True
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            problems.append(
+                Problem(
+                    label,
+                    INVALID_RESULT,
+                    f"{value!r} at {label} is not valid JSON: use null or a finite number",
+                )
+            )
+        return True
+    if isinstance(value, np.ndarray):
+        problems.append(
+            Problem(
+                label,
+                INVALID_RESULT,
+                f"numpy.ndarray (shape {tuple(value.shape)}, dtype {value.dtype}) at {label}: "
+                "convert with .tolist() or leave it out",
+            )
+        )
+        return True
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        problems.append(
+            Problem(
+                label,
+                INVALID_RESULT,
+                f"{_type_name(value)} at {label} is not JSON: encode it into a str "
+                "(for example base64) or leave it out",
+            )
+        )
+        return True
+    if isinstance(value, (set, frozenset)):
+        problems.append(
+            Problem(label, INVALID_RESULT, f"a {_type_name(value)} at {label}: use a list")
+        )
+        return True
+    if not isinstance(value, (dict, list, tuple)):
+        problems.append(
+            Problem(
+                label,
+                INVALID_RESULT,
+                f"an object of type {_type_name(value)} at {label} is not JSON-serialisable",
+            )
+        )
+        return True
+    return False
+
+
 def _walk_json(
     value: object,
     where: str,
@@ -34,64 +97,8 @@ def _walk_json(
     label = where or "result"
     if isinstance(value, np.floating) and not np.isfinite(value):
         value = float(value)  # converting would not help: report it as the NaN it is
-    hint = _numpy_hint(value, label)
-    if hint is not None:
-        problems.append(Problem(label, INVALID_RESULT, hint))
-        return
-    if value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
-        try:
-            repr(value)
-        except ValueError:
-            problems.append(
-                Problem(label, INVALID_RESULT, f"the integer at {label} is too large for JSON")
-            )
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            problems.append(
-                Problem(
-                    label,
-                    INVALID_RESULT,
-                    f"{value!r} at {label} is not valid JSON: use null or a finite number",
-                )
-            )
-        return
-    if isinstance(value, np.ndarray):
-        problems.append(
-            Problem(
-                label,
-                INVALID_RESULT,
-                f"numpy.ndarray (shape {tuple(value.shape)}, dtype {value.dtype}) at {label}: "
-                "convert with .tolist() or leave it out",
-            )
-        )
-        return
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        problems.append(
-            Problem(
-                label,
-                INVALID_RESULT,
-                f"{_type_name(value)} at {label} is not JSON: encode it into a str "
-                "(for example base64) or leave it out",
-            )
-        )
-        return
-    if isinstance(value, (set, frozenset)):
-        problems.append(
-            Problem(label, INVALID_RESULT, f"a {_type_name(value)} at {label}: use a list")
-        )
-        return
-    if not isinstance(value, (dict, list, tuple)):
-        problems.append(
-            Problem(
-                label,
-                INVALID_RESULT,
-                f"an object of type {_type_name(value)} at {label} is not JSON-serialisable",
-            )
-        )
-        return
+    if _leaf_problems(value, label, problems) or not isinstance(value, (dict, list, tuple)):
+        return  # a leaf (reported when it is not JSON); only containers are walked
     ident = id(value)
     if ident in visiting:
         problems.append(
