@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -167,7 +168,7 @@ def parse_params(text: str | None) -> dict[str, Any]:
 
 
 def dump_json(value: Any) -> str:
-    """Render a value as indented JSON, keeping non-ASCII text readable."""
+    """Render a value as indented JSON, keeping non-ASCII text readable (as procvision-runner)."""
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
@@ -188,12 +189,8 @@ def report_error(code: str, message: str, as_json: bool = False) -> int:
 
 
 def progress(message: str) -> None:
-    """Show a progress line on stderr, only when stderr is a terminal."""
-    try:
-        interactive = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        interactive = False
-    if interactive:
+    """Show a progress line on stderr, on a terminal or not (CI logs and pipes see it too)."""
+    with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"... {message}\n")
         sys.stderr.flush()
 

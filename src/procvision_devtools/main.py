@@ -6,8 +6,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from procvision_algorithm_sdk._version import __version__
+from procvision_runner._stdout import quiet_on_closed_pipe
 
 from ._common import CliError, report_error
 
@@ -35,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    return quiet_on_closed_pipe(lambda: _dispatch(handler, args))
+
+
+def _dispatch(handler: Any, args: argparse.Namespace) -> int:
     try:
         return int(handler(args))
     except CliError as exc:

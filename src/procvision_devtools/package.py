@@ -378,12 +378,22 @@ def add_parser(subparsers: Any) -> None:
         "--wheel-cache", metavar="DIR", help="reuse and fill this directory of downloaded wheels"
     )
     parser.add_argument("--sdk-wheel", metavar="WHL", help="ship this SDK wheel")
+    parser.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="do not run the quick validate first (default: a FAIL stops the packaging)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
     try:
+        if not args.no_validate:
+            from .validate import require_pass
+
+            progress(f"validating {args.project}")
+            progress(f"validate passed ({require_pass(args.project)} checks)")
         summary = build_package(
             args.project,
             args.output,

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,17 @@ def prepare(project: Path, pid: str) -> dict[str, Any]:
     return manifest
 
 
+def overlay_paths(images: list[str], out: str) -> list[tuple[str, str]]:
+    """(image, overlay file): `out` for one image, `out` with -1, -2, ... before the suffix."""
+    if len(images) == 1:
+        return [(images[0], out)]
+    target = Path(out)
+    return [
+        (image, str(target.with_name(f"{target.stem}-{n}{target.suffix or '.png'}")))
+        for n, image in enumerate(images, start=1)
+    ]
+
+
 def timeout_config(timeout_s: float | None) -> dict[str, Any]:
     """Runner settings that make --timeout the deadline of every pre_execute and execute."""
     if timeout_s is None:
@@ -96,7 +107,7 @@ def step_list(info: dict[str, Any], step: int | None, all_steps: bool) -> list[i
 def run_steps(
     project: str | os.PathLike[str],
     pid: str,
-    image_path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     params: dict[str, Any] | None = None,
     *,
     step: int | None = None,
@@ -104,21 +115,27 @@ def run_steps(
     session_id: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run steps through a real adapter worker; one entry per step (CliError on bad input)."""
+    """Run steps on each image through one real adapter worker; one entry per image and step.
+
+    Each image is one product (its own session unless `session_id` is given); every entry
+    names its `image` and `step_index`. CliError on bad input.
+    """
     root = Path(project)
-    image = load_image(image_path)
+    paths = [image_path] if isinstance(image_path, str | os.PathLike) else list(image_path)
+    images = [(str(path), load_image(path)) for path in paths]
     params = dict(params or {})
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
     prepare(root, pid)
-    session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
     outcomes: list[dict[str, Any]] = []
     with open_runner(root, **(config or {})) as (runner, info):
-        for index in step_list(info, step, all_steps):
-            result = runner.run_step(pid, index, image, user_params=params, session_id=session)
-            outcomes.append({"step_index": index, **result})
-        with contextlib.suppress(Exception):
-            runner.close_session(session)
+        for path, image in images:
+            session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
+            for index in step_list(info, step, all_steps):
+                result = runner.run_step(pid, index, image, user_params=params, session_id=session)
+                outcomes.append({"image": path, "step_index": index, **result})
+            with contextlib.suppress(Exception):
+                runner.close_session(session)
     return outcomes
 
 
@@ -230,7 +247,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("project", help="project directory")
     parser.add_argument("--pid", help="product id (must be in supported_pids; lifecycle API)")
-    parser.add_argument("--image", help="PNG, JPEG or BMP file (execute-only: the current image)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        help="PNG, JPEG, BMP or TIFF file; repeat it to run several images (one session each; "
+        "execute-only: the current image)",
+    )
     parser.add_argument("--cur-image", help="execute-only API: the current camera image")
     parser.add_argument("--guide-image", help="execute-only API: the guide (reference) image")
     parser.add_argument("--step-desc", default="", help="execute-only API: the step's text")
@@ -286,16 +308,19 @@ def _command(args: argparse.Namespace) -> int:
     if args.save_overlay:
         from .overlay import save_overlay
 
-        save_overlay(args.image, outcomes, args.save_overlay)
+        for path, out in overlay_paths(args.image, args.save_overlay):
+            save_overlay(path, [o for o in outcomes if o["image"] == path], out)
     ok = all((o.get("execute") or {}).get("status") == "OK" for o in outcomes)
     if args.json:
-        payload: Any = outcomes[0] if len(outcomes) == 1 else {"steps": outcomes}
-        print_json(payload)
+        print_json({"steps": outcomes})  # one shape, whatever the step and image counts
     else:
         for outcome in outcomes:
+            if len(args.image) > 1:
+                print(f"image {outcome['image']}")
             print_outcome(outcome)
         if args.save_overlay:
-            print(f"overlay saved to {args.save_overlay}")
+            for _path, out in overlay_paths(args.image, args.save_overlay):
+                print(f"overlay saved to {out}")
     return 0 if ok else 1
 
 
@@ -303,9 +328,11 @@ def _execute_only_command(args: argparse.Namespace) -> int:
     """`run` for an execute-only project: --cur-image (or --image) and --guide-image."""
     from . import execute_only
 
-    cur = args.cur_image or args.image
+    cur = args.cur_image or (args.image[-1] if args.image else None)
     step = 1 if args.step is None else args.step
     try:
+        if args.image and len(args.image) > 1:
+            raise CliError(INVALID_PARAMS, "an execute-only project runs one --image at a time")
         if not cur or not args.guide_image:
             raise CliError(
                 INVALID_PARAMS,

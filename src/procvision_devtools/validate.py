@@ -41,7 +41,7 @@ from ._loader import (
 from ._watch import PhaseWatch, phase, run_watched
 from .smoke import call_failed, sample_params, smoke_in_process, step_indexes
 
-__all__ = ["sample_params", "step_indexes", "validate", "validate_quick"]
+__all__ = ["require_pass", "sample_params", "step_indexes", "validate", "validate_quick"]
 
 
 def validate(
@@ -84,6 +84,22 @@ def validate(
     except Exception as exc:  # a bug of ours must still give a report, not a traceback
         report.fail("validate", f"internal error: {describe_exception(exc)}", UNKNOWN_ERROR)
     return report.to_dict()
+
+
+def require_pass(project: str | os.PathLike[str], timeout_s: float | None = None) -> int:
+    """Quick-validate `project` (before packaging); CliError naming each FAIL, else the count."""
+    report = validate(project, timeout_s=timeout_s)
+    failed = [c for c in report["checks"] if c["result"] == "FAIL"]
+    if not failed:
+        return int(report["summary"]["passed"])
+    lines = [
+        f"{c['name']}" + (f" ({c['code']})" if c.get("code") else "") + f": {c['message']}"
+        for c in failed
+    ]
+    raise CliError(
+        str(failed[0].get("code") or UNKNOWN_ERROR),
+        "validate failed, not packaging (--no-validate skips the check):\n  " + "\n  ".join(lines),
+    )
 
 
 def read_project(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from procvision_algorithm_sdk._version import __version__
 from procvision_algorithm_sdk.errors import (
     IMAGE_LOAD_FAILED,
     INVALID_PARAMS,
@@ -25,6 +26,7 @@ from procvision_algorithm_sdk.errors import (
     ProcVisionError,
 )
 
+from ._stdout import dump_json, quiet_on_closed_pipe
 from .store import PackageManager, PackageStore, StoreConfig, StoreError, default_root
 
 
@@ -71,7 +73,7 @@ def _manager(
 
 
 def _print_json(value: object) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+    print(dump_json(value))
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -305,7 +307,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _print_inspection(args: argparse.Namespace, path: str, step: int, result: dict) -> None:
     if args.json:
-        print(json.dumps(result, sort_keys=True, default=str), flush=True)
+        print(dump_json(result, indent=None), flush=True)  # one JSON line per image
         return
     first = result.get("pre_execute") or result.get("execute") or {}
     pkg = result.get("package") or first.get("package") or {}
@@ -357,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="procvision-runner", description="ProcVision station runner: packages and inspection"
     )
+    parser.add_argument("--version", action="version", version=f"procvision-runner {__version__}")
     _global_options(parser, None)
     shared = argparse.ArgumentParser(add_help=False)
     _global_options(shared, argparse.SUPPRESS)  # after the command too, without clobbering
@@ -371,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `procvision-runner`."""
     args = build_parser().parse_args(argv)
+    return quiet_on_closed_pipe(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except ProcVisionError as exc:

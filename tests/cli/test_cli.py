@@ -273,7 +273,7 @@ def test_run_console_script_exit_codes_and_errors(project: Path, tmp_path: Path)
     assert "verdict: OK" in ok.stdout and "total" in ok.stdout
     ng = cli("run", str(project), "--pid", "p001", "--image", str(dark), "--json")
     assert ng.returncode == 0  # an NG verdict is still a successful call
-    result = json.loads(ng.stdout)
+    (result,) = json.loads(ng.stdout)["steps"]
     assert result["execute"]["data"]["result_status"] == "NG"
     assert result["execute"]["timings"]["total_ms"] >= 0
     bad_pid = cli("run", str(project), "--pid", "nope", "--image", str(bright))
@@ -297,7 +297,7 @@ def test_run_console_script_exit_codes_and_errors(project: Path, tmp_path: Path)
         "--json",
     )
     assert bad_params.returncode == 1
-    assert json.loads(bad_params.stdout)["pre_execute"]["error_code"] == "1006"
+    assert json.loads(bad_params.stdout)["steps"][0]["pre_execute"]["error_code"] == "1006"
     not_json = cli("run", str(project), "--pid", "p001", "--image", str(bright), "--params", "{x")
     assert not_json.returncode == 1 and not_json.stderr.startswith("error 1006: ")
 
