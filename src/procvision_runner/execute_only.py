@@ -24,7 +24,9 @@ from procvision_algorithm_sdk.errors import (
 )
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE
 from procvision_algorithm_sdk.guide import check_guide_info
+from procvision_algorithm_sdk.shared_memory import read_image_from_shared_memory
 
+from . import legacy_transport
 from .calls import COLOR_SPACES, CallRefused, StepCall, extra_meta, frame_problem
 from .leases import SharedFrame
 from .results import ms, to_result
@@ -140,7 +142,18 @@ def validate(raw: StepCall) -> ExecuteOnlyCall | CallRefused:
 def _place(
     worker: Any, frame: Any, space: str, extra: dict[str, Any], timeout_s: float, slots: list[Any]
 ) -> tuple[str, dict[str, Any]]:
-    """Put one frame where the worker reads it: a slot of its ring, or a leased segment as is."""
+    """Put one frame where the worker reads it: a slot of its ring, a leased segment as is, or
+    a file for a worker that kept the original SDK (removed when the call ends)."""
+    if worker.frames_dir is not None:
+        array = frame
+        if isinstance(frame, SharedFrame):  # a leased buffer: its pixels, as RGB
+            array = read_image_from_shared_memory(
+                frame.name, frame.image_meta(space, {}), strict=True
+            )
+            space = "RGB"
+        handle, name, meta = legacy_transport.write_frame(worker.frames_dir, array, space, extra)
+        slots.append(handle)  # released like a slot: the file goes when the call ends
+        return name, meta
     if isinstance(frame, SharedFrame):
         if frame.channels == 1:
             space = "GRAY"

@@ -5,14 +5,18 @@ and gives the ground truth's verdicts."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.original_sdk import original_sdk_wheel, run_with_original_sdk
 from helpers.package_zips import dependency_wheels, requirements_for
+from PIL import Image
 
 from procvision_algorithm_sdk._version import __version__
 
@@ -72,3 +76,63 @@ def test_pinned_to_0_3_2_installs_substituted_and_runs(tmp_path: Path) -> None:
         result = json.loads(inspected.stdout.splitlines()[-1])["execute"]
         assert result["data"]["result_status"] == truth["result_status"], name
         assert sorted(r["label"] for r in result["data"]["defect_rects"]) == truth["missing"]
+
+
+def _original_zip(tmp_path: Path) -> Path:
+    """The example pinned to 0.3.2, zipped by the original 0.3.2 package() itself."""
+    project = tmp_path / "part-presence"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("images", "__pycache__"))
+    wheels = [*dependency_wheels(), original_sdk_wheel("0.3.2")]
+    (project / "wheels").mkdir()
+    for wheel in wheels:
+        shutil.copyfile(wheel, project / "wheels" / wheel.name)
+    (project / "requirements.txt").write_text(requirements_for(wheels), encoding="utf-8")
+    out = tmp_path / "part-presence-offline.zip"
+    code = (
+        "from procvision_algorithm_sdk.cli import package\n"
+        f"print(package({str(project)!r}, {str(out)!r}, None, False, None, None, None, None,"
+        " True, False, None, None, None))\n"
+    )
+    made = run_with_original_sdk("0.3.2", tmp_path / "orig", code)
+    assert made.returncode == 0 and "'OK'" in made.stdout, made.stdout + made.stderr
+    return out
+
+
+def test_keep_bundled_0_3_2_runs_on_the_legacy_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from procvision_runner import Runner, RunnerConfig, legacy_transport
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    store = tmp_path / "store"
+    installed = runner_cli(store, "install", str(_original_zip(tmp_path)), "--keep-bundled-sdk")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    (entry,) = json.loads(runner_cli(store, "list", "--json").stdout)["packages"]
+    assert (entry["sdk"], entry["transport"]) == ("bundled 0.3.2 (kept)", "files")
+    deployed = store / "deployed" / "part-presence" / "1.0.0"
+    guide_info = json.loads((IMAGES / TRUTH["guide_info"]).read_text(encoding="utf-8"))
+    guide = np.asarray(Image.open(IMAGES / TRUTH["guide_image"]).convert("RGB"))
+    with Runner(RunnerConfig(workers_per_package=1, warmup_calls=0)) as runner:
+        key = runner.load(
+            deployed, python=str(deployed / "venv" / "bin" / "python"), transport="files"
+        )
+        runner.route([PID], key)
+        (described,) = runner.packages()
+        assert described["state"] == "READY" and described["info"]["api"] == "execute-only"
+        (worker_dir,) = [
+            d for d in legacy_transport.frames_root().iterdir()
+            if d.name.startswith(f"{os.getpid()}-")
+        ]  # fmt: skip
+        for name, truth in sorted(TRUTH["samples"].items()):
+            cur = np.asarray(Image.open(IMAGES / name).convert("RGB"))
+            answer = runner.run_step(
+                PID, 1, cur, guide_frame=guide, step_desc=TRUTH["step_desc"], guide_info=guide_info
+            )
+            result = answer["execute"]
+            assert result["status"] == "OK", result
+            assert result["data"]["result_status"] == truth["result_status"], name
+            assert sorted(r["label"] for r in result["data"]["defect_rects"]) == truth["missing"]
+            assert "phase" not in result["data"]  # answered by the ORIGINAL 0.3.2 adapter
+            assert list(worker_dir.iterdir()) == []  # both files removed when the call ended
+    assert not worker_dir.exists()
