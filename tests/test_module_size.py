@@ -19,7 +19,6 @@ MODULES_OVER = {
     "procvision_algorithm_sdk/adapter/calls.py",  # came out of the adapter split at 456
     "procvision_algorithm_sdk/segment.py",
     "procvision_algorithm_sdk/shared_memory.py",
-    "procvision_runner/leases.py",  # issue 15's frame leases, landed over the limit
     "procvision_runner/pool.py",
     "procvision_runner/runner.py",
     "procvision_runner/worker.py",

@@ -19,33 +19,30 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from procvision_algorithm_sdk import segment as seg
 from procvision_algorithm_sdk.errors import (
-    IMAGE_LOAD_FAILED,
     INVALID_PARAMS,
     TIMEOUT,
     UNKNOWN_ERROR,
-    ProcVisionError,
 )
 from procvision_algorithm_sdk.logger import StructuredLogger
+
+from .lease_frames import (
+    FrameLease,
+    LeaseError,
+    Reserved,
+    SharedFrame,
+    check_frame,
+    new_segment,
+    segment_size,
+)
 
 LEASE_ID_PREFIX = "fl_"
 CLIENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 _log = StructuredLogger()
-
-
-class LeaseError(ProcVisionError):
-    """A lease request or use the registry refuses; `status` is the HTTP status to answer."""
-
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(message, error_code=error_code)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -58,91 +55,6 @@ class LeaseLimits:
     idle_s: float = 300.0
     reap_interval_s: float = 0.5
     max_dimension: int = 65_535
-
-
-@dataclass(frozen=True)
-class SharedFrame:
-    """A committed frame already in a segment: what the Runner sends by name instead of copying."""
-
-    name: str
-    height: int
-    width: int
-    channels: int
-    seq: int
-    dtype: np.dtype[Any] = field(default_factory=lambda: np.dtype(np.uint8))
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The frame's shape as an array would have it (H x W for one channel)."""
-        if self.channels == 1:
-            return (self.height, self.width)
-        return (self.height, self.width, self.channels)
-
-    @property
-    def nbytes(self) -> int:
-        """Payload bytes."""
-        return self.height * self.width * self.channels * self.dtype.itemsize
-
-    def image_meta(self, color_space: str, extra: dict[str, Any]) -> dict[str, Any]:
-        """The image_meta of the call frame for this segment."""
-        meta: dict[str, Any] = {"timestamp_ms": int(time.time() * 1000)}
-        meta.update(extra)
-        meta.update(
-            width=self.width,
-            height=self.height,
-            color_space=color_space,
-            encoding="raw",
-            shm_seq=self.seq,
-        )
-        return meta
-
-
-@dataclass
-class FrameLease:
-    """One leased segment and its bookkeeping (internal to the registry)."""
-
-    lease_id: str
-    client: str
-    shm: Any  # SharedMemory
-    height: int
-    width: int
-    channels: int
-    client_pid: int | None
-    created: float
-    last_used: float
-    busy: bool = False
-    seq: int = 0  # the last sequence number an in-process writer committed
-
-    @property
-    def payload_size(self) -> int:
-        """Bytes of one frame."""
-        return self.height * self.width * self.channels
-
-    @property
-    def size(self) -> int:
-        """Bytes of the whole segment (header + payload, rounded up)."""
-        return int(self.shm.size)
-
-    def describe(self, idle_s: float) -> dict[str, Any]:
-        """What the client needs to map and fill the segment."""
-        name = str(self.shm.name).lstrip("/")
-        return {
-            "lease_id": self.lease_id,
-            "segment": name,
-            "posix_name": "/" + name,
-            "windows_name": name,
-            "size": self.size,
-            "header_size": seg.HEADER_SIZE,
-            "payload_offset": seg.HEADER_SIZE,
-            "payload_size": self.payload_size,
-            "height": self.height,
-            "width": self.width,
-            "channels": self.channels,
-            "dtype": "uint8",
-            "layout_version": seg.LAYOUT_VERSION,
-            "seq_offset": 8,
-            "idle_timeout_s": idle_s,
-        }
 
 
 class LeaseRegistry:
@@ -201,7 +113,7 @@ class LeaseRegistry:
         """Lease a segment for frames of this geometry; returns its description."""
         self._check_geometry(height, width, channels)
         payload = height * width * channels
-        size = _segment_size(payload)
+        size = segment_size(payload)
         with self._lock:
             if self._closed:
                 raise LeaseError(503, UNKNOWN_ERROR, "the lease registry is closed")
@@ -226,12 +138,12 @@ class LeaseRegistry:
             lease_id = LEASE_ID_PREFIX + secrets.token_urlsafe(18)
             # Reserved under the lock so two creates cannot both pass the byte bound.
             placeholder = FrameLease(
-                lease_id, client, _Reserved(size), height, width, channels, client_pid, 0.0, 0.0
+                lease_id, client, Reserved(size), height, width, channels, client_pid, 0.0, 0.0
             )
             placeholder.busy = True
             self._leases[lease_id] = placeholder
         try:
-            shm = _new_segment(size, height, width, channels)
+            shm = new_segment(size, height, width, channels)
         except BaseException as exc:
             with self._lock:
                 self._leases.pop(lease_id, None)
@@ -281,7 +193,7 @@ class LeaseRegistry:
                 raise LeaseError(
                     409, TIMEOUT, f"lease {lease_id} is in use by another call (one at a time)"
                 )
-            frame = _check_frame(lease, seq, geometry)
+            frame = check_frame(lease, seq, geometry)
             lease.busy = True
         try:
             yield frame
@@ -317,7 +229,7 @@ class LeaseRegistry:
 
     def _owned(self, lease_id: str, client: str) -> FrameLease:
         lease = self._leases.get(lease_id)
-        if lease is None or isinstance(lease.shm, _Reserved):
+        if lease is None or isinstance(lease.shm, Reserved):
             raise LeaseError(404, INVALID_PARAMS, f"no frame lease {lease_id!r}")
         if lease.client != client:
             raise LeaseError(403, INVALID_PARAMS, f"lease {lease_id} belongs to another client")
@@ -363,96 +275,13 @@ class LeaseRegistry:
         """Unlink every leased segment and stop the reaper; idempotent."""
         with self._lock:
             self._closed = True
-            leases = [x for x in self._leases.values() if not isinstance(x.shm, _Reserved)]
+            leases = [x for x in self._leases.values() if not isinstance(x.shm, Reserved)]
             self._leases.clear()
         self._stop.set()
         if self._reaper is not threading.current_thread():
             self._reaper.join(10.0)
         for lease in leases:
             seg.retire_and_unlink(lease.shm)
-
-
-@dataclass(frozen=True)
-class _Reserved:
-    """Stands in for a segment being created, so its bytes count against the bounds."""
-
-    size: int
-    name: str = ""
-
-
-_GRANULE = 64 * 1024
-
-
-def _segment_size(payload: int) -> int:
-    total = seg.HEADER_SIZE + max(payload, 1)
-    return -(-total // _GRANULE) * _GRANULE
-
-
-def _new_segment(size: int, height: int, width: int, channels: int) -> Any:
-    while True:
-        try:
-            shm = seg.create_segment(seg.new_segment_name(), size)
-            break
-        except FileExistsError:
-            continue
-    try:
-        seg.write_header(
-            shm.buf,
-            seq=0,
-            height=height,
-            width=width,
-            channels=channels,
-            payload_size=height * width * channels,
-        )
-    except BaseException:
-        seg.retire_and_unlink(shm)
-        raise
-    return shm
-
-
-def _check_frame(
-    lease: FrameLease, seq: int | None, geometry: tuple[int | None, int | None, int | None]
-) -> SharedFrame:
-    """Refuse a frame whose header is not the lease's or not committed (caller holds the lock)."""
-    want = (lease.height, lease.width, lease.channels)
-    for what, asked, have in zip(("height", "width", "channels"), geometry, want, strict=True):
-        if asked is not None and asked != have:
-            raise LeaseError(
-                422,
-                INVALID_PARAMS,
-                f"{what} {asked} does not match lease {lease.lease_id} "
-                f"({lease.height}x{lease.width}x{lease.channels})",
-            )
-    header = seg.read_header(lease.shm.buf)
-    if (
-        not header.valid
-        or header.encoding != seg.ENCODING_RAW
-        or header.dtype_code != seg.DTYPE_CODES["uint8"]
-        or (header.height, header.width, header.channels) != want
-        or header.payload_size != lease.payload_size
-    ):
-        raise LeaseError(
-            422,
-            IMAGE_LOAD_FAILED,
-            f"the header of lease {lease.lease_id} was altered: only the payload and the "
-            "sequence number are the client's to write",
-        )
-    if header.seq == 0:
-        raise LeaseError(
-            409,
-            IMAGE_LOAD_FAILED,
-            f"lease {lease.lease_id} holds no committed frame (sequence number 0: write the "
-            "pixels, then commit a non-zero sequence number)",
-        )
-    if seq is not None and seq != header.seq:
-        raise LeaseError(
-            409,
-            IMAGE_LOAD_FAILED,
-            f"lease {lease.lease_id} holds frame {header.seq}, not the committed frame {seq}",
-        )
-    return SharedFrame(
-        str(lease.shm.name).lstrip("/"), lease.height, lease.width, lease.channels, header.seq
-    )
 
 
 __all__ = [
