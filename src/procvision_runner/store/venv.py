@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,9 +46,11 @@ def _clean_env() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "PYTHON")) and k not in ("VIRTUAL_ENV",)
+        if not k.startswith(("PIP_", "PYTHON", "UV_")) and k not in ("VIRTUAL_ENV",)
     }
     env.update(
+        UV_NO_CONFIG="1",
+        UV_OFFLINE="1",
         PIP_NO_INDEX="1",
         PIP_CONFIG_FILE=os.devnull,
         PIP_NO_INPUT="1",
@@ -195,9 +198,23 @@ def _run(cmd: list[str], cwd: Path, deadline: float, what: str, pgid_dir: Path |
             record.unlink(missing_ok=True)
     if child.returncode != 0:
         out = out or ""
-        code = WHEELS_MISSING if "No matching distribution" in out else INSTALL_FAILED
+        missing = ("No matching distribution", "not found in the provided package locations")
+        code = WHEELS_MISSING if any(m in out for m in missing) else INSTALL_FAILED
         raise StoreError(code, f"{what} failed (exit {child.returncode}): {out[-_TAIL:].strip()}")
     return out or ""
+
+
+def find_uv() -> str | None:
+    """The `uv` binary (the PyPI wheel installed beside us, else on PATH), or None."""
+    if os.environ.get("PROCVISION_INSTALLER", "").lower() == "pip":
+        return None
+    try:
+        import uv
+
+        found: str | None = uv.find_uv_bin()
+    except (ImportError, FileNotFoundError, AttributeError):
+        found = shutil.which("uv")
+    return found
 
 
 def build_venv(
@@ -206,37 +223,32 @@ def build_venv(
     timeout_s: float = 900.0,
     pgid_dir: Path | None = None,
     requirements: str = "requirements.txt",
+    installer: str | None = None,
 ) -> tuple[Path, str]:
     """Create `<package_dir>/venv` with `python` and install `requirements` from wheels/ only.
 
-    Returns (venv python, pip's output). StoreError 2004 when pip finds no matching wheel
-    (a transitive dependency missing from wheels/), 2005 for any other failure or the deadline.
+    `installer` "uv" or "pip"; None: uv when present (about 15x faster), else pip. Both run
+    offline from wheels/ only, binary wheels only, no config files. Returns (venv python, the
+    installer's output). StoreError 2004 when no wheel matches (a transitive dependency missing
+    from wheels/), 2005 for any other failure or the deadline.
     """
+    uv = find_uv() if installer in (None, "uv") else None
+    if installer == "uv" and uv is None:
+        raise StoreError(INSTALL_FAILED, "installer uv requested but uv is not installed")
     deadline = time.monotonic() + timeout_s
     venv_dir = package_dir / "venv"
-    _run(
-        [python, "-m", "venv", str(venv_dir)], package_dir, deadline, "creating the venv", pgid_dir
-    )
     vpy = venv_python(package_dir)
-    log = _run(
-        [
-            str(vpy),
-            "-m",
-            "pip",
-            "install",
-            "--no-index",
-            "--find-links",
-            str(package_dir / "wheels"),
-            "--only-binary",
-            ":all:",
-            "--no-compile",
-            "--no-cache-dir",
-            "-r",
-            str(package_dir / requirements),
-        ],
-        package_dir,
-        deadline,
-        "pip install from wheels/",
-        pgid_dir,
-    )
+    wheels, req = str(package_dir / "wheels"), str(package_dir / requirements)
+    if uv is not None:
+        # no --seed: pip would come from an index; the store never runs the venv's pip
+        make = [uv, "venv", "--python", python, str(venv_dir)]
+        install = [uv, "pip", "install", "--python", str(vpy), "--offline", "--no-index"]
+        install += ["--find-links", wheels, "--only-binary", ":all:", "--no-cache"]
+        install += ["--link-mode", "copy", "-r", req]
+    else:
+        make = [python, "-m", "venv", str(venv_dir)]
+        install = [str(vpy), "-m", "pip", "install", "--no-index", "--find-links", wheels]
+        install += ["--only-binary", ":all:", "--no-compile", "--no-cache-dir", "-r", req]
+    _run(make, package_dir, deadline, "creating the venv", pgid_dir)
+    log = _run(install, package_dir, deadline, "installing from wheels/", pgid_dir)
     return vpy, log

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cli_algos.broken import write_project
-from packaging_helpers import dependency_wheels
+from helpers.package_zips import dependency_wheels
 
 CLI = Path(sys.executable).with_name("procvision-cli")
 
