@@ -184,7 +184,9 @@ def _field_names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def unknown_keys_message(where: str, given: Iterable[str], known: Iterable[str]) -> str | None:
+def unknown_keys_message(
+    where: str, given: Iterable[str], known: Iterable[str], kind: str = "key"
+) -> str | None:
     """Name each unknown key of `where` with the closest known one; None when all are known."""
     names = sorted(known)
     unknown = sorted(set(given) - set(names))
@@ -194,7 +196,7 @@ def unknown_keys_message(where: str, given: Iterable[str], known: Iterable[str])
     for key in unknown:
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
         parts.append(repr(key) + (f" (did you mean {close[0]!r}?)" if close else ""))
-    noun = "key" if len(unknown) == 1 else "keys"
+    noun = kind if len(unknown) == 1 else f"{kind}s"
     return f"unknown {where} {noun}: {', '.join(parts)}"
 
 
@@ -229,7 +231,7 @@ def load_config(path: str | Path | None) -> ConfigDocument:
         raise ConfigFileError(
             f"config {p}: settings belong in [runner], [store] or [service], not {loose}"
         )
-    problem = unknown_keys_message("config table", doc, CONFIG_TABLES)
+    problem = unknown_keys_message("config", doc, CONFIG_TABLES, kind="table")
     if problem:
         raise ConfigFileError(f"config {p}: {problem}")
     store = doc.get("store")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,19 @@ def test_the_file_is_read_once_into_every_table(tmp_path: Path) -> None:
     assert runner_cfg is not None and runner_cfg.workers_per_package == 2
     assert (store_cfg.keep_versions, store_cfg.limits.max_entries) == (5, 77)
     assert ServiceConfig.from_document(doc, environ={"PROCVISION_TOKEN": "t"}).token == "t"
+
+
+def test_serve_refuses_a_typo_in_the_service_table_with_an_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text("[service]\nprot = 8766\n", encoding="utf-8")
+    args = ["--store", str(tmp_path / "store"), "--config", str(path), "serve"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "procvision_runner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error 1006: unknown service config key: 'prot'"), proc.stderr
+    assert "did you mean 'port'?" in proc.stderr and "Traceback" not in proc.stderr

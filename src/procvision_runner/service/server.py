@@ -77,7 +77,11 @@ def serve_from_args(args: Any) -> int:
     from ..store.layout import default_root
 
     doc = cli._read_document(getattr(args, "config", None))  # the one read of the file
-    config = ServiceConfig.from_document(doc)
+    try:
+        config = ServiceConfig.from_document(doc)
+    except ValueError as exc:  # a bad [service] value: an error line, not a traceback
+        print(f"error {INVALID_PARAMS}: {exc}", file=sys.stderr, flush=True)
+        return 1
     host = args.host or config.host
     port = config.port if args.port is None else args.port
     # Refuse before any worker starts: an unsafe bind must not even warm packages.
