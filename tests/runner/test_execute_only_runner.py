@@ -143,3 +143,37 @@ def test_guide_arguments_to_a_lifecycle_package_are_1006() -> None:
         assert (result["status"], result["error_code"]) == ("ERROR", "1006")
         assert "guide_frame, step_desc belong to the execute-only API" in result["message"]
         assert runner.run_step(pid, 1, frame)["execute"]["status"] == "OK"
+
+
+def test_leased_frames_go_by_name(runner: Runner) -> None:
+    """The direct-fill API: a client fills two leased segments; no copy into the ring."""
+    from procvision_algorithm_sdk import segment as seg
+    from procvision_runner.leases import LeaseRegistry
+
+    registry = LeaseRegistry()
+    try:
+        leases = []
+        for number, name in enumerate(("cur_ng_3.jpg", TRUTH["guide_image"]), start=1):
+            image = load(name)
+            lease = registry.create("cam-1", *image.shape, client_pid=os.getpid())
+            shm = seg.attach_segment(lease["segment"])
+            try:
+                view = seg.payload_array(shm.buf, image.shape, np.uint8)
+                np.copyto(view, image)
+                del view
+                seg.set_sequence(shm.buf, number)
+            finally:
+                seg.close_quietly(shm)
+            leases.append((lease["lease_id"], number))
+        (cur_id, cur_seq), (guide_id, guide_seq) = leases
+        with (
+            registry.checkout(cur_id, "cam-1", seq=cur_seq) as cur,
+            registry.checkout(guide_id, "cam-1", seq=guide_seq) as guide,
+        ):
+            result = runner.execute("line-1", 1, cur, guide_frame=guide, guide_info=GUIDE_INFO)
+        assert result["status"] == "OK", result
+        assert result["data"]["result_status"] == "NG"
+        labels = sorted(r["label"] for r in result["data"]["defect_rects"])
+        assert labels == TRUTH["samples"]["cur_ng_3.jpg"]["missing"]
+    finally:
+        registry.close()
