@@ -8,15 +8,22 @@ time.
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from procvision_algorithm_sdk._version import __version__
 from procvision_algorithm_sdk.errors import ERROR_CODES
+
+# Counters' `_created` twins double every series and no dashboard of ours reads them.
+prometheus_client.disable_created_metrics()
 
 # Milliseconds-scale work reported in seconds (Prometheus convention).
 LATENCY_BUCKETS = (
@@ -41,6 +48,7 @@ LATENCY_BUCKETS = (
 )
 
 CALL_LABELS = ("pid", "name", "version", "phase", "status", "error_code")
+VERDICT_LABELS = ("pid", "name", "version", "step", "result_status")
 LATENCY_LABELS = ("pid", "name", "version", "phase")
 
 
@@ -71,6 +79,17 @@ def _field(record: object, name: str) -> Any:
     if isinstance(record, Mapping):
         return record.get(name)
     return getattr(record, name, None)
+
+
+class _Fixed(Collector):
+    """Metrics whose values never change (build info)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the fixed metrics."""
+        yield from self._metrics
 
 
 class _RunnerCollector(Collector):
@@ -154,6 +173,8 @@ def _stats_metrics(stats: Mapping[str, Any], packages: list[Mapping[str, Any]]) 
     yield state_gauge
     yield transport
 
+    yield from _worker_process_metrics(stats)
+
     shm = GaugeMetricFamily(
         "procvision_shared_memory_bytes", "Shared-memory bytes held by image slots"
     )
@@ -162,6 +183,57 @@ def _stats_metrics(stats: Mapping[str, Any], packages: list[Mapping[str, Any]]) 
     sessions = GaugeMetricFamily("procvision_sessions", "Sessions the Runner keeps state for")
     sessions.add_metric([], _number(stats.get("sessions")))
     yield sessions
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def read_process(pid: int) -> tuple[float, int, int] | None:
+    """(CPU seconds, resident bytes, open fds) of a live process from /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            resident_pages = int(fh.read().split()[1])
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, IndexError, ValueError):
+        return None
+    # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15
+    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return cpu, resident_pages * _PAGE_SIZE, fds
+
+
+def _worker_process_metrics(stats: Mapping[str, Any]) -> Iterator[Metric]:
+    labels = ["name", "version", "worker"]
+    cpu = CounterMetricFamily(
+        "procvision_worker_cpu_seconds", "CPU time of each worker process", labels=labels
+    )
+    rss = GaugeMetricFamily(
+        "procvision_worker_resident_memory_bytes", "Resident memory of each worker", labels=labels
+    )
+    fds = GaugeMetricFamily(
+        "procvision_worker_open_fds", "Open file descriptors of each worker", labels=labels
+    )
+    workers = stats.get("workers")
+    for worker in workers if isinstance(workers, list) else []:
+        pid = worker.get("pid") if isinstance(worker, Mapping) else None
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            continue
+        reading = read_process(pid)
+        if reading is None:
+            continue
+        values = [
+            _label(worker.get("package")),
+            _label(worker.get("version")),
+            _label(worker.get("id")),
+        ]
+        cpu.add_metric(values, reading[0])
+        rss.add_metric(values, float(reading[1]))
+        fds.add_metric(values, float(reading[2]))
+    yield cpu
+    yield rss
+    yield fds
 
 
 class ServiceMetrics:
@@ -205,6 +277,20 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.verdicts = Counter(
+            "procvision_verdicts",
+            "Execute verdicts (data.result_status), by pid, package version and step",
+            VERDICT_LABELS,
+            registry=self.registry,
+        )
+        build = GaugeMetricFamily(
+            "procvision_build_info",
+            "The Runner's version and Python (always 1)",
+            labels=["version", "python"],
+        )
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        self.registry.register(_Fixed([build]))
+        ProcessCollector(registry=self.registry)  # the Runner's own CPU, RSS and open fds
         self.http_requests = Counter(
             "procvision_http_requests",
             "HTTP requests answered, by route template, method and status",
@@ -221,6 +307,15 @@ class ServiceMetrics:
             values["pid"] = ""  # no package routed: the pid is whatever the client sent
         values["error_code"] = error_code_label(values["error_code"])
         self.calls.labels(**values).inc()
+        verdict = _field(record, "result_status")
+        if values["phase"] == "execute" and values["status"] == "OK" and verdict in ("OK", "NG"):
+            self.verdicts.labels(
+                pid=values["pid"],
+                name=values["name"],
+                version=values["version"],
+                step=_label(_field(record, "step_index")),
+                result_status=verdict,
+            ).inc()
         latency = {name: values[name] for name in LATENCY_LABELS}
         for field, hist in (
             ("queue_ms", self.queue_seconds),

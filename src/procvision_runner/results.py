@@ -31,6 +31,8 @@ class CallRecord:
     transfer_ms: float
     algorithm_ms: float
     total_ms: float
+    step_index: int | None = None
+    result_status: str | None = None  # the execute verdict ("OK"/"NG"); None for other phases
 
 
 def ms(seconds: float) -> float:
@@ -133,6 +135,10 @@ def recheck(
 def call_record(pid: str, key: PackageKey | None, phase: str, result: dict[str, Any]) -> CallRecord:
     """The CallRecord observers get for one answered phase."""
     timings = result.get("timings") or {}
+    raw_data = result.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+    step = data.get("step_index")
+    verdict = data.get("result_status") if phase == "execute" else None
     return CallRecord(
         pid=pid,
         name=key.name if key else None,
@@ -144,4 +150,6 @@ def call_record(pid: str, key: PackageKey | None, phase: str, result: dict[str, 
         transfer_ms=float(timings.get("transfer_ms", 0.0)),
         algorithm_ms=float(timings.get("algorithm_ms", 0.0)),
         total_ms=float(timings.get("total_ms", 0.0)),
+        step_index=step if isinstance(step, int) and not isinstance(step, bool) else None,
+        result_status=verdict if verdict in ("OK", "NG") else None,
     )

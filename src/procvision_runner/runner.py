@@ -697,6 +697,10 @@ class Runner:
         """Forget a session's state and log history."""
         self._sessions.close(session_id)
 
+    def recent_sessions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recently used sessions (newest first), for the operator page."""
+        return self._sessions.recent(limit)
+
     def session_logs(self, session_id: str) -> list[dict[str, Any]]:
         """Return the session's recent worker log records (bounded, oldest first)."""
         return self._sessions.logs(session_id)

@@ -131,6 +131,22 @@ class SessionStore:
                 del self._sessions[key]
         return stale
 
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The most recently used live sessions (newest first): id, idle seconds, packages, logs."""
+        now = time.monotonic()
+        with self._lock:
+            live = [r for r in self._sessions.values() if now - r.last_used <= self._ttl_s]
+            live.sort(key=lambda r: r.last_used, reverse=True)
+            return [
+                {
+                    "id": r.id,
+                    "idle_s": round(now - r.last_used, 3),
+                    "packages": sorted(f"{n} {v}" for n, v in r.packages),
+                    "log_lines": len(r.logs),
+                }
+                for r in live[: max(0, limit)]
+            ]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.formparsers import MultiPartParser
 
+from ..archive import ArchiveLimits, ResultArchive
 from ..leases import LeaseLimits, LeaseRegistry
 from ..metrics import ServiceMetrics
 from .context import ServiceContext
@@ -18,11 +20,13 @@ from .counting import RequestCounter
 from .errors import install_error_handlers
 from .guard import RequestGuard
 from .health import health_router
+from .live import LiveFeed
 from .openapi30 import to_openapi_30
 from .routes_describe import describe_router
 from .routes_frames import frames_router
 from .routes_inspect import inspect_router
 from .routes_packages import packages_router
+from .routes_page import docs_offline, mount_page_assets, page_router
 from .routes_raw import raw_router
 from .routes_sessions import sessions_router
 from .settings import ServiceConfig
@@ -87,6 +91,8 @@ def _lifespan(
         finally:
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
             await anyio.to_thread.run_sync(ctx.decoder.close)
+            if ctx.live is not None:
+                await anyio.to_thread.run_sync(ctx.live.close)
         # Do not hang shutdown on a slow warm-up; the Runner's close() stops what it started.
         await anyio.to_thread.run_sync(startup.thread.join, 5.0)
 
@@ -105,6 +111,9 @@ def create_app(
     metrics = ServiceMetrics(runner)
     runner.add_call_observer(metrics.observe)
     ctx = ServiceContext(manager=manager, runner=runner, cfg=cfg, metrics=metrics)
+    if cfg.operator_page:
+        ctx.live = LiveFeed(_archive(cfg, manager), recent=cfg.live_recent)
+        runner.add_call_observer(ctx.live.observe)
     leases = LeaseRegistry(
         LeaseLimits(
             max_per_client=cfg.lease_max_per_client,
@@ -125,6 +134,9 @@ def create_app(
             "Runner. Errors are `{error_code, message}` with codes from the ProcVision table."
         ),
         lifespan=_lifespan(ctx, start_packages, leases),
+        # /docs and /redoc come from this process's own files when fastapi-offline is there
+        docs_url=None if docs_offline() else "/docs",
+        redoc_url=None if docs_offline() else "/redoc",
     )
     app.state.metrics = metrics
     app.state.startup = ctx.startup
@@ -155,4 +167,18 @@ def create_app(
         health_router(ctx),
     ):
         app.include_router(router)
+    if ctx.live is not None:
+        app.include_router(page_router(ctx, ctx.live))
+    mount_page_assets(app)
     return app
+
+
+def _archive(cfg: ServiceConfig, manager: "PackageManager") -> ResultArchive:
+    """The page's result archive under `archive_dir` (default: <store>/archive)."""
+    root = Path(cfg.archive_dir) if cfg.archive_dir else Path(manager.store.root) / "archive"
+    limits = ArchiveLimits(
+        max_count=cfg.archive_max_count,
+        max_bytes=cfg.archive_max_bytes,
+        ok_sample_every=cfg.archive_ok_sample_every,
+    )
+    return ResultArchive(root, limits)

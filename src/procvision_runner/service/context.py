@@ -16,6 +16,7 @@ from ..metrics import ServiceMetrics
 from .decoding import Decoder
 from .errors import ApiError
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
+from .live import LiveFeed
 from .settings import ServiceConfig
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class ServiceContext:
     manage_lock: threading.Lock = field(default_factory=threading.Lock)
     auth: list[Any] = field(init=False)
     decoder: Decoder = field(init=False)
+    live: LiveFeed | None = None  # the operator page's feed (set by create_app)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(
@@ -75,6 +77,18 @@ class ServiceContext:
                 )
 
         self.auth = [Depends(authorize)]
+
+    def publish(
+        self,
+        pid: str,
+        step_index: int,
+        session_id: str | None,
+        answer: dict[str, Any],
+        frame: Any = None,
+    ) -> None:
+        """Hand an answered inspection to the page (O(1); `frame` must not change afterwards)."""
+        if self.live is not None:
+            self.live.publish(pid, step_index, session_id, answer, frame)
 
     async def managed(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store mutation in a worker thread under the management lock."""

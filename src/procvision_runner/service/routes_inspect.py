@@ -263,7 +263,10 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                         color_space=color_space or "RGB",
                         **fields,
                     )
-                    return JSONResponse(await run_in_threadpool(run))
+                    answer = await run_in_threadpool(run)
+                    # the client's buffer is reused for its next frame: the page gets no pixels
+                    ctx.publish(pid, step_index, session_id, answer)
+                    return JSONResponse(answer)
             except LeaseError as exc:
                 raise lease_error(exc) from None
         if raw is not None:
@@ -287,8 +290,12 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                 run = run_inspection(
                     runner, phase, pid, step_index, decoded, color_space="RGB", **fields
                 )
-                return JSONResponse(await run_in_threadpool(run))
+                answer = await run_in_threadpool(run)
+                ctx.publish(pid, step_index, session_id, answer, decoded)
+                return JSONResponse(answer)
         run = run_inspection(runner, phase, pid, step_index, array, color_space=space, **fields)
-        return JSONResponse(await run_in_threadpool(run))
+        answer = await run_in_threadpool(run)
+        ctx.publish(pid, step_index, session_id, answer, array)
+        return JSONResponse(answer)
 
     return router

@@ -112,6 +112,21 @@ def _binding_routes(router: APIRouter, ctx: ServiceContext) -> None:
                 raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
             raise
 
+    @router.post(
+        "/algorithms/deactivate",
+        dependencies=auth,
+        responses=responses(400, 401, 404, 409, 413, 422),
+        summary="Unbind a pid (its workers stop when no other pid uses the version)",
+    )
+    async def deactivate(body: RollbackRequest) -> dict[str, Any]:
+        """Deactivate a pid."""
+        try:
+            return dict(await ctx.managed(manager.deactivate, body.pid))
+        except ProcVisionError as exc:
+            if str(exc.error_code) == INVALID_PID:  # the pid has no mapping
+                raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
+            raise
+
     @router.delete(
         "/algorithms/{name}/{version}",
         dependencies=auth,

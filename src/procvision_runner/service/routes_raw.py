@@ -159,7 +159,9 @@ def raw_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                 )
             with leases.checkout(lease_id, UPLOAD_CLIENT) as shared:
                 run = run_inspection(runner, phase, pid, step_index, shared, **fields)
-                return JSONResponse(await run_in_threadpool(run))
+                answer = await run_in_threadpool(run)
+                ctx.publish(pid, step_index, session_id, answer)  # the segment is reused
+                return JSONResponse(answer)
         except LeaseError as exc:
             raise lease_error(exc) from None
         finally:

@@ -37,6 +37,13 @@ class ServiceConfig:
     lease_max_bytes_per_client: int = 1024**3
     lease_max_total_bytes: int = 4 * 1024**3
     lease_idle_s: float = 300.0  # an unused lease is reclaimed after this
+    operator_page: bool = True  # GET /, its live feed and the result archive
+    # The operator page's archive of inspected frames (NG always, every Nth OK when set).
+    archive_dir: str | None = None  # default: <store>/archive
+    archive_max_count: int = 200
+    archive_max_bytes: int = 512 * 1024**2
+    archive_ok_sample_every: int = 0  # 0: keep NG frames only
+    live_recent: int = 100  # results the page's live view keeps
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "ServiceConfig":
@@ -57,6 +64,9 @@ class ServiceConfig:
             "decode_budget_pixels",
             "decode_wait_ms",
             "max_connections",
+            "archive_max_count",
+            "archive_max_bytes",
+            "live_recent",
         ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -70,6 +80,13 @@ class ServiceConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"service.{name} must be a positive number of seconds")
+        if not isinstance(cfg.operator_page, bool):
+            raise ValueError("service.operator_page must be true or false")
+        every = cfg.archive_ok_sample_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError("service.archive_ok_sample_every must be a whole number >= 0")
+        if cfg.archive_dir is not None and not isinstance(cfg.archive_dir, str):
+            raise ValueError("service.archive_dir must be a path string")
         if cfg.token is not None and not isinstance(cfg.token, str):
             raise ValueError("service.token must be a string")
         return cfg
