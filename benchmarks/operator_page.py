@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from station_server import ALGOS, StationServer  # noqa: E402
+from helpers.station_server import ALGOS, StationServer  # noqa: E402
 
 from procvision_runner import Runner, RunnerConfig  # noqa: E402
 from procvision_runner.service.live import LiveFeed  # noqa: E402

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from packaging_helpers import EXAMPLE, make_package_zip
-from service_server import RunnerServer
+from helpers.package_zips import EXAMPLE, make_package_zip
+from helpers.server import RunnerServer
 
 pytestmark = pytest.mark.slow
 
