@@ -185,6 +185,17 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     router = APIRouter()
     runner, cfg, metrics = ctx.runner, ctx.cfg, ctx.metrics
 
+    async def answered(
+        run: Callable[[], dict[str, Any]],
+        pid: str,
+        step_index: int,
+        session_id: str | None,
+        frame: np.ndarray | None,
+    ) -> JSONResponse:
+        answer = await run_in_threadpool(run)
+        ctx.publish(pid, step_index, session_id, answer, frame)  # the operator page's feed
+        return JSONResponse(answer)
+
     @router.post(
         "/inspect",
         dependencies=ctx.auth,
@@ -263,10 +274,8 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                         color_space=color_space or "RGB",
                         **fields,
                     )
-                    answer = await run_in_threadpool(run)
                     # the client's buffer is reused for its next frame: the page gets no pixels
-                    ctx.publish(pid, step_index, session_id, answer)
-                    return JSONResponse(answer)
+                    return await answered(run, pid, step_index, session_id, None)
             except LeaseError as exc:
                 raise lease_error(exc) from None
         if raw is not None:
@@ -290,12 +299,8 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                 run = run_inspection(
                     runner, phase, pid, step_index, decoded, color_space="RGB", **fields
                 )
-                answer = await run_in_threadpool(run)
-                ctx.publish(pid, step_index, session_id, answer, decoded)
-                return JSONResponse(answer)
+                return await answered(run, pid, step_index, session_id, decoded)
         run = run_inspection(runner, phase, pid, step_index, array, color_space=space, **fields)
-        answer = await run_in_threadpool(run)
-        ctx.publish(pid, step_index, session_id, answer, array)
-        return JSONResponse(answer)
+        return await answered(run, pid, step_index, session_id, array)
 
     return router
