@@ -96,4 +96,23 @@ def serve_from_args(args: Any) -> int:
         runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
     with Runner(runner_cfg) as runner:
         manager = cli._manager(args, runner, (runner_cfg, store_cfg))
+        print(banner(manager, host, port), file=sys.stderr, flush=True)
         return serve(manager, runner, config, host, port)
+
+
+def banner(manager: Any, host: str, port: int) -> str:
+    """What `serve` says on start: version, URL and docs, store, packages and their pids."""
+    from procvision_algorithm_sdk._version import __version__
+
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    lines = [
+        f"procvision-runner {__version__} serving {url} (OpenAPI: {url}/docs)",
+        f"  store: {manager.store.root}",
+    ]
+    packages = manager.list()
+    if not packages:
+        lines.append("  packages: none installed (POST /algorithms/install)")
+    for p in packages:
+        pids = ", ".join(p.get("active_pids") or []) or "no pid bound"
+        lines.append(f"  package {p['name']} {p['version']} [{p['state']}]: {pids}")
+    return "\n".join(lines)
