@@ -194,7 +194,8 @@ async function loadArchive() {
   try {
     const entries = await api("GET", "/results?limit=24");
     document.getElementById("archive").replaceChildren(...entries.map((e) => el("li", { "data-id": e.id, "data-verdict": e.verdict },
-      el("a", { href: `/results/${e.id}/image`, target: "_blank" }, el("img", { src: `/results/${e.id}/image?thumb=true`, alt: e.id })),
+      el("a", { href: `/results/${e.id}/image`, target: "_blank", class: "frame" },
+        el("img", { src: `/results/${e.id}/image?thumb=true`, alt: e.id }), e.width ? overlay(e) : null),
       el("div", { class: `verdict-${e.verdict}` }, `${e.verdict} · ${e.ng_reason || e.message || ""}`),
       el("div", {}, `${timeText(e.time_ms)} · pid ${e.pid} · step ${e.step_index} · ${pkgText(e.package)}`))));
   } catch (err) {
