@@ -193,18 +193,27 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
+def romanize(name: str) -> str:
+    """Chinese characters spelled in pinyin, words apart ("产线检测" -> "chan xian jian ce")."""
+    try:
+        from pypinyin import lazy_pinyin
+    except ImportError:  # the slug then falls back to a hash of the name
+        return name
+    return " ".join(part.strip() for part in lazy_pinyin(name) if part.strip())
+
+
 def manifest_name_for(name: str) -> str:
     """Return a store-safe manifest name for any human name (kept as is when already safe)."""
     if is_safe_name(name):
         return name
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", romanize(name))
     slug = re.sub(r"-{2,}", "-", slug).strip("-._")[:48].rstrip("-._")
     return f"{slug}-{_short_hash(name)}" if slug else f"algo-{_short_hash(name)}"
 
 
 def module_name_for(name: str) -> str:
     """Return an importable, non-shadowing Python package name for any human name."""
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40].rstrip("_")
+    slug = re.sub(r"[^a-z0-9]+", "_", romanize(name).lower()).strip("_")[:40].rstrip("_")
     lossy = slug != name
     if not slug:
         return f"algo_{_short_hash(name)}"
