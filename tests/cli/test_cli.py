@@ -372,6 +372,7 @@ def test_requirements_normalisation() -> None:
         assert err.value.code == "2004"
 
 
+@pytest.mark.slow
 def test_init_validate_run_package_validate_zip(
     project: Path, tmp_path: Path, wheel_cache: Path
 ) -> None:
@@ -459,6 +460,7 @@ def test_init_validate_run_package_validate_zip(
     assert cli("validate", "--zip", str(tampered)).returncode == 1
 
 
+@pytest.mark.slow
 def test_package_refuses_editable_requirements_and_missing_project(
     project: Path, tmp_path: Path
 ) -> None:
@@ -472,6 +474,7 @@ def test_package_refuses_editable_requirements_and_missing_project(
     assert missing.returncode == 1 and "2002" in missing.stderr
 
 
+@pytest.mark.slow
 def test_package_skip_download_ships_project_wheels(project: Path, tmp_path: Path) -> None:
     from helpers.package_zips import dependency_wheels
 
@@ -524,6 +527,7 @@ def test_no_shared_memory_left_behind() -> None:
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_package_keeps_hashes_and_passes_validate_zip(
     project: Path, tmp_path: Path, wheel_cache: Path
 ) -> None:

@@ -66,6 +66,7 @@ def _ship_dependency_wheels(project: Path) -> None:
 # 1. package never ships the signing key or other secrets
 
 
+@pytest.mark.slow
 def test_package_leaves_out_the_signing_key_and_secrets(project: Path, tmp_path: Path) -> None:
     _ship_dependency_wheels(project)
     _write_ed25519_key(project / "signing.pem")
@@ -108,6 +109,7 @@ def test_package_leaves_out_the_signing_key_and_secrets(project: Path, tmp_path:
 # 2. package -s refuses wheels/ that cannot install the package
 
 
+@pytest.mark.slow
 def test_package_skip_download_refuses_missing_wheels(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.zip"
     # requirements.txt wants numpy, <project>/wheels is empty: validate --zip would say 2004

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_algos.broken import write_project
 from helpers.package_zips import dependency_wheels
 
@@ -29,6 +30,7 @@ def _project(root: Path, **parts: str) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_package_refuses_a_project_whose_setup_raises(tmp_path: Path) -> None:
     project = _project(tmp_path / "p", setup='raise RuntimeError("model file missing")')
     out = tmp_path / "p.zip"
@@ -45,6 +47,7 @@ def test_package_refuses_a_project_whose_setup_raises(tmp_path: Path) -> None:
     assert out.is_file()
 
 
+@pytest.mark.slow
 def test_package_prints_progress_lines_when_not_on_a_tty(tmp_path: Path) -> None:
     project = _project(tmp_path / "p")
     out = tmp_path / "p.zip"

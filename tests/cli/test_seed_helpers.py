@@ -34,6 +34,7 @@ def project(tmp_path: Path) -> Path:
     return Path(created["path"])
 
 
+@pytest.mark.slow
 def test_signatures_match_the_original_sdk(tmp_path: Path) -> None:
     code = (
         "import inspect, json\n"

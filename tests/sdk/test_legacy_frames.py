@@ -202,6 +202,7 @@ def test_one_debug_line_per_process(shm_dir: Path) -> None:
     assert not [line for line in lines if line["level"] in ("warning", "error")]
 
 
+@pytest.mark.slow
 def test_frames_written_by_the_original_sdk(shm_dir: Path, tmp_path: Path) -> None:
     """The real 0.0.7 writers (as its dev tools and hosts use them) are read exactly."""
     frame = _frame(30, 40, seed=9)

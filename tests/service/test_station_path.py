@@ -410,6 +410,7 @@ def test_openapi_31_and_30_are_valid_and_describe_real_responses(server: Station
             assert not errors, (doc["openapi"], method, template, response.text, errors[0])
 
 
+@pytest.mark.slow
 def test_a_package_and_a_pid_describe_steps_and_parameters(server: StationServer) -> None:
     with RunnerClient(server.url) as client:
         pkg = client.algorithm("marker", "1.0.0")

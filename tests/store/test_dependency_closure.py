@@ -44,6 +44,7 @@ def broken_zip(tmp_path: Path) -> Path:
     return make_package_zip(tmp_path / "broken.zip", wheels=wheels)
 
 
+@pytest.mark.slow
 def test_validate_zip_names_the_missing_transitive_dependency(broken_zip: Path) -> None:
     result = _cli("validate", "--zip", str(broken_zip), "--json")
     assert result.returncode == 1, result.stdout
@@ -54,6 +55,7 @@ def test_validate_zip_names_the_missing_transitive_dependency(broken_zip: Path) 
     _assert_names_both(failed[0]["message"])
 
 
+@pytest.mark.slow
 def test_http_validate_names_the_missing_transitive_dependency(
     broken_zip: Path, tmp_path: Path
 ) -> None:
@@ -71,6 +73,7 @@ def test_http_validate_names_the_missing_transitive_dependency(
     _assert_names_both(json.dumps(report))
 
 
+@pytest.mark.slow
 def test_a_complete_closure_passes_the_resolver(tmp_path: Path) -> None:
     needs = tiny_wheel(tmp_path / "extra", "pv-needs-dep", "1.0", ["pv-missing-dep>=2"])
     dep = tiny_wheel(tmp_path / "extra", "pv-missing-dep", "2.1")
@@ -86,6 +89,7 @@ def test_a_complete_closure_passes_the_resolver(tmp_path: Path) -> None:
     assert "dependency closure" in names
 
 
+@pytest.mark.slow
 def test_package_skip_download_runs_the_resolver(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     made = _cli("init", "closure demo", "-d", str(project))
