@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,40 @@ def configs_from(doc: Any) -> tuple[Any, StoreConfig]:
     return doc.runner_config(), StoreConfig.from_dict(doc.store or {})
 
 
+def _store_root(args: argparse.Namespace) -> Path:
+    return Path(args.store) if getattr(args, "store", None) else default_root()
+
+
 def _manager(
-    args: argparse.Namespace, runner: Any = None, configs: tuple[Any, StoreConfig] | None = None
+    args: argparse.Namespace,
+    runner: Any = None,
+    configs: tuple[Any, StoreConfig] | None = None,
+    *,
+    role: str = "runner",
+    query: bool = False,
 ) -> PackageManager:
+    """query: a command that changes nothing never waits on a store a server owns (no reconcile)."""
+    from .store.owner import live_owner
+
     runner_cfg, store_cfg = configs or load_config(getattr(args, "config", None))
-    root = Path(args.store) if getattr(args, "store", None) else default_root()
-    store = PackageStore(root, lock_timeout_s=store_cfg.lock_timeout_s).open()
-    return PackageManager(store, runner, config=store_cfg, runner_config=runner_cfg)
+    store = PackageStore(_store_root(args), lock_timeout_s=store_cfg.lock_timeout_s)
+    store.open(reconcile=not (query and live_owner(store.root) is not None))
+    return PackageManager(store, runner, config=store_cfg, runner_config=runner_cfg, role=role)
+
+
+def _changing(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    """The store to change: directly (holding its owner lock), or through the owning server."""
+    from .remote import changing
+
+    _, store_cfg = load_config(getattr(args, "config", None))
+    return changing(
+        _store_root(args),
+        lambda: _manager(args),
+        config_path=getattr(args, "config", None),
+        lock_wait_s=store_cfg.lock_timeout_s,
+        call_timeout_s=store_cfg.lock_timeout_s + store_cfg.install_timeout_s + 300.0,
+        reach_timeout_s=getattr(args, "server_timeout", None) or 5.0,
+    )
 
 
 def _print_json(value: object) -> None:
@@ -92,9 +120,10 @@ def _args_install(p: argparse.ArgumentParser) -> None:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Install a zip into the store."""
-    entry = _manager(args).install(
-        Path(args.zip), replace=args.replace, keep_bundled_sdk=args.keep_bundled_sdk
-    )
+    with _changing(args) as manager:
+        entry = manager.install(
+            Path(args.zip), replace=args.replace, keep_bundled_sdk=args.keep_bundled_sdk
+        )
     if args.json:
         _print_json(entry)
     else:
@@ -110,14 +139,16 @@ def _args_bind(p: argparse.ArgumentParser) -> None:
 
 def cmd_activate(args: argparse.Namespace) -> int:
     """Bind pids to an installed version."""
-    out = _manager(args).activate(args.name, args.version, args.pid)
+    with _changing(args) as manager:
+        out = manager.activate(args.name, args.version, args.pid)
     print(f"activated {out['name']} {out['version']} for {', '.join(out['pids'])}")
     return 0
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
     """Rebind pids to another version."""
-    out = _manager(args).switch(args.name, args.version, args.pid)
+    with _changing(args) as manager:
+        out = manager.switch(args.name, args.version, args.pid)
     prev = ", ".join(f"{p} was {b['name']} {b['version']}" for p, b in out["previous"].items())
     print(
         f"switched {', '.join(out['pids'])} to {out['name']} {out['version']}"
@@ -132,7 +163,8 @@ def _args_pid(p: argparse.ArgumentParser) -> None:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Re-bind a pid to its previous version."""
-    out = _manager(args).rollback(args.pid)
+    with _changing(args) as manager:
+        out = manager.rollback(args.pid)
     was = out["rolled_back_from"]
     print(
         f"rolled {args.pid} back to {out['name']} {out['version']} "
@@ -143,7 +175,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_deactivate(args: argparse.Namespace) -> int:
     """Unbind a pid."""
-    out = _manager(args).deactivate(args.pid)
+    with _changing(args) as manager:
+        out = manager.deactivate(args.pid)
     print(f"deactivated {out['pid']} (was {out['name']} {out['version']})")
     return 0
 
@@ -156,7 +189,8 @@ def _args_uninstall(p: argparse.ArgumentParser) -> None:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     """Remove an installed version."""
-    out = _manager(args).uninstall(args.name, args.version, force=args.force)
+    with _changing(args) as manager:
+        out = manager.uninstall(args.name, args.version, force=args.force)
     extra = f" (deactivated {', '.join(out['deactivated'])})" if out["deactivated"] else ""
     print(f"uninstalled {out['name']} {out['version']}{extra}")
     return 0
@@ -168,7 +202,7 @@ def _args_list(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Show installed versions and pid bindings."""
-    manager = _manager(args)
+    manager = _manager(args, query=True)
     packages, active = manager.list(), manager.active()
     if args.json:
         _print_json({"packages": packages, "active": active})
@@ -279,24 +313,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     frames = [(path, _read_image(path)) for path in args.image]
     guide = _read_guide(args)
     runner_cfg, _ = load_config(args.config)
-    failed: dict | None = None
     with Runner(runner_cfg) as runner:
-        manager = _manager(args, runner)
-        if args.pid not in manager.active():
-            raise StoreError(INVALID_PID, f"{args.pid} is not bound to any package")
-        manager.start([args.pid])
-        for number, (path, frame) in enumerate(frames):
-            # Steps of one image share a session, so later steps see what earlier ones stored.
-            session_id = args.session or f"inspect-{os.getpid()}-{number}"
-            for step in args.step:
-                result = runner.run_step(
-                    args.pid, step, frame, user_params=params, session_id=session_id, **guide
-                )
-                _print_inspection(args, path, step, result)
-                last = result.get("execute") or result.get("pre_execute") or {}
-                if last.get("status") != "OK" and failed is None:
-                    failed = last
-            runner.close_session(session_id)
+        manager = _manager(args, runner, role="inspect", query=True)
+        try:
+            failed = _inspect_frames(args, runner, manager, params, frames, guide)
+        finally:
+            runner.close()  # its workers stop before the leases on their version go
+            manager.close()
+    return _finish_inspect(failed)
+
+
+def _inspect_frames(
+    args: argparse.Namespace,
+    runner: Any,
+    manager: PackageManager,
+    params: dict | None,
+    frames: list,
+    guide: dict[str, Any],
+) -> dict | None:
+    """Run every step on every frame; the first result that is not OK, or None."""
+    if args.pid not in manager.active():
+        raise StoreError(INVALID_PID, f"{args.pid} is not bound to any package")
+    manager.start([args.pid])
+    failed: dict | None = None
+    for number, (path, frame) in enumerate(frames):
+        # Steps of one image share a session, so later steps see what earlier ones stored.
+        session_id = args.session or f"inspect-{os.getpid()}-{number}"
+        for step in args.step:
+            result = runner.run_step(
+                args.pid, step, frame, user_params=params, session_id=session_id, **guide
+            )
+            _print_inspection(args, path, step, result)
+            last = result.get("execute") or result.get("pre_execute") or {}
+            if last.get("status") != "OK" and failed is None:
+                failed = last
+        runner.close_session(session_id)
+    return failed
+
+
+def _finish_inspect(failed: dict | None) -> int:
     if failed is not None:
         code = failed.get("error_code") or UNKNOWN_ERROR
         message = failed.get("message") or "the step did not succeed"
@@ -352,6 +407,9 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
         help="store directory (default: $PROCVISION_HOME, else ./.procvision)",
     )
     p.add_argument("--config", default=default, help="JSON or TOML file: [runner] and [store]")
+    # while a server owns the store, changes go through it: how long it may take to answer
+    srv_help = "give up on the store's server after S s (default 5)"
+    p.add_argument("--server-timeout", type=float, default=default, metavar="S", help=srv_help)
 
 
 def build_parser() -> argparse.ArgumentParser:

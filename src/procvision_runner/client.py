@@ -330,7 +330,9 @@ class RunnerClient:
         """GET /pids/{pid}: the active package of a pid and its steps."""
         return dict(self.request("GET", f"/pids/{_segment(pid)}"))
 
-    def install(self, zip_path: str | Path, *, replace: bool = False) -> dict[str, Any]:
+    def install(
+        self, zip_path: str | Path, *, replace: bool = False, keep_bundled_sdk: bool = False
+    ) -> dict[str, Any]:
         """POST /algorithms/install with the zip as the `file` part."""
         boundary = uuid.uuid4().hex
         data = Path(zip_path).read_bytes()
@@ -339,7 +341,8 @@ class RunnerClient:
             f'filename="package.zip"\r\nContent-Type: application/zip\r\n\r\n'
         ).encode() + data
         body += f"\r\n--{boundary}--\r\n".encode()
-        query = {"replace": "true"} if replace else None
+        flags = {"replace": replace, "keep_bundled_sdk": keep_bundled_sdk}
+        query = {k: "true" for k, on in flags.items() if on} or None
         return dict(
             self.request(
                 "POST",
@@ -361,6 +364,10 @@ class RunnerClient:
     def rollback(self, pid: str) -> dict[str, Any]:
         """POST /algorithms/rollback."""
         return self._post_json("/algorithms/rollback", pid=pid)
+
+    def deactivate(self, pid: str) -> dict[str, Any]:
+        """POST /algorithms/deactivate."""
+        return self._post_json("/algorithms/deactivate", pid=pid)
 
     def uninstall(self, name: str, version: str, *, force: bool = False) -> dict[str, Any]:
         """DELETE /algorithms/{name}/{version}."""

@@ -1,4 +1,4 @@
-"""/algorithms*: install, validate, activate, switch, rollback, uninstall, list, active."""
+"""/algorithms*: install, validate, (de)activate, switch, rollback, uninstall, list, active."""
 
 from typing import Annotated, Any
 

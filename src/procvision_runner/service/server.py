@@ -75,6 +75,7 @@ def serve_from_args(args: Any) -> int:
     from ..config import RunnerConfig
     from ..runner import Runner
     from ..store.layout import default_root
+    from ..store.owner import claim_store
 
     doc = cli._read_document(getattr(args, "config", None))  # the one read of the file
     try:
@@ -91,13 +92,22 @@ def serve_from_args(args: Any) -> int:
         return 1
     runner_cfg, store_cfg = cli.configs_from(doc)
     runner_cfg = runner_cfg or RunnerConfig()
+    root = Path(args.store) if getattr(args, "store", None) else default_root()
     if runner_cfg.state_dir is None:  # a server records its workers' groups in its store
-        root = Path(args.store) if getattr(args, "store", None) else default_root()
         runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
-    with Runner(runner_cfg) as runner:
-        manager = cli._manager(args, runner, (runner_cfg, store_cfg))
+    # The store is ours for the server's life, claimed before the Runner exists: a second
+    # server is refused here with no worker started, and the CLI sends its changes to us.
+    with (
+        claim_store(root, host, port, wait_s=store_cfg.lock_timeout_s),
+        Runner(runner_cfg) as runner,
+    ):
+        manager = cli._manager(args, runner, (runner_cfg, store_cfg), role="serve")
         print(banner(manager, host, port), file=sys.stderr, flush=True)
-        return serve(manager, runner, config, host, port)
+        try:
+            return serve(manager, runner, config, host, port)
+        finally:
+            runner.close()  # workers stop before their leases and the ownership go
+            manager.close()
 
 
 def banner(manager: Any, host: str, port: int) -> str:

@@ -39,6 +39,7 @@ from .layout import (
 from .lock import StoreError
 from .registry import Registry, fsync_dir
 from .venv import venv_python
+from .version_leases import VersionLeases
 from .zipcheck import ZipLimits
 
 if TYPE_CHECKING:
@@ -132,13 +133,20 @@ class ManagerBase:
         *,
         config: StoreConfig | None = None,
         runner_config: RunnerConfig | None = None,
+        role: str = "runner",
     ) -> None:
         self.store = store
         self.runner = runner
         self.config = config or StoreConfig()
         self.runner_config = runner_config
+        # what this process's Runner runs, visible to other processes (uninstall, prune)
+        self.leases = VersionLeases(store.root, store.lock, role)
         if not store._opened:
             store.open()
+
+    def close(self) -> None:
+        """Give up this manager's leases (call once its Runner has stopped its workers)."""
+        self.leases.close()
 
     @property
     def python(self) -> str:
@@ -246,11 +254,16 @@ class ManagerBase:
 
                 key = PackageKey(name, version)
                 if not self._loaded(key):
+                    with self.store.lock.held():
+                        # still installed now, and leased before a worker starts from it
+                        self._entry(self.store.load_registry(), name, version)
+                        self.leases.hold(name, version)
                     key = self.runner.load(path, python=python, activate=False, transport=transport)
                 try:
                     self._require_ready(self.runner, key)
                 except StoreError:
                     self.runner.unload(key, drain_timeout_s=1.0)
+                    self.leases.release(name, version)
                     raise
                 return key
             with self._new_runner() as runner:
@@ -269,6 +282,7 @@ class ManagerBase:
         for key in set(keys):
             if key not in routed and self._loaded(key):
                 self.runner.unload(key, drain_timeout_s=self.config.drain_timeout_s)
+                self.leases.release(key.name, key.version)
 
     def _retire(self, name: str, version: str) -> Path | None:
         """Rename a version's directory to a `-gone` trash name (before the registry write)."""

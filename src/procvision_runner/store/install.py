@@ -302,10 +302,12 @@ class InstallFlows(ManagerBase):
             key=lambda e: (e.get("created_ns", 0), _version_key(e["version"])),
             reverse=True,
         )
+        in_use = self.leases.in_use()  # never prune what a live process runs
         drop = [
             e
             for e in versions[self.config.keep_versions :]
             if not reg.bound_pids(e["name"], e["version"])
+            and (e["name"], e["version"]) not in in_use
         ]
         gone = {(e["name"], e["version"]) for e in drop}
         reg.packages = [e for e in reg.packages if (e["name"], e["version"]) not in gone]

@@ -10,6 +10,8 @@ Layout (contract section 8)::
     <root>/logs/audit.jsonl           one JSON line per action
     <root>/trusted_keys/*.pub         Ed25519 public keys (PEM) for SIGNATURE
     <root>/tmp/                       scratch space of a running action
+    <root>/.owner.lock, owner.json    the serving Runner that owns the store (owner.py)
+    <root>/leases/                    versions live processes run (version_leases.py)
 
 Temporary names used by an action in progress: `deployed/<name>/.tmp-<version>-<rand>/`
 (being built), `deployed/<name>/.trash-<version>-<rand>/` (an old version being replaced, its
@@ -87,13 +89,18 @@ class PackageStore:
 
     # -- open and reconcile ------------------------------------------------------------------
 
-    def open(self) -> PackageStore:
-        """Create the layout if needed and reconcile the registry with the disk (under the lock)."""
+    def open(self, *, reconcile: bool = True) -> PackageStore:
+        """Create the layout if needed and reconcile the registry with the disk (under the lock).
+
+        `reconcile=False` is for queries while a server owns the store: it reconciled at its
+        start, and a query must not wait for the lock behind one of its installs.
+        """
         for d in (self.zips, self.deployed, self.active_dir, self.logs, self.trusted_keys):
             d.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        with self.lock.held():
-            self.reconcile()
+        if reconcile:
+            with self.lock.held():
+                self.reconcile()
         self._opened = True
         return self
 

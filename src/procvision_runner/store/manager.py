@@ -30,6 +30,7 @@ from .bindings import BindingFlows
 from .crashpoints import crash_point
 from .install import InstallFlows
 from .lock import StoreError
+from .version_leases import describe_users
 
 __all__ = ["RESERVED", "SDK_WHEEL_DIR", "ManagerBase", "PackageManager", "StoreConfig"]
 
@@ -43,6 +44,13 @@ class PackageManager(InstallFlows, BindingFlows):
             reg = self.store.load_registry()
             if reg.find(name, version) is None:
                 raise StoreError(INVALID_PARAMS, f"{name} {version} is not installed")
+            users = self.leases.users(name, version)
+            if users:  # --force stops our own workers, never another process's
+                raise StoreError(
+                    UNSAFE_UNINSTALL,
+                    f"{name} {version} is running in another process: {describe_users(users)}; "
+                    "stop it there first",
+                )
             bound = reg.bound_pids(name, version)
             ctx["pids"] = bound
             if bound and not force:
@@ -63,6 +71,7 @@ class PackageManager(InstallFlows, BindingFlows):
                 key = PackageKey(name, version)
                 if self._loaded(key):
                     self.runner.unload(key, drain_timeout_s=self.config.drain_timeout_s)
+                self.leases.release(name, version)
             trash = self._retire(name, version)
             crash_point("uninstall-after-trash")
             try:
