@@ -693,6 +693,20 @@ class Runner:
         """Whether the Runner keeps state for this session (an expired one does not count)."""
         return self._sessions.get(session_id) is not None
 
+    def session_state(self, session_id: str) -> dict[str, Any] | None:
+        """A copy of a kept session's state (None if the Runner keeps none for it)."""
+        if self._sessions.get(session_id) is None:
+            return None
+        return self._sessions.snapshot(session_id)[0]
+
+    def restore_session(
+        self, session_id: str, state: dict[str, Any], context: dict[str, Any] | None = None
+    ) -> bool:
+        """Adopt a session's state carried by the caller (scale-out); False if already held."""
+        if not isinstance(state, dict):
+            raise RunnerError("a session state must be a JSON object", INVALID_PARAMS)
+        return self._sessions.restore(session_id, context, state)
+
     def close_session(self, session_id: str) -> None:
         """Forget a session's state and log history."""
         self._sessions.close(session_id)

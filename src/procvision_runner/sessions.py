@@ -104,6 +104,16 @@ class SessionStore:
             record.version = next(_versions)
             return record.version
 
+    def restore(self, session_id: str, context: dict[str, Any] | None, state: dict) -> bool:
+        """Make `state` the session's state (a caller carrying it); False if it was already."""
+        record = self.touch(session_id, context)
+        with self._lock:
+            if record.state._snapshot() == state:
+                return False
+            record.state._restore(copy.deepcopy(state))
+            record.version = next(_versions)  # workers holding the old version get it in full
+            return True
+
     def close(self, session_id: str) -> bool:
         """Forget a session and its logs; return whether it existed."""
         with self._lock:
