@@ -68,7 +68,9 @@ def test_original_init_project_validates_with_a_warning_and_runs(tmp_path: Path)
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout)["execute"]["data"]["result_status"] == "OK"
+    (step,) = json.loads(proc.stdout)["steps"]  # run --json: one stable shape for any count
+    assert step["step_index"] == 0
+    assert step["execute"]["data"]["result_status"] == "OK"
     human = subprocess.run(
         [str(CLI), "validate", str(project)], capture_output=True, text=True, timeout=300
     )
