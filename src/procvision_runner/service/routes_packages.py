@@ -1,5 +1,6 @@
 """/algorithms*: install, validate, (de)activate, switch, rollback, uninstall, list, active."""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -71,6 +72,18 @@ def _upload_routes(router: APIRouter, ctx: ServiceContext) -> None:
         return dict(report)
 
 
+async def _on_bound_pid(
+    ctx: ServiceContext, action: Callable[[str], dict[str, Any]], pid: str
+) -> dict[str, Any]:
+    """Run a store action on one pid's binding; a pid without a binding is 404 (1001)."""
+    try:
+        return dict(await ctx.managed(action, pid))
+    except ProcVisionError as exc:
+        if str(exc.error_code) == INVALID_PID:  # the pid has no mapping: nothing to act on
+            raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
+        raise
+
+
 def _binding_routes(router: APIRouter, ctx: ServiceContext) -> None:
     """activate, switch, rollback and uninstall: the store mutations that move pids."""
     manager, auth = ctx.manager, ctx.auth
@@ -105,12 +118,7 @@ def _binding_routes(router: APIRouter, ctx: ServiceContext) -> None:
     )
     async def rollback(body: RollbackRequest) -> dict[str, Any]:
         """Roll a pid back."""
-        try:
-            return dict(await ctx.managed(manager.rollback, body.pid))
-        except ProcVisionError as exc:
-            if str(exc.error_code) == INVALID_PID:  # the pid has no mapping: nothing to roll
-                raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
-            raise
+        return await _on_bound_pid(ctx, manager.rollback, body.pid)
 
     @router.post(
         "/algorithms/deactivate",
@@ -120,12 +128,7 @@ def _binding_routes(router: APIRouter, ctx: ServiceContext) -> None:
     )
     async def deactivate(body: RollbackRequest) -> dict[str, Any]:
         """Deactivate a pid."""
-        try:
-            return dict(await ctx.managed(manager.deactivate, body.pid))
-        except ProcVisionError as exc:
-            if str(exc.error_code) == INVALID_PID:  # the pid has no mapping
-                raise ApiError(404, INVALID_PID, exc.message or str(exc)) from None
-            raise
+        return await _on_bound_pid(ctx, manager.deactivate, body.pid)
 
     @router.delete(
         "/algorithms/{name}/{version}",
