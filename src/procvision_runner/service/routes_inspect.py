@@ -36,21 +36,28 @@ def error_result(code: str, message: str, package: dict[str, Any] | None) -> dic
     }
 
 
-def parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
-    if text is None or text == "":
-        return None
+def _parse_json(name: str, text: str, kind: type, kind_name: str) -> Any:
+    """A form field holding JSON of one kind, checked to be plain JSON (422 / 1006 otherwise)."""
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise ApiError(422, INVALID_PARAMS, f"{name} is nested too deeply") from None
     except ValueError as exc:
         raise ApiError(422, INVALID_PARAMS, f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON object")
+    if not isinstance(value, kind):
+        raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON {kind_name}")
     # the Runner sends these on as JSON: what it could not encode is refused here, not there
     problems = find_unjsonable(value, name)
     if problems:
         raise ApiError(422, INVALID_PARAMS, f"{name}: {problems[0].message}")
+    return value
+
+
+def parse_json_field(name: str, text: str | None) -> dict[str, Any] | None:
+    """A form field holding a JSON object (user_params, session_context); empty is None."""
+    if text is None or text == "":
+        return None
+    value: dict[str, Any] = _parse_json(name, text, dict, "object")
     return value
 
 
@@ -94,17 +101,7 @@ _EXONLY = "Execute-only API only (packages without supported_pids): "
 
 def parse_json_list(name: str, text: str) -> list[Any]:
     """A form field holding a JSON list (guide_info), checked to be plain JSON."""
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ApiError(422, INVALID_PARAMS, f"{name} is nested too deeply") from None
-    except ValueError as exc:
-        raise ApiError(422, INVALID_PARAMS, f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, list):
-        raise ApiError(422, INVALID_PARAMS, f"{name} must be a JSON list")
-    problems = find_unjsonable(value, name)
-    if problems:
-        raise ApiError(422, INVALID_PARAMS, f"{name}: {problems[0].message}")
+    value: list[Any] = _parse_json(name, text, list, "list")
     return value
 
 
