@@ -8,6 +8,7 @@ below makes it explicit), so the suites import `helpers.*` and the algorithm pac
 from __future__ import annotations
 
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,40 @@ if str(TESTS) not in sys.path:
 # the helpers assert too: rewrite their asserts like a test module's, for readable failures
 pytest.register_assert_rewrite("helpers")
 
+from helpers.openapi_check import CHECKER, install_httpx_hook  # noqa: E402
 from helpers.package_zips import EXAMPLE  # noqa: E402
+
+install_httpx_hook()
+
+
+def _fail_on_undocumented_responses(phase: str) -> None:
+    problems = CHECKER.take()
+    if problems:
+        listed = "\n  ".join(problems)
+        raise AssertionError(
+            f"{len(problems)} response(s) in {phase} do not match the service's OpenAPI "
+            f"document:\n  {listed}"
+        )
+
+
+# Every Runner response a test phase received is checked against the OpenAPI document
+# (helpers/openapi_check.py); a mismatch fails the phase that received it.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    _fail_on_undocumented_responses("setup")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    _fail_on_undocumented_responses("the test")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    _fail_on_undocumented_responses("teardown")
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,11 @@ from typing import Any
 
 import uvicorn
 
+from helpers.openapi_check import checked_app
+
 
 class InProcessServer:
-    """Serves `app` on 127.0.0.1 (ephemeral port) until stopped; `url` is its base URL."""
+    """Serves `app` on 127.0.0.1 (ephemeral port) until stopped; its responses are checked."""
 
     def __init__(self, app: Any, **config: Any) -> None:
         self.app = app
@@ -21,7 +23,7 @@ class InProcessServer:
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="on", **config)
+            uvicorn.Config(checked_app(app), log_level="warning", lifespan="on", **config)
         )
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True

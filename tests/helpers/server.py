@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from helpers.openapi_check import CHECKER
+
 REPO = Path(__file__).resolve().parents[2]
 # The installed console script, as operators run it.
 RUNNER_CLI = [str(Path(sys.executable).with_name("procvision-runner"))]
@@ -78,12 +80,19 @@ class RunnerServer:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
+                    self._register_document()
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not answer /healthz in {self.startup_timeout_s} s")
+
+    def _register_document(self) -> None:
+        # the tests' httpx responses from this server are checked against what it serves
+        doc31 = httpx.get(f"{self.url}/openapi.json", timeout=60.0).raise_for_status().json()
+        doc30 = httpx.get(f"{self.url}/openapi-3.0.json", timeout=60.0).raise_for_status().json()
+        CHECKER.register_origin(self.url, doc31, doc30)
 
     def wait_ready(self, timeout_s: float = 180.0) -> dict[str, Any]:
         """Poll /readyz until 200 (deadline); returns its body."""
@@ -109,6 +118,7 @@ class RunnerServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
+        CHECKER.unregister_origin(self.url)
         try:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

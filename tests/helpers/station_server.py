@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from helpers.openapi_check import checked_app
 from procvision_runner import Runner, RunnerConfig
 from procvision_runner.service import ServiceConfig, create_app
 from procvision_runner.store import PackageManager, PackageStore
@@ -62,7 +63,8 @@ class StationServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, 0))
             self.port = int(sock.getsockname()[1])
-            config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+            # every response, to any client (the C example too), is checked against the document
+            config = uvicorn.Config(checked_app(self.app), log_level="warning", lifespan="on")
             self.server = uvicorn.Server(config)
             server = self.server
             self.thread = threading.Thread(
