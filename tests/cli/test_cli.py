@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cli_algos.broken import CASES, write_project
+from cli_algos.broken import CASES, MANIFEST, write_project
 from PIL import Image
 
 from procvision_algorithm_sdk.contract import is_safe_name
@@ -195,6 +195,25 @@ def test_each_broken_rule_fails_validate_naming_it(
         and (fragment in c.get("where", "") or fragment in c["message"])
     ]
     assert hits, failures(report)
+
+
+def test_validate_refuses_a_name_of_65_characters_and_takes_64(tmp_path: Path) -> None:
+    # the one safe-name rule (contract.is_safe_name), as the service applies it too
+    for field in ("name", "version"):
+        refused = validate(
+            write_project(tmp_path / f"{field}65", dict(MANIFEST, **{field: "a" * 65}))
+        )
+        assert refused["summary"]["status"] == "FAIL"
+        hits = [
+            c
+            for c in failures(refused)
+            if c["name"] == "manifest" and c["code"] == "2002" and "at most 64" in c["message"]
+        ]
+        assert hits, failures(refused)
+        taken = validate(
+            write_project(tmp_path / f"{field}64", dict(MANIFEST, **{field: "a" * 64}))
+        )
+        assert [c for c in failures(taken) if c["name"] == "manifest"] == [], failures(taken)
 
 
 def test_broken_rules_fail_through_the_console_script_with_exit_1(tmp_path: Path) -> None:

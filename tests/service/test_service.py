@@ -580,3 +580,20 @@ def test_queries_and_readiness_answer_while_a_cli_install_holds_the_lock(
             assert_error(client.delete("/algorithms/absent/1.0"), 404, "1006")
     finally:
         holder.communicate("", timeout=10)
+
+
+def test_a_name_or_pid_of_65_characters_is_refused_as_the_contract_says(
+    client: httpx.Client,
+) -> None:
+    long = "a" * 65  # the one safe-name rule (contract.is_safe_name): at most 64 characters
+    for response in (
+        client.post("/algorithms/activate", json={"name": long, "version": "1", "pids": ["p"]}),
+        client.post("/algorithms/activate", json={"name": "n", "version": long, "pids": ["p"]}),
+        client.post("/algorithms/activate", json={"name": "n", "version": "1", "pids": [long]}),
+        client.post("/algorithms/rollback", json={"pid": long}),
+        client.delete(f"/algorithms/{long}/1.0"),
+        client.get(f"/pids/{long}"),
+    ):
+        assert_error(response, 422, "1006")
+    # 64 characters pass the rule and reach the store, which has no binding for that pid
+    assert_error(client.post("/algorithms/rollback", json={"pid": "a" * 64}), 404, "1001")

@@ -4,6 +4,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from procvision_algorithm_sdk.contract import SAFE_NAME_PATTERN
+
 __all__ = [
     "ERROR_RESPONSES",
     "NAME_PATTERN",
@@ -19,9 +21,9 @@ __all__ = [
     "responses",
 ]
 
-# Same rule as the store's names (zipcheck.SAFE_NAME): one boring path component.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-PID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+# The one safe-name rule (contract.is_safe_name, at most 64 characters): one path component.
+NAME_PATTERN = f"^{SAFE_NAME_PATTERN}$"
+PID_PATTERN = NAME_PATTERN
 # Session ids come from station software (board serials, trace ids): printable, bounded.
 SESSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@#/+=-]{0,127}$"
 

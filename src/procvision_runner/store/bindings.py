@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from procvision_algorithm_sdk.contract import is_safe_name
 from procvision_algorithm_sdk.errors import (
     ACTIVATION_CONFLICT,
     INSTALL_FAILED,
@@ -14,7 +15,6 @@ from procvision_algorithm_sdk.errors import (
 
 from .lock import StoreError
 from .registry import Registry
-from .zipcheck import safe_name
 
 if TYPE_CHECKING:
     from procvision_runner.runner import PackageKey
@@ -36,7 +36,7 @@ class BindingFlows(ManagerBase):
             raise StoreError(INVALID_PARAMS, "give at least one --pid")
         out: list[str] = []
         for pid in pids:
-            if not safe_name(pid):
+            if not is_safe_name(pid):
                 raise StoreError(INVALID_PID, f"{pid!r} is not a valid pid")
             if not _serves(entry, pid):
                 raise StoreError(

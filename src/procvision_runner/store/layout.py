@@ -29,13 +29,13 @@ import re
 import shutil
 from pathlib import Path
 
+from procvision_algorithm_sdk.contract import is_safe_name
 from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
 from procvision_algorithm_sdk.segment import pid_alive
 
 from .audit import AuditLog
 from .lock import StoreError, StoreLock
 from .registry import Registry, RegistryCorrupt, atomic_write_bytes, atomic_write_json
-from .zipcheck import safe_name
 
 INSTALL_MARKER = ".procvision_install.json"  # the registry entry, written before the final rename
 TMP_PREFIX = ".tmp-"
@@ -72,7 +72,7 @@ class PackageStore:
 
     def package_dir(self, name: str, version: str) -> Path:
         """`deployed/<name>/<version>` (name and version must be safe path components)."""
-        if not (safe_name(name) and safe_name(version)):
+        if not (is_safe_name(name) and is_safe_name(version)):
             raise StoreError("1006", f"unsafe package name or version: {name!r} {version!r}")
         return self.deployed / name / version
 
@@ -188,7 +188,7 @@ class PackageStore:
         )
         entry = reg.find(name_dir.name, version)
         target = name_dir / version
-        if entry is not None and safe_name(version):
+        if entry is not None and is_safe_name(version):
             if gone and not target.exists():
                 os.rename(trash, target)  # the registry was not written: not uninstalled
                 return f"restored {rel} to {target.relative_to(self.root)}"
@@ -264,7 +264,7 @@ class PackageStore:
 
     def write_active_mirror(self, reg: Registry) -> None:
         """Make `active/<pid>.json` match the registry's bindings exactly."""
-        want = {f"{pid}.json": b for pid, b in reg.active.items() if safe_name(pid)}
+        want = {f"{pid}.json": b for pid, b in reg.active.items() if is_safe_name(pid)}
         for f in self.active_dir.iterdir():
             if f.name not in want:
                 _remove(f)

@@ -83,9 +83,9 @@ class ZipLayout:
         return str(self.manifest.get("version", ""))
 
 
-def safe_name(value: object) -> bool:
-    """Return whether a name/version/pid can be used as a single path component of the store."""
-    return is_safe_name(value) and value not in {".", ".."}
+# The SDK contract's rule is the only one (it never admits "." or "..": a name starts with a
+# letter or digit); this name stays for the store modules and callers that used it.
+safe_name = is_safe_name
 
 
 def entry_name_problem(name: str) -> str | None:
