@@ -3,8 +3,7 @@
 An AST scan of every module (imports anywhere in a file count, also inside functions, and so do
 `importlib.import_module("...")` calls with a literal name): the SDK imports nothing of the
 Runner or the developer tools except the one documented shim edge, the Runner imports nothing of
-the developer tools, and the module graph has no cycle outside the allow-list below (which may
-only shrink).
+the developer tools, and the module graph has no cycle.
 """
 
 from __future__ import annotations
@@ -19,16 +18,6 @@ SDK, RUNNER, DEVTOOLS = "procvision_algorithm_sdk", "procvision_runner", "procvi
 # The one edge from the SDK up: the compat shim procvision_algorithm_sdk.cli forwards the seed
 # CLI API (validate, run, main) to the developer tools, lazily.
 SHIM_EDGES = {(f"{SDK}.cli", DEVTOOLS)}
-
-# Cycles that exist today (function-level imports), each allowed by naming its back edge
-# (importer, imported); a module matches an entry when it is that module or inside it (so a split
-# into a package keeps the entry valid). Remove an entry when its cycle is gone; never add one.
-ALLOWED_CYCLE_EDGES = {
-    # service <-> cli: serve_from_args moves to cli.py (layout move 2b)
-    (f"{RUNNER}.service", f"{RUNNER}.cli"),
-    # validate <-> full: the shared helpers move to devtools/_project.py (layout move 2c)
-    (f"{DEVTOOLS}.full", f"{DEVTOOLS}.validate"),
-}
 
 
 def _module_name(path: Path) -> str:
@@ -131,7 +120,7 @@ def test_the_scan_sees_the_three_packages() -> None:
     assert {SDK, f"{SDK}.adapter", RUNNER, f"{RUNNER}.cli", DEVTOOLS, f"{DEVTOOLS}.main"} <= names
     edges = graph()
     # imports inside functions count, and relative imports resolve to modules
-    assert f"{SDK}.contract" in edges[f"{DEVTOOLS}.validate"]
+    assert f"{SDK}.contract" in edges[f"{DEVTOOLS}._project"]
     assert any(_top(dst) == RUNNER for dst in edges[f"{DEVTOOLS}.run"])
 
 
@@ -154,10 +143,6 @@ def test_the_runner_imports_nothing_of_the_devtools() -> None:
         (src, dst) for src, dst in _edges_into(SDK, RUNNER) if _inside(dst, f"{SDK}.cli")
     ]
     assert bad == [], f"the Runner must not import the developer tools: {bad}"
-
-
-def _allowed(src: str, dst: str) -> bool:
-    return any(_inside(src, a) and _inside(dst, b) for a, b in ALLOWED_CYCLE_EDGES)
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -183,10 +168,8 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycle_outside_the_allow_list() -> None:
-    edges = graph()
-    kept = {src: {dst for dst in dsts if not _allowed(src, dst)} for src, dsts in edges.items()}
-    cycle = find_cycle(kept)
+def test_no_import_cycle() -> None:
+    cycle = find_cycle(graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 

@@ -33,7 +33,7 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from ._common import Report, make_test_image
-from .validate import check_against_info, check_assets, read_project, sample_params, step_indexes
+from ._project import check_against_info, check_assets, read_project, sample_params, step_indexes
 
 START_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 60.0

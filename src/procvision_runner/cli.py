@@ -8,8 +8,7 @@ argparse parser from them, `main()` dispatches through them. Add a command by ap
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -19,16 +18,14 @@ from typing import Any
 
 from procvision_algorithm_sdk._version import __version__
 from procvision_algorithm_sdk.errors import (
-    IMAGE_LOAD_FAILED,
     INVALID_PARAMS,
-    INVALID_PID,
-    UNKNOWN_ERROR,
-    ImageLoadError,
     ProcVisionError,
 )
 
 from ._stdout import dump_json, quiet_on_closed_pipe
-from .store import PackageManager, PackageStore, StoreConfig, StoreError, default_root
+from .cli_inspect import add_inspect_arguments, cmd_inspect
+from .store import PackageManager, default_root
+from .store.opening import configs_from, load_configs, open_manager, read_document
 
 
 @dataclass
@@ -43,46 +40,16 @@ class Command:
 
 # -- configuration ---------------------------------------------------------------------------
 
-
-def load_config(path: str | Path | None) -> tuple[Any, StoreConfig]:
-    """Read a JSON or TOML config: `runner` table -> RunnerConfig, `store` table -> StoreConfig."""
-    return configs_from(_read_document(path))
-
-
-def _read_document(path: str | Path | None) -> Any:
-    from .config import ConfigFileError
-    from .config import load_config as read_document
-
-    try:
-        return read_document(path)
-    except ConfigFileError as exc:
-        raise StoreError(INVALID_PARAMS, str(exc)) from exc
-
-
-def configs_from(doc: Any) -> tuple[Any, StoreConfig]:
-    """The RunnerConfig (None without a `runner` table) and StoreConfig of a ConfigDocument."""
-    return doc.runner_config(), StoreConfig.from_dict(doc.store or {})
+load_config = load_configs  # the name this module has always offered
 
 
 def _store_root(args: argparse.Namespace) -> Path:
     return Path(args.store) if getattr(args, "store", None) else default_root()
 
 
-def _manager(
-    args: argparse.Namespace,
-    runner: Any = None,
-    configs: tuple[Any, StoreConfig] | None = None,
-    *,
-    role: str = "runner",
-    query: bool = False,
-) -> PackageManager:
+def _manager(args: argparse.Namespace, *, query: bool = False) -> PackageManager:
     """query: a command that changes nothing never waits on a store a server owns (no reconcile)."""
-    from .store.owner import live_owner
-
-    runner_cfg, store_cfg = configs or load_config(getattr(args, "config", None))
-    store = PackageStore(_store_root(args), lock_timeout_s=store_cfg.lock_timeout_s)
-    store.open(reconcile=not (query and live_owner(store.root) is not None))
-    return PackageManager(store, runner, config=store_cfg, runner_config=runner_cfg, role=role)
+    return open_manager(_store_root(args), config_path=getattr(args, "config", None), query=query)
 
 
 def _changing(args: argparse.Namespace) -> AbstractContextManager[Any]:
@@ -217,164 +184,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _args_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pid", required=True)
-    p.add_argument(
-        "--step",
-        type=int,
-        required=True,
-        action="append",
-        help="step index; repeat to run several steps in order in one session",
-    )
-    p.add_argument(
-        "--image",
-        required=True,
-        action="append",
-        help="image file (PNG, JPEG, ...); repeat to inspect several, one session each",
-    )
-    p.add_argument("--params", help="user_params as JSON, or @file")
-    p.add_argument("--session", help="session id (default: a fresh one per image)")
-    p.add_argument("--guide-image", help="execute-only packages: the guide (reference) image")
-    p.add_argument("--step-desc", help="execute-only packages: the step's text")
-    p.add_argument("--guide-info", help="execute-only packages: guide_info JSON list, or @file")
-    p.add_argument(
-        "--json", action="store_true", help="print the Runner's result dict (one line per step)"
-    )
-
-
-def _read_params(text: str | None) -> dict | None:
-    if text is None:
-        return None
-    try:
-        raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
-        value = json.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise StoreError(INVALID_PARAMS, f"--params: {exc}") from exc
-    if not isinstance(value, dict):
-        raise StoreError(INVALID_PARAMS, "--params must be a JSON object")
-    return value
-
-
-def _read_guide(args: argparse.Namespace) -> dict[str, Any]:
-    """The execute-only arguments of inspect (only those given: a lifecycle package refuses)."""
-    guide: dict[str, Any] = {}
-    if args.guide_image is not None:
-        guide["guide_frame"] = _read_image(args.guide_image)
-    if args.step_desc is not None:
-        guide["step_desc"] = args.step_desc
-    if args.guide_info is not None:
-        text = args.guide_info
-        try:
-            raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
-            value = json.loads(raw)
-        except (OSError, ValueError) as exc:
-            raise StoreError(INVALID_PARAMS, f"--guide-info: {exc}") from exc
-        if not isinstance(value, list):
-            raise StoreError(INVALID_PARAMS, "--guide-info must be a JSON list")
-        guide["guide_info"] = value
-    return guide
-
-
-def _read_image(path: str) -> Any:
-    from procvision_algorithm_sdk.imagefile import decode_image
-
-    try:
-        return decode_image(path)
-    except ImageLoadError as exc:
-        raise StoreError(IMAGE_LOAD_FAILED, str(exc)) from None
-
-
-def _describe(phase: str, result: dict | None) -> str:
-    if result is None:
-        return f"{phase}: not run"
-    text = f"{phase}: {result.get('status')}"
-    data = result.get("data") or {}
-    if isinstance(data, dict) and data.get("result_status"):
-        text += f" result_status={data['result_status']}"
-        if data.get("ng_reason"):
-            text += f" ng_reason={data['ng_reason']!r}"
-        if data.get("defect_rects"):
-            text += f" defects={len(data['defect_rects'])}"
-    if result.get("error_code"):
-        text += f" error_code={result['error_code']}"
-    if result.get("message"):
-        text += f" message={result['message']!r}"
-    ms = (result.get("timings") or {}).get("total_ms")
-    if ms is not None:
-        text += f" ({ms:.1f} ms)"
-    return text
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """Run steps on image files through the active version of a pid, one session per image."""
-    from .runner import Runner
-
-    params = _read_params(args.params)
-    frames = [(path, _read_image(path)) for path in args.image]
-    guide = _read_guide(args)
-    runner_cfg, _ = load_config(args.config)
-    with Runner(runner_cfg) as runner:
-        manager = _manager(args, runner, role="inspect", query=True)
-        try:
-            failed = _inspect_frames(args, runner, manager, params, frames, guide)
-        finally:
-            runner.close()  # its workers stop before the leases on their version go
-            manager.close()
-    return _finish_inspect(failed)
-
-
-def _inspect_frames(
-    args: argparse.Namespace,
-    runner: Any,
-    manager: PackageManager,
-    params: dict | None,
-    frames: list,
-    guide: dict[str, Any],
-) -> dict | None:
-    """Run every step on every frame; the first result that is not OK, or None."""
-    if args.pid not in manager.active():
-        raise StoreError(INVALID_PID, f"{args.pid} is not bound to any package")
-    manager.start([args.pid])
-    failed: dict | None = None
-    for number, (path, frame) in enumerate(frames):
-        # Steps of one image share a session, so later steps see what earlier ones stored.
-        session_id = args.session or f"inspect-{os.getpid()}-{number}"
-        for step in args.step:
-            result = runner.run_step(
-                args.pid, step, frame, user_params=params, session_id=session_id, **guide
-            )
-            _print_inspection(args, path, step, result)
-            last = result.get("execute") or result.get("pre_execute") or {}
-            if last.get("status") != "OK" and failed is None:
-                failed = last
-        runner.close_session(session_id)
-    return failed
-
-
-def _finish_inspect(failed: dict | None) -> int:
-    if failed is not None:
-        code = failed.get("error_code") or UNKNOWN_ERROR
-        message = failed.get("message") or "the step did not succeed"
-        print(f"error {code}: {message}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_inspection(args: argparse.Namespace, path: str, step: int, result: dict) -> None:
-    if args.json:
-        print(dump_json(result, indent=None), flush=True)  # one JSON line per image
-        return
-    first = result.get("pre_execute") or result.get("execute") or {}
-    pkg = result.get("package") or first.get("package") or {}
-    print(
-        f"{Path(path).name} pid={args.pid} step={step} "
-        f"package={pkg.get('name')} {pkg.get('version')}"
-    )
-    if result.get("pre_execute") is not None or result.get("execute") is None:
-        print("  " + _describe("pre_execute", result.get("pre_execute")))  # none: execute-only
-    print("  " + _describe("execute", result.get("execute")), flush=True)
-
-
 def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
     p.add_argument("--port", type=int, help="TCP port (default 8765)")
@@ -382,9 +191,47 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service (procvision_runner.service) until SIGINT/SIGTERM."""
-    from .service import serve_from_args
-
     return serve_from_args(args)
+
+
+def serve_from_args(args: Any) -> int:
+    """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
+    from .config import RunnerConfig
+    from .runner import Runner
+    from .service import ServiceConfig, banner, check_bind, serve
+    from .store.owner import claim_store
+
+    doc = read_document(getattr(args, "config", None))  # the one read of the file
+    try:
+        config = ServiceConfig.from_document(doc)
+    except ValueError as exc:  # a bad [service] value: an error line, not a traceback
+        print(f"error {INVALID_PARAMS}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    host = args.host or config.host
+    port = config.port if args.port is None else args.port
+    # Refuse before any worker starts: an unsafe bind must not even warm packages.
+    refusal = check_bind(host, config)
+    if refusal:
+        print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
+        return 1
+    runner_cfg, store_cfg = configs_from(doc)
+    runner_cfg = runner_cfg or RunnerConfig()
+    root = _store_root(args)
+    if runner_cfg.state_dir is None:  # a server records its workers' groups in its store
+        runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
+    # The store is ours for the server's life, claimed before the Runner exists: a second
+    # server is refused here with no worker started, and the CLI sends its changes to us.
+    with (
+        claim_store(root, host, port, wait_s=store_cfg.lock_timeout_s),
+        Runner(runner_cfg) as runner,
+    ):
+        manager = open_manager(root, runner, (runner_cfg, store_cfg), role="serve")
+        print(banner(manager, host, port), file=sys.stderr, flush=True)
+        try:
+            return serve(manager, runner, config, host, port)
+        finally:
+            runner.close()  # workers stop before their leases and the ownership go
+            manager.close()
 
 
 COMMANDS: list[Command] = [
@@ -395,7 +242,7 @@ COMMANDS: list[Command] = [
     Command("deactivate", "unbind a pid", _args_pid, cmd_deactivate),
     Command("uninstall", "remove an installed version", _args_uninstall, cmd_uninstall),
     Command("list", "installed versions and bindings", _args_list, cmd_list),
-    Command("inspect", "run one step on an image file", _args_inspect, cmd_inspect),
+    Command("inspect", "run one step on an image file", add_inspect_arguments, cmd_inspect),
     Command("serve", "run the HTTP service (management, inspection)", _args_serve, cmd_serve),
 ]
 

@@ -25,7 +25,7 @@ from .models import (
     StepResult,
 )
 from .routes_inspect import decode_image, error_result
-from .server import serve, serve_from_args
+from .server import banner, serve
 from .settings import TOKEN_ENV, ServiceConfig
 from .uploads import receive_upload
 
@@ -48,6 +48,7 @@ __all__ = [
     "ServiceContext",
     "Startup",
     "StepResult",
+    "banner",
     "check_bind",
     "create_app",
     "decode_image",
@@ -56,7 +57,6 @@ __all__ = [
     "readiness",
     "receive_upload",
     "serve",
-    "serve_from_args",
     "session_exists",
     "store_error_status",
     "token_matches",

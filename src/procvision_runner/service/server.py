@@ -1,12 +1,10 @@
-"""Running the app: `serve` on uvicorn, and the `procvision-runner serve` entry."""
+"""Running the app: `serve` on uvicorn (`procvision-runner serve` in `procvision_runner.cli`)."""
 
-import dataclasses
 import logging
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
@@ -16,7 +14,7 @@ from .connections import guarded_protocol
 from .guard import check_bind
 from .settings import ServiceConfig
 
-__all__ = ["serve", "serve_from_args"]
+__all__ = ["banner", "serve"]
 
 log = logging.getLogger("procvision_runner.service")
 
@@ -67,47 +65,6 @@ def serve(
             signal.signal(sig, handler)
         log.info("service stopped after %.1f s", time.monotonic() - started)
     return 0 if server.started else 1
-
-
-def serve_from_args(args: Any) -> int:
-    """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
-    from .. import cli
-    from ..config import RunnerConfig
-    from ..runner import Runner
-    from ..store.layout import default_root
-    from ..store.owner import claim_store
-
-    doc = cli._read_document(getattr(args, "config", None))  # the one read of the file
-    try:
-        config = ServiceConfig.from_document(doc)
-    except ValueError as exc:  # a bad [service] value: an error line, not a traceback
-        print(f"error {INVALID_PARAMS}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    host = args.host or config.host
-    port = config.port if args.port is None else args.port
-    # Refuse before any worker starts: an unsafe bind must not even warm packages.
-    refusal = check_bind(host, config)
-    if refusal:
-        print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
-        return 1
-    runner_cfg, store_cfg = cli.configs_from(doc)
-    runner_cfg = runner_cfg or RunnerConfig()
-    root = Path(args.store) if getattr(args, "store", None) else default_root()
-    if runner_cfg.state_dir is None:  # a server records its workers' groups in its store
-        runner_cfg = dataclasses.replace(runner_cfg, state_dir=str(root.absolute() / "run"))
-    # The store is ours for the server's life, claimed before the Runner exists: a second
-    # server is refused here with no worker started, and the CLI sends its changes to us.
-    with (
-        claim_store(root, host, port, wait_s=store_cfg.lock_timeout_s),
-        Runner(runner_cfg) as runner,
-    ):
-        manager = cli._manager(args, runner, (runner_cfg, store_cfg), role="serve")
-        print(banner(manager, host, port), file=sys.stderr, flush=True)
-        try:
-            return serve(manager, runner, config, host, port)
-        finally:
-            runner.close()  # workers stop before their leases and the ownership go
-            manager.close()
 
 
 def banner(manager: Any, host: str, port: int) -> str:
