@@ -269,6 +269,8 @@ def scaffold(
         "description": desc,
         "display_name": name,
         "supported_pids": pids,
+        # package ships the project folder less .gitignore'd files and these patterns
+        "package": {"exclude": ["tests/"]},
     }
     if api == EXECUTE_ONLY:
         del manifest["supported_pids"]  # the pids are whatever activate binds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
@@ -28,80 +27,15 @@ from ._requirements import (
     replaced_sdk_pins,
 )
 from ._target import current_target, expand_platforms
+from .package_files import SECRET, manifest_patterns, select_files, summarize
 from .sdk_wheel import find_sdk_wheel, sdk_dependencies
 from .wheelcheck import check_wheels
 from .zipwriter import CHECKSUMS, SIGNATURE, write_zip
 
 ENV_FILE = ".procvision_env.json"
 
-_EXCLUDED_DIRS = {
-    ".git",
-    ".hg",
-    ".svn",
-    "__pycache__",
-    ".venv",
-    "venv",
-    ".tox",
-    ".nox",
-    "build",
-    "dist",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".cache",
-    ".idea",
-    ".vscode",
-    "wheels",
-    ".eggs",
-    "node_modules",
-    ".ipynb_checkpoints",
-}
-_EXCLUDED_SUFFIXES = (".zip", ".pyc", ".pyo", ".whl", ".egg-info", ".DS_Store")
 # Files the package step regenerates at the root.
 _REGENERATED = {"requirements.txt", ENV_FILE, CHECKSUMS, SIGNATURE}
-# Secret-looking files never ship, whatever directory they sit in: a station's package store
-# is not a place for private keys or credentials.
-_SECRET_PATTERNS = ("*.pem", "*.key", ".env", ".env.*", "id_rsa*")
-
-
-def _excluded_dir(path: Path) -> bool:
-    name = path.name
-    return (
-        name in _EXCLUDED_DIRS
-        or name.endswith(".egg-info")
-        or (path / "pyvenv.cfg").exists()  # a virtual environment under any name
-    )
-
-
-def _secret(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _SECRET_PATTERNS)
-
-
-def project_files(project: Path, skip: set[Path], left_out: list[str] | None = None) -> list[str]:
-    """Return the project files that go into the package, root-relative, sorted.
-
-    Files in `skip` (resolved paths) and secret-looking files are left out; the root-relative
-    names of those that were there are appended to `left_out`, so the summary can say so.
-    """
-    files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(project, followlinks=False):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not (here / d).is_symlink() and not _excluded_dir(here / d)
-        )
-        for name in sorted(filenames):
-            path = here / name
-            rel = path.relative_to(project).as_posix()
-            if path.is_symlink() or name.endswith(_EXCLUDED_SUFFIXES) or rel in _REGENERATED:
-                continue
-            if path.resolve() in skip or _secret(name):
-                if left_out is not None:
-                    left_out.append(rel)
-                continue
-            if "\\" in rel or any(ord(c) < 32 for c in rel):
-                raise CliError(INVALID_ZIP, f"file name {rel!r} cannot go into a package")
-            files.append(rel)
-    return files
 
 
 def download_wheels(
@@ -220,10 +154,13 @@ def build_package(
     wheel_cache: str | os.PathLike[str] | None = None,
     sdk_wheel: str | None = None,
     auto_freeze: bool = False,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the offline zip; return a summary. CliError with a code on any failure.
 
     `auto_freeze` (the original `-a`): with no requirements file, write one from pip freeze.
+    `include` / `exclude`: .gitignore-style patterns added to the manifest's `package` lists.
     """
     started = time.monotonic()
     root = Path(project)
@@ -279,14 +216,12 @@ def build_package(
             wheels_dir,
         )
         progress("writing the zip")
-        entries = _write_zip(root, out, manifest, req_out, target, wheels_dir, sign_key)
+        m_include, m_exclude = manifest_patterns(manifest)
+        patterns = ([*m_include, *(include or [])], [*m_exclude, *(exclude or [])])
+        entries = _write_zip(root, out, patterns, req_out, target, wheels_dir, sign_key)
     notes = freeze_notes + list(final.notes) + ([wheel_note] if wheel_note else [])
     notes += replaced_sdk_pins(reqs, _wheel_version(sdk.name))
-    if entries["left_out"]:
-        notes.append(
-            "left out of the package (signing key or secret-looking files: *.pem, *.key, "
-            ".env, .env.*, id_rsa*): " + ", ".join(entries["left_out"])
-        )
+    notes += _secrets_note(entries["left_out"])
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     return {
         "status": "OK",
@@ -297,12 +232,23 @@ def build_package(
         "sha256": digest,
         "files": entries["files"],
         "wheels": entries["wheels"],
+        "left_out": entries["left_out"],
         "requirements": [r.line() for r in final.items],
         "target": target,
         "signed": sign_key is not None,
         "notes": notes,
         "seconds": round(time.monotonic() - started, 2),
     }
+
+
+def _secrets_note(left_out: dict[str, str]) -> list[str]:
+    secrets = [rel for rel, why in left_out.items() if why == SECRET]
+    if not secrets:
+        return []
+    return [
+        "left out of the package (signing key or secret-looking files: *.pem, *.key, "
+        ".env, .env.*, id_rsa*): " + ", ".join(secrets)
+    ]
 
 
 def _dep_name(requirement: str) -> str:
@@ -317,13 +263,13 @@ def _wheel_version(filename: str) -> str:
 def _write_zip(
     root: Path,
     out: Path,
-    manifest: dict[str, Any],
+    patterns: tuple[list[str], list[str]],
     requirements_text: str,
     target: dict[str, Any],
     wheels_dir: Path,
     sign_key: str | os.PathLike[str] | None,
-) -> dict[str, list[str]]:
-    """Write the zip atomically (temp file + rename); return its file and wheel lists."""
+) -> dict[str, Any]:
+    """Write the zip atomically (temp file + rename); return its files, wheels, what stayed out."""
     generated: dict[str, bytes] = {
         "requirements.txt": requirements_text.encode("utf-8"),
         ENV_FILE: (json.dumps(target, indent=2) + "\n").encode("utf-8"),
@@ -331,13 +277,13 @@ def _write_zip(
     skip = {out}
     if sign_key is not None:
         skip.add(Path(sign_key).resolve())
-    left_out: list[str] = []
-    sources = {rel: root / rel for rel in project_files(root, skip, left_out)}
+    chosen = select_files(root, skip, patterns[0], patterns[1], _REGENERATED)
+    sources = {rel: root / rel for rel in chosen.files}
     wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
     for name in wheels:
         sources[f"wheels/{name}"] = wheels_dir / name
     names = write_zip(out, sources, generated, sign_key)
-    return {"files": names, "wheels": wheels, "left_out": left_out}
+    return {"files": names, "wheels": wheels, "left_out": chosen.left_out}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -383,6 +329,23 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="do not run the quick validate first (default: a FAIL stops the packaging)",
     )
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="ship only project files matching these .gitignore-style patterns (repeatable; "
+        "added to manifest package.include; overrides .gitignore)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave out files matching these .gitignore-style patterns (repeatable; added to "
+        "manifest package.exclude)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list every file that went in or stayed out"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(handler=_command)
 
@@ -407,6 +370,8 @@ def _command(args: argparse.Namespace) -> int:
             wheel_cache=args.wheel_cache,
             sdk_wheel=args.sdk_wheel,
             auto_freeze=args.auto_freeze,
+            include=args.include,
+            exclude=args.exclude,
         )
     except CliError as exc:
         return report_error(exc.code, exc.message, args.json)
@@ -418,6 +383,29 @@ def _command(args: argparse.Namespace) -> int:
         f"  {len(summary['files'])} files, {len(summary['wheels'])} wheels"
         f"{', signed' if summary['signed'] else ''}"
     )
+    _print_contents(summary, args.verbose)
     for note in summary["notes"]:
         print(f"  note: {note}")
     return 0
+
+
+def _print_contents(summary: dict[str, Any], verbose: bool) -> None:
+    """What went in and what stayed out: by top-level entry, or every file with -v."""
+    files = [f for f in summary["files"] if not f.startswith("wheels/")]
+    print("  in:  " + (", ".join(summarize(files)) if not verbose else ""))
+    if verbose:
+        for rel in files:
+            print(f"    {rel}")
+    left_out = summary["left_out"]
+    if not left_out:
+        return
+    if verbose:
+        print("  out:")
+        for rel, why in sorted(left_out.items()):
+            print(f"    {rel} ({why})")
+        return
+    by_reason: dict[str, list[str]] = {}
+    for rel, why in left_out.items():
+        by_reason.setdefault(why, []).append(rel)
+    parts = [f"{why}: {', '.join(summarize(rels))}" for why, rels in sorted(by_reason.items())]
+    print("  out: " + "; ".join(parts) + " (-v lists every file)")

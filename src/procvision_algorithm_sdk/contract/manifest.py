@@ -256,12 +256,34 @@ def check_manifest(manifest: object, info: object | None = None) -> list[Problem
             Problem("manifest.default_config", code, "manifest.default_config must be an object")
         )
     problems.extend(_check_assets(manifest))
+    problems.extend(_check_package_lists(manifest.get("package")))
     if info is not None:
         problems.extend(_check_agreement(manifest, info))
     problems.extend(
         Problem(p.where, code, p.message) for p in find_unjsonable(manifest, "manifest")
     )
     return _dedupe(problems)
+
+
+def _check_package_lists(table: object) -> list[Problem]:
+    """`package`: {include?: [pattern], exclude?: [pattern]}, .gitignore-style file patterns."""
+    where = "manifest.package"
+    if table is None:
+        return []
+    if not isinstance(table, dict):
+        return [Problem(where, MANIFEST_MISSING, f"{where} must be an object {{include, exclude}}")]
+    problems = []
+    for key, value in table.items():
+        at = _child(where, key)
+        if key not in ("include", "exclude"):
+            problems.append(
+                Problem(at, MANIFEST_MISSING, f"{at}: unknown key (use include or exclude)")
+            )
+        elif not isinstance(value, list) or not all(_non_empty_str(p) for p in value):
+            problems.append(
+                Problem(at, MANIFEST_MISSING, f"{at} must be a list of non-empty str patterns")
+            )
+    return problems
 
 
 def _valid_pid_set(pids: object) -> set[str] | None:
