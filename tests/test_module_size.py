@@ -19,9 +19,7 @@ MODULES_OVER = {
     "procvision_algorithm_sdk/adapter/calls.py",  # came out of the adapter split at 456
     "procvision_algorithm_sdk/segment.py",
     "procvision_algorithm_sdk/shared_memory.py",
-    "procvision_runner/pool.py",
     "procvision_runner/runner.py",
-    "procvision_runner/worker.py",
 }
 
 # Functions not split yet, as "module path:qualified name".

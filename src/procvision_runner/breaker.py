@@ -29,6 +29,7 @@ class CrashLoopBreaker:
         self.trials = 0
         self.next_trial_at = 0.0  # time.monotonic() of the next trial while open
         self.next_restart_at = 0.0  # time.monotonic() before which no replacement starts
+        self.backoff_ms = 0  # the restart delay set by the last failure (shown by describe())
         self._failures: deque[float] = deque()
         self._consecutive = 0
         self._probation = False
@@ -40,11 +41,11 @@ class CrashLoopBreaker:
         while self._failures and now - self._failures[0] > cfg.crash_loop_window_s:
             self._failures.popleft()
         self._consecutive += 1
-        backoff_ms = min(
+        self.backoff_ms = min(
             cfg.restart_backoff_initial_ms * (2 ** (self._consecutive - 1)),
             cfg.restart_backoff_max_ms,
         )
-        self.next_restart_at = now + backoff_ms / 1000
+        self.next_restart_at = now + self.backoff_ms / 1000
         if self.state != CLOSED:
             return False
         if self._probation or len(self._failures) >= cfg.crash_loop_failures:

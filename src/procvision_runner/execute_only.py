@@ -160,7 +160,7 @@ def _place(
         elif space == "GRAY":
             raise ValueError(f"color_space GRAY does not fit {frame.channels} channels")
         return frame.name, frame.image_meta(space, extra)
-    slot = worker.slots.acquire(frame.nbytes, timeout_s)
+    slot = worker.ring.acquire(frame.nbytes, timeout_s)
     slots.append(slot)
     return slot.name, slot.write_frame(frame, space, **extra)
 

@@ -33,6 +33,7 @@ __all__ = [
     "ENV_ALLOWLIST",
     "ENV_PREFIX_ALLOWLIST",
     "SIGKILL",
+    "ProcessHandle",
     "Spawner",
     "describe_exit",
     "poll_group",
@@ -222,3 +223,67 @@ def describe_exit(proc: subprocess.Popen[bytes] | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+class ProcessHandle:
+    """One spawned worker's process group: polled, SIGTERMed, SIGKILLed after a grace, reaped."""
+
+    def __init__(self, kill_grace_ms: int) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._grace_s = kill_grace_ms / 1000
+        self._kill_at: float | None = None  # when a started termination escalates to SIGKILL
+
+    @property
+    def pid(self) -> int | None:
+        """The process id (None before the spawn)."""
+        return None if self.proc is None else self.proc.pid
+
+    def poll(self) -> int | None:
+        """The exit code once exited (the group taken down first), else None."""
+        return poll_group(self.proc)
+
+    def exited(self) -> bool:
+        """Whether the process has been reaped (or never started)."""
+        return self.proc is None or self.poll() is not None
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Wait up to `timeout_s` for the exit; its code or None."""
+        return wait_exit(self.proc, timeout_s)
+
+    def describe_exit(self) -> str:
+        """Say how the process ended: exit code or signal name (waits up to 1 s for it)."""
+        return describe_exit(self.proc)
+
+    def signal(self, signum: int) -> None:
+        """Signal the whole process group (the helpers its algorithm started too)."""
+        signal_group(self.proc, signum)
+
+    def terminate(self) -> None:
+        """SIGTERM now and SIGKILL once the grace period is over (by tick); idempotent."""
+        if self.proc is None or self.poll() is not None or self._kill_at is not None:
+            return
+        self._kill_at = time.monotonic() + self._grace_s
+        self.signal(signal.SIGTERM)
+
+    def tick(self, now: float) -> None:
+        """Escalate a started termination to SIGKILL once its grace period is over."""
+        if self._kill_at is not None and now >= self._kill_at and not self.exited():
+            self.signal(SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after what is left of the grace period; wait for the exit."""
+        if self.poll() is not None:
+            return
+        grace = self._grace_s
+        if self._kill_at is not None:  # the grace period already started
+            grace = max(0.0, self._kill_at - time.monotonic())
+        self.signal(signal.SIGTERM)
+        if self.wait_exit(grace) is None:
+            self.signal(SIGKILL)
+            self.wait_exit(5.0)
+
+    def kill(self) -> None:
+        """SIGKILL what is left of the group and wait for the exit (bounded)."""
+        if self.proc is not None and self.poll() is None:
+            self.signal(SIGKILL)
+            self.wait_exit(5.0)

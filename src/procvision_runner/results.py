@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.contract import check_result, verdict
 from procvision_algorithm_sdk.errors import TIMEOUT, is_retryable
 
 from .calls import PackageKey
 
-__all__ = ["CallRecord", "call_record", "ms", "recheck", "to_result"]
+__all__ = ["CallRecord", "call_record", "error_frame", "ms", "recheck", "to_result"]
 
 log = logging.getLogger("procvision.runner")
 
@@ -33,6 +34,13 @@ class CallRecord:
     total_ms: float
     step_index: int | None = None
     result_status: str | None = None  # the execute verdict ("OK"/"NG"); None for other phases
+
+
+def error_frame(message: str, code: str, **extra: Any) -> dict[str, Any]:
+    """A result-shaped frame for failures the Runner itself detects."""
+    frame = protocol.result(None, "ERROR", message, code, {})
+    frame.update(extra)
+    return frame
 
 
 def ms(seconds: float) -> float:

@@ -538,7 +538,7 @@ class Runner:
             elif space == "GRAY":
                 raise ValueError(f"color_space GRAY does not fit {frame.channels} channels")
             return None, frame.name, frame.image_meta(space, call.extra_meta)
-        slot = worker.slots.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
+        slot = worker.ring.acquire(frame.nbytes, self.config.queue_timeout_ms / 1000)
         try:
             meta = slot.write_frame(frame, call.color_space, **call.extra_meta)
         except BaseException:

@@ -10,6 +10,7 @@ import numpy as np
 from procvision_algorithm_sdk.contract import validate_user_params
 
 from .config import RunnerConfig
+from .states import WorkerState
 from .worker import Worker, WorkerStartError
 
 __all__ = ["warm_up"]
@@ -41,10 +42,11 @@ def warm_up(worker: Worker, cfg: RunnerConfig, info: dict[str, Any]) -> None:
             runs.extend((step, params) for _ in range(cfg.warmup_calls))
     if not runs:
         return
+    ring = worker.ring
     slots: list[Any] = []
     try:
-        for _ in range(worker.slots.count):
-            slots.append(worker.slots.acquire(frame.nbytes, cfg.startup_timeout_ms / 1000))
+        for _ in range(ring.count):
+            slots.append(ring.acquire(frame.nbytes, cfg.startup_timeout_ms / 1000))
         while len(runs) < len(slots):
             runs.append(runs[0])
         for number, (step, params) in enumerate(runs):
@@ -67,7 +69,7 @@ def warm_up(worker: Worker, cfg: RunnerConfig, info: dict[str, Any]) -> None:
                     },
                     timeout,
                 )
-                if worker.state != "READY" or worker.retire:
+                if worker.state != WorkerState.READY or worker.retire:
                     raise WorkerStartError(f"warm-up {phase}: {result.get('message')}")
                 if result.get("status") != "OK":
                     break

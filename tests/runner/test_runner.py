@@ -216,7 +216,7 @@ def test_stopped_worker_with_a_large_call_does_not_stall_other_packages(
     )
     try:
         caller.start()
-        assert _wait_for(lambda: stuck.in_call and stuck._write_lock.locked(), 30), (
+        assert _wait_for(lambda: stuck.in_call and stuck.channel.writing, 30), (
             stuck.info(),
             answer,
         )
