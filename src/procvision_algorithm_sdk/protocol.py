@@ -272,3 +272,20 @@ def shutdown(request_id: str | None = None) -> dict[str, Any]:
 def shutdown_ack(request_id: Any = None) -> dict[str, Any]:
     """The worker's acknowledgement before it exits 0."""
     return {"type": "shutdown", "request_id": request_id, "status": "OK", "timestamp_ms": now_ms()}
+
+
+# A worker that advertises LOG_MARKS writes this line to stderr after each call, before the
+# call's last frame: the Runner's stderr reader reaching it has every line of that call (stderr
+# and the protocol are two pipes, read by two threads, so nothing else orders them).
+LOG_MARKS = "log_marks:v1"
+_LOG_MARK_HEAD = "\x1eprocvision-log-mark "
+
+
+def log_mark_line(request_id: str) -> bytes:
+    """The stderr line that closes call `request_id`'s output (a newline first ends a partial)."""
+    return f"\n{_LOG_MARK_HEAD}{request_id}\n".encode()
+
+
+def parse_log_mark(line: str) -> str | None:
+    """The request id of a log-mark line, or None for any other stderr line."""
+    return line[len(_LOG_MARK_HEAD) :] if line.startswith(_LOG_MARK_HEAD) else None

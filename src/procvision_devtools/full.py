@@ -402,5 +402,6 @@ def validate_full(
 
 
 def _stderr_tail(worker: WorkerSession) -> str:
-    lines = [line.decode("utf-8", "replace").rstrip() for line in worker.stderr[-3:]]
+    text = [line.decode("utf-8", "replace").rstrip() for line in worker.stderr[-8:]]
+    lines = [t for t in text if t.strip() and protocol.parse_log_mark(t) is None][-3:]
     return (" | stderr: " + " / ".join(lines)) if lines else ""

@@ -31,13 +31,15 @@ from ._common import (
 )
 from ._loader import describe_exception
 from ._runner_session import DEV_PID
+from .call_logs import CallLogs, print_logs
 
 
 def _runner_config(**overrides: Any) -> Any:
     """Return a RunnerConfig for a developer machine: one worker, no synthetic warm-up."""
     from procvision_runner.config import RunnerConfig
 
-    settings: dict[str, Any] = {"workers_per_package": 1, "warmup_calls": 0}
+    # debug too: a developer's self.logger.debug lines are shown by `run -v`
+    settings: dict[str, Any] = {"workers_per_package": 1, "warmup_calls": 0, "log_level": "debug"}
     settings.update(overrides)
     return RunnerConfig(**settings)
 
@@ -118,7 +120,8 @@ def run_steps(
     """Run steps on each image through one real adapter worker; one entry per image and step.
 
     Each image is one product (its own session unless `session_id` is given); every entry
-    names its `image` and `step_index`. CliError on bad input.
+    names its `image` and `step_index`, and has the worker's `logs` of that step (print,
+    self.logger, tracebacks: `call_logs.log_entry`). CliError on bad input.
     """
     root = Path(project)
     paths = [image_path] if isinstance(image_path, str | os.PathLike) else list(image_path)
@@ -128,12 +131,15 @@ def run_steps(
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
     prepare(root, pid)
     outcomes: list[dict[str, Any]] = []
-    with open_runner(root, **(config or {})) as (runner, info):
+    with CallLogs().capture() as logs, open_runner(root, **(config or {})) as (runner, info):
         for path, image in images:
             session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
             for index in step_list(info, step, all_steps):
+                logs.take(session)  # what came before this step is not its output
                 result = runner.run_step(pid, index, image, user_params=params, session_id=session)
-                outcomes.append({"image": path, "step_index": index, **result})
+                outcomes.append(
+                    {"image": path, "step_index": index, **result, "logs": logs.take(session)}
+                )
             with contextlib.suppress(Exception):
                 runner.close_session(session)
     return outcomes
@@ -204,8 +210,20 @@ def _timing(result: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def print_outcome(outcome: dict[str, Any]) -> None:
-    """Human output of one step: verdict, ng_reason, rect counts, latency per phase."""
+def step_failed(outcome: dict[str, Any]) -> bool:
+    """Whether pre_execute or execute of a step did not answer OK (or execute never ran)."""
+    pre, result = outcome.get("pre_execute") or {}, outcome.get("execute")
+    return pre.get("status") != "OK" or result is None or result.get("status") != "OK"
+
+
+def print_outcome(outcome: dict[str, Any], verbose: bool = False) -> None:
+    """Human output of one step: verdict, rects, latency; its logs with -v or when it failed."""
+    _print_verdict(outcome)
+    if verbose or step_failed(outcome):
+        print_logs(outcome.get("logs") or [], say_none=verbose)
+
+
+def _print_verdict(outcome: dict[str, Any]) -> None:
     index = outcome["step_index"]
     pre, result = outcome.get("pre_execute") or {}, outcome.get("execute")
     print(f"step {index}")
@@ -266,6 +284,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--save-overlay", metavar="PNG", help="draw the result rects on the image")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the worker's log lines (print, self.logger) of every step; a failed step "
+        "always shows them",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -312,12 +337,15 @@ def _command(args: argparse.Namespace) -> int:
             save_overlay(path, [o for o in outcomes if o["image"] == path], out)
     ok = all((o.get("execute") or {}).get("status") == "OK" for o in outcomes)
     if args.json:
+        for outcome in outcomes:
+            if not (args.verbose or step_failed(outcome)):
+                outcome.pop("logs", None)
         print_json({"steps": outcomes})  # one shape, whatever the step and image counts
     else:
         for outcome in outcomes:
             if len(args.image) > 1:
                 print(f"image {outcome['image']}")
-            print_outcome(outcome)
+            print_outcome(outcome, args.verbose)
         if args.save_overlay:
             for _path, out in overlay_paths(args.image, args.save_overlay):
                 print(f"overlay saved to {out}")

@@ -36,6 +36,10 @@ from .worker_logs import MAX_LOG_LINE, WorkerLogs
 if TYPE_CHECKING:
     from .slots import SlotRing
 
+# The log mark is in the stderr pipe before the result frame is sent; this only bounds how long
+# the reader may take to get through the lines ahead of it.
+LOG_MARK_WAIT_S = 2.0
+
 
 @dataclass
 class WorkerSpec:
@@ -245,6 +249,9 @@ class WorkerProcess:
         if pending.part is not None and pending.part.get("restart_worker"):
             self.retire = True
         if pending.frame is not None:
+            if protocol.LOG_MARKS in self.capabilities:
+                # the call's stderr lines carry its session: read them all before it ends
+                self.logs.wait_mark(pending.request_id, LOG_MARK_WAIT_S)
             self.calls += 1
             if pending.frame.get("restart_worker"):
                 self.retire = True

@@ -6,9 +6,13 @@ import contextlib
 import json
 import logging
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from procvision_algorithm_sdk.protocol import parse_log_mark
 
 __all__ = ["MAX_LOG_LINE", "WorkerLogs"]
 
@@ -38,6 +42,8 @@ class WorkerLogs:
         self.session_id: str | None = None
         self.trace_id: str | None = None
         self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._mark: str | None = None  # the last log-mark line read (protocol.LOG_MARKS)
+        self._mark_seen = threading.Condition()
 
     def read(self, fd: int) -> None:
         """Turn every stderr line read from `fd` into a record until EOF or a read error."""
@@ -66,6 +72,12 @@ class WorkerLogs:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         if not text.strip():
             return
+        mark = parse_log_mark(text)
+        if mark is not None:
+            with self._mark_seen:
+                self._mark = mark
+                self._mark_seen.notify_all()
+            return
         self._tail.append(text if len(text) <= 400 else text[:400] + "...")
         record: dict[str, Any] | None = None
         if text.startswith("{"):
@@ -73,8 +85,13 @@ class WorkerLogs:
                 parsed = json.loads(text)
                 if isinstance(parsed, dict):
                     record = parsed
-        if record is None:
-            record = {"level": "info", "message": text, "stream": "text"}
+        if record is None:  # print() or a library's plain line: stamped when read
+            record = {
+                "level": "info",
+                "timestamp_ms": int(time.time() * 1000),
+                "message": text,
+                "stream": "text",
+            }
         record["package"] = self.package
         record["version"] = self.version
         record["worker"] = self.worker_id
@@ -85,6 +102,11 @@ class WorkerLogs:
             self._on_log(record)
         except Exception:  # a log sink must never stop the reader (the worker would stall)
             log.exception("worker log sink failed")
+
+    def wait_mark(self, request_id: str, timeout_s: float) -> bool:
+        """Wait until the reader has passed call `request_id`'s log mark; False at the deadline."""
+        with self._mark_seen:
+            return self._mark_seen.wait_for(lambda: self._mark == request_id, timeout_s)
 
     def runner(self, level: str, message: str) -> None:
         """A record the Runner writes about this worker (bad frames, broken streams)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,7 +104,7 @@ class WorkerLoop(CallHandler):
     def capabilities(self) -> list[str]:
         """The capabilities this algorithm really has (every phase whose method it lacks is out)."""
         if self.api == EXECUTE_ONLY:
-            return [*EXECUTE_ONLY_CAPABILITIES, "info", "contract:v1"]
+            return [*EXECUTE_ONLY_CAPABILITIES, "info", "contract:v1", protocol.LOG_MARKS]
         caps = ["ping", "call", "shutdown", "shared_memory:v1"]
         for phase in protocol.PHASES:
             method, _required = METHODS[phase]
@@ -111,6 +113,7 @@ class WorkerLoop(CallHandler):
         if "pre" in caps and "execute" in caps:
             caps.append("step")  # pre + execute in one call frame (adapter/step.py)
         caps.append("contract:v1")  # results are checked here (outcome.evaluate_result)
+        caps.append(protocol.LOG_MARKS)  # serve() closes each call's stderr with a mark line
         return caps
 
     def hello(self) -> dict[str, Any]:
@@ -275,6 +278,7 @@ class WorkerLoop(CallHandler):
                 with self._state_lock:
                     # cleared before sending, so the Runner's next call is never refused as busy
                     self._call_pending = False
+                mark_logs(message.get("request_id"))
                 self._send_result(frame)
                 continue
             with self._state_lock:
@@ -314,6 +318,20 @@ class WorkerLoop(CallHandler):
                 timings=frame.get("timings"),
             )
         )
+
+
+def mark_logs(request_id: Any) -> None:
+    """Flush the call's output, then write its log-mark line to stderr (protocol.LOG_MARKS)."""
+    if not isinstance(request_id, str):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    line = memoryview(protocol.log_mark_line(request_id))
+    with contextlib.suppress(OSError):  # stderr gone: the Runner stops waiting at its deadline
+        while line:
+            line = line[os.write(2, line) :]
 
 
 # The name the adapter's worker class had before the Runner's side got its own `Worker`.

@@ -14,6 +14,7 @@ from ..errors import (
     is_retryable,
 )
 from ..logger import StructuredLogger
+from .tracebacks import user_location, user_traceback
 
 __all__ = ["Outcome", "evaluate_result", "exception_outcome", "json_safe"]
 
@@ -92,7 +93,12 @@ def exception_outcome(exc: BaseException, what: str) -> Outcome:
         retryable = False
     restart = isinstance(exc, FatalError)
     message = f"{what} raised {describe(exc)}"
-    log.error(message, error_code=code, phase=what, exc_info=exc)
+    fields: dict[str, Any] = {"error_code": code, "phase": what}
+    where = user_location(exc)
+    if where is not None:
+        fields["where"] = where
+    # the algorithm's own frames only: the adapter's above and numpy's below are noise to its author
+    log.error(message, traceback=user_traceback(exc), **fields)
     return Outcome(
         status="ERROR",
         message=message,

@@ -73,6 +73,9 @@ class Faulty(BaseAlgorithm):
             data["pre"] = session.get(f"pre_{step_index}")
         elif mode == "log":
             self.logger.info("hello from execute", tag=user_params.get("tag"))
+        elif mode == "print":  # a whole line, then one without its newline
+            print("printed", user_params.get("tag"))
+            sys.stderr.write(f"partial {user_params.get('tag')}")
         elif mode == "grow":  # keep `count` MB more, touched (resident)
             self.hoard = getattr(self, "hoard", [])
             for _ in range(user_params["count"] // 16):  # in steps: pongs keep flowing
