@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide-info", help="execute-only packages: guide_info JSON list, or @file")
     p.add_argument(
         "--json", action="store_true", help="print the Runner's result dict (one line per step)"
+    )
+    p.add_argument(
+        "--save-overlay",
+        metavar="DIR",
+        help="write one overlay PNG per image and step into DIR (<image>-step<N>.png): rects, "
+        "labels, an OK/NG banner with ng_reason, a legend",
     )
 
 
@@ -118,6 +125,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     params = _read_params(args.params)
+    if args.save_overlay:
+        _overlay_dir(args.save_overlay)
     frames = [(path, _read_image(path)) for path in args.image]
     guide = _read_guide(args)
     configs = load_configs(args.config)
@@ -154,11 +163,48 @@ def _inspect_frames(
                 args.pid, step, frame, user_params=params, session_id=session_id, **guide
             )
             _print_inspection(args, path, step, result)
+            if args.save_overlay:
+                _save_overlay(args, number, path, frame, step, result)
             last = result.get("execute") or result.get("pre_execute") or {}
             if last.get("status") != "OK" and failed is None:
                 failed = last
         runner.close_session(session_id)
     return failed
+
+
+def _overlay_dir(text: str) -> Path:
+    """The --save-overlay folder, made if missing (StoreError 9999 if it cannot be)."""
+    folder = Path(text)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(UNKNOWN_ERROR, f"--save-overlay: cannot create {folder}: {exc}") from None
+    if not folder.is_dir():
+        raise StoreError(UNKNOWN_ERROR, f"--save-overlay: {folder} is not a directory")
+    return folder
+
+
+def overlay_name(images: list[str], number: int, step: int) -> str:
+    """`<image stem>-step<N>.png`; prefixed with the image's position when two stems clash."""
+    stems = [re.sub(r"[^\w.-]+", "_", Path(p).stem, flags=re.UNICODE) or "image" for p in images]
+    stem = stems[number]
+    if stems.count(stem) > 1:
+        stem = f"{number + 1:03d}-{stem}"
+    return f"{stem}-step{step}.png"
+
+
+def _save_overlay(
+    args: argparse.Namespace, number: int, path: str, frame: Any, step: int, result: dict
+) -> None:
+    from .overlay import save_overlay
+
+    out = Path(args.save_overlay) / overlay_name(args.image, number, step)
+    try:
+        save_overlay(frame, [result], out)
+    except OSError as exc:
+        raise StoreError(UNKNOWN_ERROR, f"cannot write overlay {out}: {exc}") from None
+    # stdout stays the results (one JSON line per step with --json); the file goes to stderr then
+    print(f"  overlay saved to {out}", file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def _finish_inspect(failed: dict | None) -> int:

@@ -352,6 +352,7 @@ def test_all_steps_session_and_overlay_colours(seed_project: Path, tmp_path: Pat
     steps = json.loads(result.stdout)["steps"]
     assert [s["step_index"] for s in steps] == [1, 2]
     drawn = np.asarray(Image.open(overlay).convert("RGB"))
+    drawn = drawn[drawn.shape[0] - 300 :]  # the image, under the verdict banner
     defect = steps[0]["execute"]["data"]["defect_rects"][0]
     assert tuple(drawn[defect["y"] + 20, defect["x"]]) == (255, 0, 0)  # defect: red
     assert tuple(drawn[150, 0]) == (0, 200, 0)  # step 2 position rect (whole image): green
