@@ -17,8 +17,6 @@ MAX_FUNCTION_LINES = 100
 # store/manager are being cut into packages; pool, segment and shared_memory follow).
 MODULES_OVER = {
     "procvision_algorithm_sdk/adapter/calls.py",  # came out of the adapter split at 456
-    "procvision_algorithm_sdk/segment.py",
-    "procvision_algorithm_sdk/shared_memory.py",
     "procvision_runner/runner.py",
 }
 

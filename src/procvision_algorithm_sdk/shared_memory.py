@@ -1,131 +1,51 @@
-"""Seed shared-memory API on real shared memory: the zero-copy reader and the seed's writers.
+"""Seed shared-memory API on real shared memory: the zero-copy reader (and the seed's writers).
 
 The reader maps a segment read-only once, caches the mapping (bounded, dropped when the owner
 retires the segment) and returns read-only ndarray views over the payload. The layout and
 naming live in `segment`. image_meta keys: `width`, `height`, `color_space` ("RGB", "BGR",
 "GRAY"), `timestamp_ms`, `camera_id`, `shm_seq` (must equal the header's sequence number when
 present) and `encoding` ("raw", "jpeg", "png"; must match the header when present).
+
+The attach cache lives in `_attach_cache`, the writers in `_seed_writers`; this module re-exports
+every name it offered before they moved.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import io
-import itertools
 import mmap
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
 
 from . import legacy_frames
 from . import segment as seg
+from ._attach_cache import (
+    ATTACH_CACHE_SIZE,
+    _LoadFailure,
+    _NoSegment,
+    cache,
+    cached_segment_names,
+    clear_attach_cache,
+    prefetch,
+)
+from ._seed_writers import (
+    dev_clear_shared_memory,
+    dev_write_image_to_shared_memory,
+    write_image_array_to_shared_memory,
+)
 from .errors import IMAGE_LOAD_FAILED, ImageLoadError
 from .imagefile import FILE_FORMATS, decode_image
 from .logger import StructuredLogger
 
-ATTACH_CACHE_SIZE = 8
 # The header stores width and height as uint32; no segment can hold a frame past these bounds,
 # so a meta beyond them is refused before anything (even the seed's zero image) is sized by it.
 MAX_SIDE = 2**32 - 1
 MAX_FRAME_PIXELS = 2**32
 STRICT_ENV = "PROC_STRICT_IMAGES"
-_COLOR_SPACES = ("RGB", "BGR", "GRAY")
 
 _log = StructuredLogger()
-
-
-class _LoadFailure(Exception):
-    """Internal: why an image could not be produced (cause is a short machine-readable word)."""
-
-    def __init__(self, cause: str, detail: str) -> None:
-        super().__init__(detail)
-        self.cause = cause
-        self.detail = detail
-
-
-class _NoSegment(_LoadFailure):
-    """Internal: no segment of ours has that name (a legacy frame file may stand in)."""
-
-
-class _AttachCache:
-    """Read-only mappings by segment name, least recently used evicted beyond `capacity`."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> tuple[mmap.mmap, bool]:
-        """Return (mapping, fresh); fresh is True when it was attached by this call."""
-        with self._lock:
-            self._drop_retired()
-            mapping = self._maps.get(name)
-            if mapping is not None:
-                self._maps.move_to_end(name)
-                return mapping, False
-            try:
-                mapping = seg.attach_segment_readonly(name)
-            except FileNotFoundError:
-                raise _NoSegment("segment_missing", f"no shared-memory segment {name}") from None
-            except (OSError, ValueError) as exc:
-                raise _LoadFailure("segment_missing", f"cannot attach {name}: {exc}") from None
-            self._maps[name] = mapping
-            while len(self._maps) > self.capacity:
-                _, old = self._maps.popitem(last=False)
-                _close_mapping(old)
-            return mapping, True
-
-    def invalidate(self, name: str) -> None:
-        """Forget the mapping of `name` (views already handed out keep it alive until freed)."""
-        with self._lock:
-            mapping = self._maps.pop(name, None)
-            if mapping is not None:
-                _close_mapping(mapping)
-
-    def clear(self) -> None:
-        """Forget every mapping."""
-        with self._lock:
-            while self._maps:
-                _, mapping = self._maps.popitem()
-                _close_mapping(mapping)
-
-    def names(self) -> list[str]:
-        """Names currently cached (for tests and diagnostics)."""
-        with self._lock:
-            return list(self._maps)
-
-    def _drop_retired(self) -> None:
-        stale = [name for name, mapping in self._maps.items() if seg.is_retired(mapping)]
-        for name in stale:
-            _close_mapping(self._maps.pop(name))
-
-
-def _close_mapping(mapping: mmap.mmap) -> None:
-    # A view still held by the algorithm pins the mapping; it unmaps when that view is freed.
-    with contextlib.suppress(BufferError):
-        mapping.close()
-
-
-_cache = _AttachCache(ATTACH_CACHE_SIZE)
-
-
-def prefetch(shared_mem_id: str) -> bool:
-    """Attach the segment behind `shared_mem_id` now, so the algorithm's read is a cache hit.
-
-    False when there is no such segment (or it cannot be attached): the read reports that.
-    """
-    try:
-        _cache.get(seg.segment_name_for_id(shared_mem_id))
-    except (_LoadFailure, OSError, ValueError):
-        return False
-    return True
 
 
 def _strict_from_env() -> bool:
@@ -223,7 +143,7 @@ def _read_any(shared_mem_id: str, meta: Mapping[str, Any], width: int, height: i
 
 
 def _read(name: str, meta: Mapping[str, Any], width: int, height: int) -> np.ndarray:
-    mapping, fresh = _cache.get(name)
+    mapping, fresh = cache.get(name)
     try:
         return _image_from(mapping, name, meta, width, height)
     except _LoadFailure:
@@ -231,8 +151,8 @@ def _read(name: str, meta: Mapping[str, Any], width: int, height: int) -> np.nda
             raise
     # The cached mapping may belong to a segment that was unlinked and recreated under the same
     # name without being retired (its owner crashed): look once more at what the name holds now.
-    _cache.invalidate(name)
-    mapping, _ = _cache.get(name)
+    cache.invalidate(name)
+    mapping, _ = cache.get(name)
     return _image_from(mapping, name, meta, width, height)
 
 
@@ -302,7 +222,7 @@ def _pixels_view(pixels: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     """H x W x 3 RGB view of stored H x W x 1|3|4 pixels (gray expanded, BGR flipped), no copy."""
     height, width, channels = pixels.shape
     color_space = str(meta.get("color_space") or "RGB").upper()
-    if color_space not in _COLOR_SPACES:
+    if color_space not in seg.COLOR_SPACES:
         raise _LoadFailure("header_mismatch", f"unsupported color_space {color_space!r}")
     if channels == 1:
         plane = pixels[:, :, 0]
@@ -346,200 +266,16 @@ def _checked_decoded(array: np.ndarray, width: int, height: int) -> np.ndarray:
     return array
 
 
-# ---- seed writers: one segment per id, owned (and unlinked at exit) by the writing process ----
-
-
-@dataclass
-class _Owned:
-    shm: SharedMemory
-    pid: int
-
-
-_owned: dict[str, _Owned] = {}
-_owned_lock = threading.Lock()
-_seq = itertools.count(1)
-_atexit_registered = False
-
-
-def _owned_segment(name: str, size: int) -> SharedMemory:
-    """Return a segment of at least `size` bytes that this process owns under `name`."""
-    global _atexit_registered
-    current = _owned.get(name)
-    if current is not None and current.pid == os.getpid() and current.shm.size >= size:
-        return current.shm
-    if current is not None:
-        del _owned[name]
-        if current.pid == os.getpid():
-            seg.retire_and_unlink(current.shm)
-    try:
-        shm = seg.create_segment(name, size)
-    except FileExistsError:
-        # Writing an id replaces what another writer left under it, never a live owner's slot.
-        if not _discard_by_name(name):
-            raise FileExistsError(
-                f"shared memory {name!r} belongs to live process "
-                f"{seg.owner_pid_from_name(name)}; write under another id"
-            ) from None
-        shm = seg.create_segment(name, size)
-    _owned[name] = _Owned(shm, os.getpid())
-    if not _atexit_registered:
-        atexit.register(_unlink_owned_at_exit)
-        _atexit_registered = True
-    return shm
-
-
-def _discard_by_name(name: str) -> bool:
-    """Retire and unlink a segment this process does not own; False if absent or protected."""
-    owner = seg.owner_pid_from_name(name)
-    if owner is not None and owner != os.getpid() and seg.pid_alive(owner):
-        # A Runner's slot: only its owner may unlink it (contract section 7).
-        _log.warning("refusing to remove a live owner's shared memory", segment=name, owner=owner)
-        return False
-    try:
-        other = seg.attach_segment(name)
-    except FileNotFoundError:
-        return False
-    with contextlib.suppress(Exception):
-        seg.mark_retired(other.buf)
-    seg.close_quietly(other)
-    return seg.unlink_segment(name)
-
-
-def _unlink_owned_at_exit() -> None:
-    with _owned_lock:
-        for name, owned in list(_owned.items()):
-            if owned.pid != os.getpid():
-                continue  # inherited through fork: the parent owns it
-            retired = True
-            with contextlib.suppress(Exception):
-                retired = seg.is_retired(owned.shm.buf)
-            if not retired:  # still ours; a retired one was replaced by another writer
-                seg.retire_and_unlink(owned.shm)
-            else:
-                seg.close_quietly(owned.shm)
-            del _owned[name]
-
-
-def write_image_array_to_shared_memory(
-    shared_mem_id: str, image_array: np.ndarray
-) -> dict[str, Any]:
-    """Write an H x W (x 1|3|4) array, taken as RGB, into a segment named after `shared_mem_id`.
-
-    Another process can read it with `read_image_from_shared_memory`. Returns the image_meta to
-    pass along (width, height, color_space, encoding, shm_seq).
-    """
-    array = np.asarray(image_array)
-    if array.ndim == 2:
-        height, width, channels = array.shape[0], array.shape[1], 1
-    elif array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        height, width, channels = array.shape
-    else:
-        raise ValueError(f"image_array must be H x W or H x W x 1|3|4, got shape {array.shape}")
-    if height <= 0 or width <= 0:
-        raise ValueError("image_array must not be empty")
-    seg.dtype_code(array.dtype)
-    name = seg.segment_name_for_id(shared_mem_id)
-    with _owned_lock:
-        shm = _owned_segment(name, seg.HEADER_SIZE + array.nbytes)
-        seg.set_sequence(shm.buf, 0)
-        target = seg.payload_array(shm.buf, (height, width, channels), array.dtype)
-        np.copyto(target, array.reshape(height, width, channels))
-        del target
-        seq = next(_seq)
-        seg.write_header(
-            shm.buf,
-            seq=seq,
-            encoding=seg.ENCODING_RAW,
-            dtype=array.dtype,
-            height=height,
-            width=width,
-            channels=channels,
-            payload_size=array.nbytes,
-        )
-    return {
-        "width": width,
-        "height": height,
-        "color_space": "GRAY" if channels == 1 else "RGB",
-        "encoding": "raw",
-        "shm_seq": seq,
-    }
-
-
-def _sniff_encoding(data: bytes) -> int:
-    if data[:3] == b"\xff\xd8\xff":
-        return seg.ENCODING_JPEG
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return seg.ENCODING_PNG
-    return seg.ENCODING_OTHER
-
-
-def dev_write_image_to_shared_memory(shared_mem_id: str, image_bytes: bytes) -> dict[str, Any]:
-    """Store encoded image bytes (JPEG, PNG, or another Pillow-readable file) under an id.
-
-    Returns the image_meta to pass along; width/height are 0 when the bytes are unreadable (the
-    reader then returns None with a warning, as the seed did).
-    """
-    if isinstance(image_bytes, np.ndarray):
-        return write_image_array_to_shared_memory(shared_mem_id, image_bytes)
-    if not isinstance(image_bytes, (bytes, bytearray, memoryview)):
-        raise TypeError("image_bytes must be bytes")
-    data = bytes(image_bytes)
-    encoding = _sniff_encoding(data)
-    width = height = 0
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Exception:
-        width = height = 0
-    name = seg.segment_name_for_id(shared_mem_id)
-    with _owned_lock:
-        shm = _owned_segment(name, seg.HEADER_SIZE + max(len(data), 1))
-        seg.set_sequence(shm.buf, 0)
-        buf = shm.buf
-        assert buf is not None
-        buf[seg.HEADER_SIZE : seg.HEADER_SIZE + len(data)] = data
-        seq = next(_seq)
-        seg.write_header(
-            shm.buf,
-            seq=seq,
-            encoding=encoding,
-            height=height,
-            width=width,
-            channels=3,
-            payload_size=len(data),
-        )
-    return {
-        "width": width,
-        "height": height,
-        "color_space": "RGB",
-        "encoding": seg.ENCODING_NAMES[encoding],
-        "shm_seq": seq,
-    }
-
-
-def dev_clear_shared_memory(shared_mem_id: str) -> bool:
-    """Unlink the segment of `shared_mem_id`; False when there was none."""
-    name = seg.segment_name_for_id(shared_mem_id)
-    with _owned_lock:
-        owned = _owned.pop(name, None)
-        if owned is not None and owned.pid == os.getpid() and not seg.is_retired(owned.shm.buf):
-            seg.retire_and_unlink(owned.shm)
-            removed = True
-        else:
-            if owned is not None and owned.pid == os.getpid():
-                seg.close_quietly(owned.shm)
-            removed = _discard_by_name(name)
-    _cache.invalidate(name)
-    return removed
-
-
-def clear_attach_cache() -> None:
-    """Drop every cached read-only mapping of this process."""
-    _cache.clear()
-
-
-def cached_segment_names() -> list[str]:
-    """Names of the segments this process has mapped for reading (diagnostics and tests)."""
-    return _cache.names()
+__all__ = [
+    "ATTACH_CACHE_SIZE",
+    "MAX_FRAME_PIXELS",
+    "MAX_SIDE",
+    "STRICT_ENV",
+    "cached_segment_names",
+    "clear_attach_cache",
+    "dev_clear_shared_memory",
+    "dev_write_image_to_shared_memory",
+    "prefetch",
+    "read_image_from_shared_memory",
+    "write_image_array_to_shared_memory",
+]

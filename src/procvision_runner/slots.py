@@ -25,7 +25,6 @@ from procvision_algorithm_sdk.logger import StructuredLogger
 
 _GRANULE = 64 * 1024
 _HUGE_PAGE = 2 * 1024 * 1024
-_COLOR_SPACES = ("RGB", "BGR", "GRAY")
 _sweep_lock = threading.Lock()
 _swept = False
 _log = StructuredLogger()
@@ -63,29 +62,10 @@ def _advise_huge_pages(shm: Any) -> None:
         mapping.madvise(advice)
 
 
-def _frame_geometry(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    if len(shape) == 2:
-        height, width, channels = shape[0], shape[1], 1
-    elif len(shape) == 3 and shape[2] in (1, 3, 4):
-        height, width, channels = shape
-    else:
-        raise ValueError(f"a frame is H x W or H x W x 1|3|4, got shape {tuple(shape)}")
-    if height <= 0 or width <= 0:
-        raise ValueError("a frame must not be empty")
-    return int(height), int(width), int(channels)
-
-
-def _retire(shm: Any) -> None:
-    with contextlib.suppress(Exception):
-        seg.mark_retired(shm.buf)
-    seg.unlink_segment(shm.name)
-    seg.close_quietly(shm)
-
-
 def _release_segments(states: list[_SlotState]) -> None:
     for state in states:
         if state.shm is not None:
-            _retire(state.shm)
+            seg.retire_and_unlink(state.shm)
             state.shm = None
 
 
@@ -143,14 +123,13 @@ class Slot:
     ) -> dict[str, Any]:
         """Copy `frame` (H x W or H x W x 1|3|4) into the slot once; return the image_meta."""
         array = np.asarray(frame)
-        height, width, channels = _frame_geometry(array.shape)
+        height, width, channels = seg.frame_geometry(array.shape)
+        space = seg.color_space_for(channels, color_space)
         seg.dtype_code(array.dtype)
         shm = self._ensure(array.nbytes)
-        seg.set_sequence(shm.buf, 0)
-        target = seg.payload_array(shm.buf, (height, width, channels), array.dtype)
-        np.copyto(target, array.reshape(height, width, channels))
-        del target
-        return self._publish(shm, (height, width, channels), array.dtype, color_space, meta)
+        seq = self._ring._next_seq()
+        seg.write_raw(shm.buf, array, seq)
+        return self._meta(seg.frame_meta(width, height, space, seg.ENCODING_RAW, seq), meta)
 
     def write_encoded(
         self, data: bytes, encoding: str, width: int, height: int, **meta: Any
@@ -161,72 +140,36 @@ class Slot:
             raise ValueError(f"unknown image encoding {encoding!r}")
         payload = memoryview(data).cast("B")
         shm = self._ensure(len(payload))
-        seg.set_sequence(shm.buf, 0)
-        shm.buf[seg.HEADER_SIZE : seg.HEADER_SIZE + len(payload)] = payload
         seq = self._ring._next_seq()
-        seg.write_header(
-            shm.buf,
-            seq=seq,
-            encoding=code,
-            height=int(height),
-            width=int(width),
-            channels=3,
-            payload_size=len(payload),
-        )
-        return self._meta(int(width), int(height), "RGB", seg.ENCODING_NAMES[code], seq, meta)
+        seg.write_encoded(shm.buf, payload, code, int(width), int(height), seq)
+        return self._meta(seg.frame_meta(int(width), int(height), "RGB", code, seq), meta)
 
     def payload_view(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
         """Return a writable array over the slot's payload to fill in place; then `commit()`."""
-        height, width, channels = _frame_geometry(tuple(int(n) for n in shape))
+        geometry = seg.frame_geometry(tuple(int(n) for n in shape))
         dt = np.dtype(dtype)
         seg.dtype_code(dt)
+        height, width, channels = geometry
         shm = self._ensure(height * width * channels * dt.itemsize)
-        seg.set_sequence(shm.buf, 0)
-        self._pending = ((height, width, channels), dt)
-        view = seg.payload_array(shm.buf, (height, width, channels), dt)
+        view = seg.open_raw(shm.buf, geometry, dt)
+        self._pending = (geometry, dt)
         return view if len(shape) == 3 else view[:, :, 0]
 
     def commit(self, color_space: str = "RGB", **meta: Any) -> dict[str, Any]:
         """Publish what was written through `payload_view()`; return the image_meta to send."""
         if self._pending is None:
             raise RuntimeError("commit() without payload_view()")
-        geometry, dtype = self._pending
+        (height, width, channels), dtype = self._pending
         self._pending = None
-        return self._publish(self._live(), geometry, dtype, color_space, meta)
-
-    def _publish(
-        self,
-        shm: Any,
-        geometry: tuple[int, int, int],
-        dtype: np.dtype[Any],
-        color_space: str,
-        meta: dict[str, Any],
-    ) -> dict[str, Any]:
-        height, width, channels = geometry
-        space = "GRAY" if channels == 1 else str(color_space).upper()
-        if space not in _COLOR_SPACES or (space == "GRAY" and channels != 1):
-            raise ValueError(f"color_space {color_space!r} does not fit {channels} channels")
+        space = seg.color_space_for(channels, color_space)
         seq = self._ring._next_seq()
-        seg.write_header(
-            shm.buf,
-            seq=seq,
-            encoding=seg.ENCODING_RAW,
-            dtype=dtype,
-            height=height,
-            width=width,
-            channels=channels,
-            payload_size=height * width * channels * dtype.itemsize,
-        )
-        return self._meta(width, height, space, "raw", seq, meta)
+        seg.commit_raw(self._live().buf, (height, width, channels), dtype, seq)
+        return self._meta(seg.frame_meta(width, height, space, seg.ENCODING_RAW, seq), meta)
 
-    def _meta(
-        self, width: int, height: int, space: str, encoding: str, seq: int, extra: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _meta(self, frame: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         image_meta: dict[str, Any] = {"timestamp_ms": int(time.time() * 1000)}
         image_meta.update(extra)
-        image_meta.update(
-            width=width, height=height, color_space=space, encoding=encoding, shm_seq=seq
-        )
+        image_meta.update(frame)
         return image_meta
 
     def release(self) -> None:
@@ -365,7 +308,7 @@ class SlotRing:
             seg.prefault(shm.buf)
             seg.write_header(shm.buf, seq=0)
         except BaseException:
-            _retire(shm)
+            seg.retire_and_unlink(shm)
             raise
         return shm
 
@@ -374,7 +317,7 @@ class SlotRing:
         fresh = self._new_segment(nbytes)
         old, state.shm = state.shm, fresh
         if old is not None:
-            _retire(old)
+            seg.retire_and_unlink(old)
 
     def _grow(self, state: _SlotState, lease: int, nbytes: int) -> None:
         with self._cond:

@@ -15,6 +15,7 @@ import pytest
 from helpers.shm_reader import ReaderProcess
 from PIL import Image
 
+from procvision_algorithm_sdk import _seed_writers as seed_writers
 from procvision_algorithm_sdk import segment as seg
 from procvision_algorithm_sdk import shared_memory as sm
 from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, ImageLoadError
@@ -57,7 +58,7 @@ def reader() -> Iterator[ReaderProcess]:
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
     yield
-    leftover = sorted(sm._owned)
+    leftover = sorted(seed_writers._owned)
     for name in leftover:
         sm.dev_clear_shared_memory(name)
     sm.clear_attach_cache()
@@ -236,7 +237,7 @@ def test_name_reused_without_retire_is_reattached() -> None:
     name = seg.segment_name_for_id(_id("reuse"))
     assert (sm.read_image_from_shared_memory(_id("reuse"), meta) == first).all()
     assert name in sm.cached_segment_names()
-    owned = sm._owned.pop(name)
+    owned = seed_writers._owned.pop(name)
     seg.unlink_segment(name)  # like a crashed writer: gone without the retired flag
     seg.close_quietly(owned.shm)
     second = _frame(8, 8, seed=5)
