@@ -16,7 +16,6 @@ MAX_FUNCTION_LINES = 100
 # Modules not split yet (the split of issue 14 is under way: contract, runner, worker and
 # store/manager are being cut into packages; pool, segment and shared_memory follow).
 MODULES_OVER = {
-    "procvision_algorithm_sdk/adapter/calls.py",  # came out of the adapter split at 456
     "procvision_runner/runner.py",
 }
 

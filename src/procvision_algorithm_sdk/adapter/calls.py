@@ -1,4 +1,4 @@
-"""Calls on the main thread: algorithm hooks, the phase handlers, step hooks, the result frame."""
+"""Calls on the main thread: algorithm hooks, the phase handlers and the step hooks."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from ..base import BaseAlgorithm
 from ..contract import to_jsonable
 from ..errors import ALGORITHM_EXCEPTION, INVALID_RESULT, PROTOCOL_ERROR
 from ..generation import EXECUTE_ONLY, LIFECYCLE, api_of
-from . import execute_only, step
+from . import execute_only, reply, step
+from .fields import as_dim, as_step
 from .outcome import (
     REPR_LIMIT,
     Outcome,
-    describe,
     evaluate_result,
     exception_outcome,
     json_safe,
-    log,
 )
 from .prefetch import prefetch_image
 from .sessions import DEFAULT_SESSION_ID, SessionCache, SessionEntry
@@ -48,23 +47,6 @@ METHODS: dict[str, tuple[str, bool]] = {
 _BASE_HOOKS: dict[str, Any] = {
     name: getattr(BaseAlgorithm, name) for name in ("on_step_start", "on_step_finish")
 }
-
-
-def as_step(value: Any) -> int | None:
-    """An int from a frame field (an int or a digit string; never a bool), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def as_dim(value: Any) -> int | None:
-    """A positive image dimension from a frame field, else None."""
-    step = as_step(value)
-    return step if step is not None and step > 0 else None
 
 
 class CallHandler:
@@ -391,34 +373,7 @@ class CallHandler:
 
     def _stdout_pollution(self, method: str) -> str | None:
         """Under PROC_STRICT_STDIO=1: why a call that wrote to stdout failed, else None."""
-        if self.stdout_guard is None:
-            return None
-        written, preview = self.stdout_guard.end()
-        if not written:
-            return None
-        text = (
-            f"stdout pollution: {method} wrote {written} bytes to stdout under "
-            "PROC_STRICT_STDIO=1; log to stderr or through StructuredLogger"
-        )
-        log.error(text, error_code=PROTOCOL_ERROR, sample=preview[:500].decode("utf-8", "replace"))
-        return text
-
-    def _take_diagnostics(self) -> dict[str, Any]:
-        diagnostics = getattr(self.algorithm, "diagnostics", None)
-        getter = getattr(diagnostics, "get", None)
-        if not callable(getter):
-            return {}
-        try:
-            items = getter()
-            clear = getattr(diagnostics, "clear", None)
-            if callable(clear):
-                clear()
-        except Exception as exc:
-            log.warning("diagnostics could not be collected", error=describe(exc))
-            return {}
-        if type(items) is dict and not items:
-            return {}  # the common case: nothing published since the last call
-        return json_safe(items) if isinstance(items, dict) else {"value": json_safe(items)}
+        return reply.stdout_pollution(self.stdout_guard, method)
 
     def _result_frame(
         self,
@@ -430,29 +385,7 @@ class CallHandler:
         timings: dict[str, float],
         received: float,
     ) -> dict[str, Any]:
-        data = dict(outcome.data)
-        data["phase"] = phase
-        data["step_index"] = step_index
-        extra: dict[str, Any] = {}
-        if outcome.original is not None:
-            extra["original"] = outcome.original
-        if outcome.problems:
-            extra["problems"] = outcome.problems
-        if outcome.extra:
-            extra["extra"] = outcome.extra
-        timings["worker_ms"] = (time.perf_counter() - received) * 1000.0
-        return protocol.result(
-            request_id,
-            outcome.status,
-            outcome.message,
-            outcome.error_code,
-            data,
-            debug=outcome.debug,
-            diagnostics=self._take_diagnostics(),
-            timings={k: round(v, 3) for k, v in timings.items()},
-            session_id=entry.session.id if entry is not None else None,
-            session_delta=entry.session._take_changes() if entry is not None else None,
-            retryable=outcome.retryable,
-            restart_worker=outcome.restart_worker,
-            **extra,
+        diagnostics = reply.take_diagnostics(self.algorithm)
+        return reply.result_frame(
+            request_id, phase, step_index, outcome, entry, timings, received, diagnostics
         )

@@ -15,7 +15,8 @@ from .. import protocol
 from ..base import BaseAlgorithm
 from ..errors import INVALID_RESULT, PROTOCOL_ERROR, UNKNOWN_ERROR
 from ..generation import EXECUTE_ONLY, EXECUTE_ONLY_CAPABILITIES
-from .calls import METHODS, CallHandler, as_step
+from .calls import METHODS, CallHandler
+from .fields import as_step
 from .outcome import REPR_LIMIT, describe, log
 from .sessions import DEFAULT_SESSION_CACHE
 from .strict_stdio import StdoutGuard
