@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,10 +27,14 @@ from procvision_algorithm_sdk.guide import check_guide_info
 from procvision_algorithm_sdk.shared_memory import read_image_from_shared_memory
 
 from . import legacy_transport
-from .calls import COLOR_SPACES, CallRefused, StepCall, extra_meta, frame_problem
+from .calls import COLOR_SPACES, CallRefused, PackageKey, StepCall, extra_meta, frame_problem
 from .leases import SharedFrame
 from .results import ms, to_result
 from .worker import error_frame
+
+if TYPE_CHECKING:
+    from .call_path import CallPath
+    from .pool import Pool
 
 # The adapter checks the defect count against this; the Runner cuts to its own max_defects.
 ADAPTER_DEFECT_LIMIT = 1_000_000
@@ -178,16 +182,21 @@ def _placement_error(exc: Exception, nbytes: int) -> dict[str, Any]:
 
 
 def invoke(
-    runner: Any, pool: Any, key: Any, started: float, phases: tuple[str, ...], raw: StepCall
+    path: CallPath,
+    pool: Pool,
+    key: PackageKey,
+    started: float,
+    phases: tuple[str, ...],
+    raw: StepCall,
 ) -> list[Any]:
-    """Runner._invoke_routed for an execute-only package; [None, result] for run_step."""
+    """The call path of an execute-only package; [None, result] for run_step."""
 
     def out(result: dict[str, Any]) -> list[Any]:
         # run_step answers {"pre_execute": None, "execute": result}: there is no pre phase.
         return [None, result] if len(phases) == 2 else [result]
 
     def refuse(frame: dict[str, Any]) -> list[Any]:
-        return out(runner._answer(raw.pid, key, "execute", frame, started)[0])
+        return out(path.answer(raw.pid, key, "execute", frame, started)[0])
 
     if phases == ("pre",):
         message = f"{key.name} {key.version} is execute-only: it has no pre_execute"
@@ -198,16 +207,17 @@ def invoke(
     call = validate(raw)
     if isinstance(call, CallRefused):
         return refuse(error_frame(call.message, call.code))
-    return out(run(runner, pool, key, call, started))
+    return out(run(path, pool, key, call, started))
 
 
-def run(runner: Any, pool: Any, key: Any, call: ExecuteOnlyCall, started: float) -> dict:
+def run(path: CallPath, pool: Pool, key: PackageKey, call: ExecuteOnlyCall, started: float) -> dict:
     """Run one checked execute-only call on a worker of `pool`; the Runner's result dict."""
-    config = runner.config
+    config = path.config
     worker, error = pool.acquire(config.queue_timeout_ms / 1000, None)
     queue_ms = ms(time.perf_counter() - started)
     if worker is None:
-        return runner._answer(call.pid, key, "execute", error, started, {"queue_ms": queue_ms})[0]
+        assert error is not None  # acquire() answers a worker or an error
+        return path.answer(call.pid, key, "execute", error, started, {"queue_ms": queue_ms})[0]
     slots: list[Any] = []
     try:
         t_slot = time.perf_counter()
@@ -219,9 +229,7 @@ def run(runner: Any, pool: Any, key: Any, call: ExecuteOnlyCall, started: float)
             )
         except (TimeoutError, RuntimeError, ValueError, OSError) as exc:
             frame = _placement_error(exc, call.frame.nbytes + call.guide_frame.nbytes)
-            return runner._answer(call.pid, key, "execute", frame, started, {"queue_ms": queue_ms})[
-                0
-            ]
+            return path.answer(call.pid, key, "execute", frame, started, {"queue_ms": queue_ms})[0]
         transfer_ms = ms(time.perf_counter() - t_slot)
         fields: dict[str, Any] = {
             "step_index": call.step_index,
@@ -248,7 +256,7 @@ def run(runner: Any, pool: Any, key: Any, call: ExecuteOnlyCall, started: float)
             call.height,
             checked="contract:v1" in worker.capabilities,  # the adapter checked it already
         )
-        runner._observe(call.pid, key, "execute", result)
+        path.observe(call.pid, key, "execute", result)
         if result["status"] == "OK":
             pool.call_succeeded()
         return result
