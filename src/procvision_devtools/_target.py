@@ -76,3 +76,58 @@ def expand_platforms(tag: str) -> list[str]:
             if legacy_minor == m:
                 out.append(f"{name}_{arch}")
     return out or [tag]
+
+
+# Short names of station platforms and the wheel tag each stands for. Linux means glibc 2.28 or
+# newer (Ubuntu 20.04+, Debian 10+, RHEL 8+): numpy and Pillow ship their current wheels for
+# manylinux_2_28 only; an older station names its tag (manylinux2014_x86_64) instead.
+PLATFORM_ALIASES = {
+    "linux_x86_64": "manylinux_2_28_x86_64",
+    "linux_aarch64": "manylinux_2_28_aarch64",
+    "win_amd64": "win_amd64",
+    "win32": "win32",
+    "win_arm64": "win_arm64",
+    "macos_arm64": "macosx_11_0_arm64",
+    "macos_x86_64": "macosx_10_15_x86_64",
+}
+_WHEEL_PLATFORM = re.compile(
+    r"(manylinux(1|2010|2014)_\w+|manylinux_\d+_\d+_\w+|musllinux_\d+_\d+_\w+"
+    r"|win32|win_amd64|win_arm64|macosx_\d+_\d+_\w+)"
+)
+
+
+def platform_alias() -> str:
+    """The short platform name of this machine's OS and CPU (the default station platform)."""
+    machine = platform.machine().lower()
+    if sys.platform == "win32":
+        return {"arm64": "win_arm64", "x86": "win32", "i686": "win32"}.get(machine, "win_amd64")
+    if sys.platform == "darwin":
+        return "macos_arm64" if machine == "arm64" else "macos_x86_64"
+    return "linux_aarch64" if machine in ("aarch64", "arm64") else "linux_x86_64"
+
+
+def wheel_platform(name: str) -> str | None:
+    """The wheel platform tag for a short name or a tag itself; None when it is neither."""
+    name = name.strip()
+    if name in PLATFORM_ALIASES:
+        return PLATFORM_ALIASES[name]
+    return name if _WHEEL_PLATFORM.fullmatch(name) else None
+
+
+def python_tag(version: str) -> str | None:
+    """ "3.10" (or "310") as "3.10"; None unless it is a CPython 3 version."""
+    version = version.strip()
+    if re.fullmatch(r"3\d{1,2}", version):
+        version = f"3.{version[1:]}"
+    return version if re.fullmatch(r"3\.\d{1,2}", version) else None
+
+
+def station_target(wheels_platform: str, python_version: str) -> dict[str, Any]:
+    """The `.procvision_env.json` content for a station (CPython)."""
+    digits = python_version.replace(".", "")
+    return {
+        "python_version": python_version,
+        "implementation": "cp",
+        "abi": f"cp{digits}",
+        "wheels_platform": wheels_platform,
+    }

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import keyword
-import re
-import sys
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -22,37 +18,46 @@ from procvision_algorithm_sdk.errors import (
 )
 from procvision_algorithm_sdk.generation import EXECUTE_ONLY, LIFECYCLE
 
-from ._common import CliError, print_json
-from ._target import current_target
+from ._common import CliError, print_json, report_error
 from .init_execute_only import MAIN_TEMPLATE, TEST_TEMPLATE
+from .init_names import (
+    check_class,
+    check_module,
+    class_name_for,
+    manifest_name_for,
+    module_name_for,
+    romanize,
+)
+from .init_target import choose_target, interactive
 
-# Module names an algorithm package must not shadow inside its own venv.
-_RESERVED_MODULES = {
-    "numpy",
-    "PIL",
-    "procvision_algorithm_sdk",
-    "procvision_runner",
-    "procvision_devtools",
-    "test",
-    "tests",
-}
+__all__ = [
+    "add_parser",
+    "class_name_for",
+    "manifest_name_for",
+    "module_name_for",
+    "romanize",
+    "scaffold",
+]
 
 _MAIN_TEMPLATE = Template('''\
 """The algorithm of this package: get_info, pre_execute and execute."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from procvision_algorithm_sdk import BaseAlgorithm, Session, read_image_from_shared_memory
 
-NAME = $name
-VERSION = $version
-DISPLAY_NAME = $display_name
-DESCRIPTION = $description
-SUPPORTED_PIDS: list[str] = $pids
+# Name, version, description and pids live in manifest.json only (it sits beside this package,
+# in the project and in the installed package alike): a version bump is one edit there.
+MANIFEST: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "manifest.json").read_text(encoding="utf-8")
+)
+SUPPORTED_PIDS: list[str] = list(MANIFEST["supported_pids"])
 
 STEPS: list[dict[str, Any]] = [
     {
@@ -88,9 +93,9 @@ class $class_name(BaseAlgorithm):
 
     def get_info(self) -> dict[str, Any]:
         return {
-            "name": NAME,
-            "version": VERSION,
-            "description": DESCRIPTION,
+            "name": MANIFEST["name"],
+            "version": MANIFEST["version"],
+            "description": MANIFEST.get("description", ""),
             "supported_pids": list(SUPPORTED_PIDS),
             "steps": STEPS,
         }
@@ -189,51 +194,6 @@ def test_step_1_gives_a_verdict() -> None:
 ''')
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-
-
-def romanize(name: str) -> str:
-    """Chinese characters spelled in pinyin, words apart ("产线检测" -> "chan xian jian ce")."""
-    try:
-        from pypinyin import lazy_pinyin
-    except ImportError:  # the slug then falls back to a hash of the name
-        return name
-    return " ".join(part.strip() for part in lazy_pinyin(name) if part.strip())
-
-
-def manifest_name_for(name: str) -> str:
-    """Return a store-safe manifest name for any human name (kept as is when already safe)."""
-    if is_safe_name(name):
-        return name
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", romanize(name))
-    slug = re.sub(r"-{2,}", "-", slug).strip("-._")[:48].rstrip("-._")
-    return f"{slug}-{_short_hash(name)}" if slug else f"algo-{_short_hash(name)}"
-
-
-def module_name_for(name: str) -> str:
-    """Return an importable, non-shadowing Python package name for any human name."""
-    slug = re.sub(r"[^a-z0-9]+", "_", romanize(name).lower()).strip("_")[:40].rstrip("_")
-    lossy = slug != name
-    if not slug:
-        return f"algo_{_short_hash(name)}"
-    if lossy and len(slug) < 3:
-        slug = f"{slug}_{_short_hash(name)}"
-    if (
-        slug[0].isdigit()
-        or keyword.iskeyword(slug)
-        or slug in _RESERVED_MODULES
-        or slug in getattr(sys, "stdlib_module_names", ())
-    ):
-        slug = f"algo_{slug}"
-    return slug
-
-
-def class_name_for(module: str) -> str:
-    """Return the algorithm class name derived from the module name."""
-    return "".join(part[:1].upper() + part[1:] for part in module.split("_") if part) + "Algorithm"
-
-
 def scaffold(
     name: str,
     directory: Path | None = None,
@@ -242,8 +202,16 @@ def scaffold(
     description: str | None = None,
     force: bool = False,
     api: str = LIFECYCLE,
+    *,
+    module: str | None = None,
+    class_name: str | None = None,
+    target: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create the project files; return what was written. CliError on bad input or overwrite."""
+    """Create the project files; return what was written. CliError on bad input or overwrite.
+
+    `module` / `class_name` replace the names derived from `name`; `target` is the station's
+    `.procvision_env.json` (default: init_target.choose_target's guess).
+    """
     if not name.strip():
         raise CliError(MANIFEST_MISSING, "the algorithm name must not be empty")
     pids = pids or ["p001"]
@@ -258,8 +226,8 @@ def scaffold(
     if not is_safe_name(version):
         raise CliError(INVALID_PARAMS, f"version {version!r} is not a safe name (like 1.0.0)")
     manifest_name = manifest_name_for(name)
-    module = module_name_for(name)
-    class_name = class_name_for(module)
+    module = check_module(module) if module is not None else module_name_for(name)
+    class_name = check_class(class_name) if class_name is not None else class_name_for(module)
     root = Path(directory) if directory else Path.cwd() / manifest_name
     desc = description if description is not None else name
     manifest = {
@@ -294,12 +262,25 @@ def scaffold(
             "# `procvision-cli package` adds the SDK itself and downloads everything as wheels.\n"
             "numpy>=1.23\n"
         ),
-        ".procvision_env.json": json.dumps(current_target(), indent=2) + "\n",
+        ".procvision_env.json": json.dumps(target or choose_target(None, None)[0], indent=2) + "\n",
         "tests/test_algorithm.py": (
             TEST_TEMPLATE if api == EXECUTE_ONLY else _TEST_TEMPLATE
         ).substitute(literals),
         ".gitignore": "__pycache__/\n*.pyc\n*.zip\n.venv/\nwheels/\n",
     }
+    _write_files(root, files, force)
+    return {
+        "project": str(root),
+        "name": manifest_name,
+        "module": module,
+        "entry_point": manifest["entry_point"],
+        "files": sorted(files),
+        "sdk_version": __version__,
+    }
+
+
+def _write_files(root: Path, files: dict[str, str], force: bool) -> None:
+    """Write the project's files under `root` (refusing to overwrite without `force`)."""
     if root.exists() and not root.is_dir():
         raise CliError(UNKNOWN_ERROR, f"cannot create the project in {root}: not a directory")
     existing = [rel for rel in files if (root / rel).exists()]
@@ -309,26 +290,18 @@ def scaffold(
             f"{root} already has {', '.join(existing)}; use --force to overwrite",
         )
     for rel, text in files.items():
-        target = root / rel
+        path = root / rel
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:
             # No error code fits a refusing filesystem; 9999 (unknown_error) says so.
-            where = exc.filename or target
+            where = exc.filename or path
             raise CliError(
                 UNKNOWN_ERROR,
                 f"cannot create the project in {root}: {where}: {exc.strerror or exc} "
                 "(the filesystem refused the write; choose another -d directory)",
             ) from None
-    return {
-        "project": str(root),
-        "name": manifest_name,
-        "module": module,
-        "entry_point": manifest["entry_point"],
-        "files": sorted(files),
-        "sdk_version": __version__,
-    }
 
 
 def add_parser(subparsers: Any) -> None:
@@ -351,13 +324,34 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("-v", "--version", dest="algo_version", default="1.0.0")
     parser.add_argument("-e", "--description", default=None)
+    parser.add_argument("--module", help="the Python package's name (default: from the name)")
+    parser.add_argument(
+        "--class", dest="class_name", help="the algorithm class's name (default: from --module)"
+    )
+    parser.add_argument(
+        "--target",
+        help="the station's platform: linux_x86_64 (glibc 2.28+), linux_aarch64, win_amd64, "
+        "win32, macos_arm64, or a wheel platform tag like manylinux2014_x86_64 (asked on a TTY)",
+    )
+    parser.add_argument(
+        "--python-version", help="the station's Python version, like 3.10 (asked on a TTY)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--json", action="store_true", help="print what was created as JSON")
     parser.set_defaults(handler=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
+    try:
+        return _init(args)
+    except CliError as exc:
+        return report_error(exc.code, exc.message, args.json)
+
+
+def _init(args: argparse.Namespace) -> int:
     pids = [p.strip() for p in args.pids.split(",") if p.strip()]
+    ask = input if not args.json and interactive() else None
+    target, note = choose_target(args.target, args.python_version, ask)
     created = scaffold(
         args.name,
         Path(args.dir) if args.dir else None,
@@ -366,13 +360,23 @@ def _command(args: argparse.Namespace) -> int:
         args.description,
         args.force,
         args.api,
+        module=args.module,
+        class_name=args.class_name,
+        target=target,
     )
+    created["target"] = target
+    if note:
+        created["notes"] = [note]
     if args.json:
         print_json(created)
         return 0
     print(f"created {created['project']} (name {created['name']}, {created['entry_point']})")
     for rel in created["files"]:
         print(f"  {rel}")
+    target = created["target"]
+    print(f"  station: {target['wheels_platform']}, Python {target['python_version']}")
+    for line in created.get("notes", []):
+        print(f"  note: {line}")
     print(f"next: edit {created['module']}/main.py, then")
     print(f"  procvision-cli validate {created['project']}")
     return 0
