@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import legacy_transport
 from .config import RunnerConfig
 
 if TYPE_CHECKING:
@@ -35,12 +37,26 @@ __all__ = [
     "SIGKILL",
     "ProcessHandle",
     "Spawner",
+    "WorkerSpec",
     "describe_exit",
     "poll_group",
     "signal_group",
     "wait_exit",
     "worker_env",
 ]
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker runs: the package's python and root, and its identity for logs."""
+
+    name: str
+    version: str
+    root: Path
+    python: str
+    # "files": the package kept the original SDK; it speaks the earlier protocol, frames as files
+    transport: str = legacy_transport.TRANSPORT_SHM
+
 
 ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "TZ")
 ENV_PREFIX_ALLOWLIST = ("LC_",)

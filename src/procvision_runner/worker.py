@@ -11,7 +11,6 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from procvision_algorithm_sdk.errors import (
 from . import legacy_transport
 from .config import RunnerConfig
 from .errors import WorkerStartError
-from .process import ENV_ALLOWLIST, ProcessHandle, Spawner, worker_env
+from .process import ENV_ALLOWLIST, ProcessHandle, Spawner, WorkerSpec, worker_env
 from .results import error_frame
 from .states import Failure, FailureKind, WorkerState
 from .worker_channel import FrameChannel, Pending
@@ -39,18 +38,6 @@ if TYPE_CHECKING:
 # The log mark is in the stderr pipe before the result frame is sent; this only bounds how long
 # the reader may take to get through the lines ahead of it.
 LOG_MARK_WAIT_S = 2.0
-
-
-@dataclass
-class WorkerSpec:
-    """What a worker runs: the package's python and root, and its identity for logs."""
-
-    name: str
-    version: str
-    root: Path
-    python: str
-    # "files": the package kept the original SDK; it speaks the earlier protocol, frames as files
-    transport: str = legacy_transport.TRANSPORT_SHM
 
 
 class WorkerProcess:
