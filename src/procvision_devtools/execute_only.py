@@ -123,7 +123,8 @@ def validate_full(project: Path, manifest: dict[str, Any], report: Report) -> No
         write_image_array_to_shared_memory,
     )
 
-    from .full import EXIT_TIMEOUT_S, START_TIMEOUT_S, ProtocolBroken, WorkerSession, _check_frame
+    from ._worker_session import EXIT_TIMEOUT_S, START_TIMEOUT_S, ProtocolBroken, WorkerSession
+    from .full import _check_frame
 
     image = make_test_image()
     height, width = image.shape[:2]

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -177,21 +178,79 @@ def run_inspection(
     return run
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What one /inspect call runs: pid, step, phase, session and the Runner call's fields."""
+
+    pid: str
+    step_index: int
+    phase: str
+    session_id: str | None
+    fields: dict[str, Any]
+
+    def run(self, runner: Any, frame: Any, color_space: str) -> Callable[[], dict[str, Any]]:
+        """The Runner call on `frame`, to run in a worker thread."""
+        return run_inspection(
+            runner,
+            self.phase,
+            self.pid,
+            self.step_index,
+            frame,
+            color_space=color_space,
+            **self.fields,
+        )
+
+
+async def _answered(
+    ctx: ServiceContext, target: _Target, run: Callable[[], dict[str, Any]], frame: Any
+) -> JSONResponse:
+    answer = await run_in_threadpool(run)
+    ctx.publish(target.pid, target.step_index, target.session_id, answer, frame)  # page feed
+    return JSONResponse(answer)
+
+
+def _unreadable(ctx: ServiceContext, target: _Target, message: str, *, at: str) -> JSONResponse:
+    """An image the service could not read, answered as the Runner would (1002) at phase `at`."""
+    routed = ctx.runner.routes().get(target.pid)
+    package = {"name": routed[0], "version": routed[1]} if routed else None
+    ctx.metrics.count_rejected(target.pid, target.phase, IMAGE_LOAD_FAILED, package)
+    failed = error_result(IMAGE_LOAD_FAILED, message, package)
+    if target.phase != "step":
+        return JSONResponse(failed)
+    return JSONResponse({"pre_execute": None, "execute": None, at: failed})
+
+
+async def _inspect_leased(
+    ctx: ServiceContext,
+    leases: LeaseRegistry,
+    target: _Target,
+    lease: str,
+    who: str,
+    seq: int | None,
+    geometry: tuple[int | None, int | None, int | None],
+    color_space: str | None,
+) -> JSONResponse:
+    try:
+        with leases.checkout(lease, who, seq=seq, geometry=geometry) as shared:
+            run = target.run(ctx.runner, shared, color_space or "RGB")
+            # the client's buffer is reused for its next frame: the page gets no pixels
+            return await _answered(ctx, target, run, None)
+    except LeaseError as exc:
+        raise lease_error(exc) from None
+
+
+async def _inspect_image(ctx: ServiceContext, target: _Target, image: UploadFile) -> JSONResponse:
+    data = await image.read()
+    # The decoded frame's pixels stay in the decode budget until the Runner answered.
+    async with ctx.decoder.decoded(data) as (decoded, why):
+        if decoded is None:
+            return _unreadable(ctx, target, why, at="pre_execute")
+        return await _answered(ctx, target, target.run(ctx.runner, decoded, "RGB"), decoded)
+
+
 def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     """The inspection route; its answer is exactly the Runner API's dict."""
     router = APIRouter()
-    runner, cfg, metrics = ctx.runner, ctx.cfg, ctx.metrics
-
-    async def answered(
-        run: Callable[[], dict[str, Any]],
-        pid: str,
-        step_index: int,
-        session_id: str | None,
-        frame: np.ndarray | None,
-    ) -> JSONResponse:
-        answer = await run_in_threadpool(run)
-        ctx.publish(pid, step_index, session_id, answer, frame)  # the operator page's feed
-        return JSONResponse(answer)
 
     @router.post(
         "/inspect",
@@ -234,8 +293,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         """
         params = parse_json_field("user_params", user_params)
         context = parse_json_field("session_context", session_context)
-        given = sum(x is not None for x in (image, raw, frame))
-        if given != 1:
+        if sum(x is not None for x in (image, raw, frame)) != 1:
             raise ApiError(
                 422, INVALID_PARAMS, "send exactly one of the parts 'image', 'raw' or 'frame'"
             )
@@ -247,57 +305,23 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
             "timestamp_ms": timestamp_ms,
             **{k: v for k, v in guide.items() if k != "guide_error"},
         }
+        target = _Target(pid, step_index, phase, session_id, fields)
         if "guide_error" in guide:
-            routed = runner.routes().get(pid)
-            package = {"name": routed[0], "version": routed[1]} if routed else None
-            metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
-            failed = error_result(IMAGE_LOAD_FAILED, guide["guide_error"], package)
-            return JSONResponse(
-                {"pre_execute": None, "execute": failed} if phase == "step" else failed
-            )
+            return _unreadable(ctx, target, guide["guide_error"], at="execute")
         if frame is not None:
             require_local(request)
+            geometry = (height, width, channels)
             who = client_of(client)
-            try:
-                with leases.checkout(
-                    frame, who, seq=frame_seq, geometry=(height, width, channels)
-                ) as shared:
-                    run = run_inspection(
-                        runner,
-                        phase,
-                        pid,
-                        step_index,
-                        shared,
-                        color_space=color_space or "RGB",
-                        **fields,
-                    )
-                    # the client's buffer is reused for its next frame: the page gets no pixels
-                    return await answered(run, pid, step_index, session_id, None)
-            except LeaseError as exc:
-                raise lease_error(exc) from None
-        if raw is not None:
-            array, space = await _raw_frame(
-                raw, width, height, channels, color_space, cfg.max_inspect_bytes
+            return await _inspect_leased(
+                ctx, leases, target, frame, who, frame_seq, geometry, color_space
             )
-        else:
-            assert image is not None
-            if width is not None or height is not None or channels is not None:
-                raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
-            data = await image.read()
-            # The decoded frame's pixels stay in the decode budget until the Runner answered.
-            async with ctx.decoder.decoded(data) as (decoded, why):
-                if decoded is None:
-                    routed = runner.routes().get(pid)
-                    package = {"name": routed[0], "version": routed[1]} if routed else None
-                    metrics.count_rejected(pid, phase, IMAGE_LOAD_FAILED, package)
-                    failed = error_result(IMAGE_LOAD_FAILED, why, package)
-                    out = {"pre_execute": failed, "execute": None} if phase == "step" else failed
-                    return JSONResponse(out)
-                run = run_inspection(
-                    runner, phase, pid, step_index, decoded, color_space="RGB", **fields
-                )
-                return await answered(run, pid, step_index, session_id, decoded)
-        run = run_inspection(runner, phase, pid, step_index, array, color_space=space, **fields)
-        return await answered(run, pid, step_index, session_id, array)
+        if raw is not None:
+            limit = ctx.cfg.max_inspect_bytes
+            array, space = await _raw_frame(raw, width, height, channels, color_space, limit)
+            return await _answered(ctx, target, target.run(ctx.runner, array, space), array)
+        assert image is not None
+        if width is not None or height is not None or channels is not None:
+            raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
+        return await _inspect_image(ctx, target, image)
 
     return router

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import shutil
-import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from procvision_algorithm_sdk.errors import (
     WHEELS_MISSING,
 )
 
+from .zipentries import crc_problems, entry_name_problem, entry_problems, kind_problem
 from .ziplimits import ZipLimits, size_bound, totals_problems
 
 __all__ = [
@@ -48,7 +47,6 @@ CHECKSUMS = "checksums.sha256"
 SIGNATURE = "SIGNATURE"
 WHEELS_DIR = "wheels/"
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _SMALL_MEMBER_MAX = 4 * 1024 * 1024  # manifest/requirements/env/checksums are read into memory
 # macOS archivers add these; they are never part of a package.
 _IGNORED_TOP = ("__MACOSX/",)
@@ -86,39 +84,6 @@ class ZipLayout:
 # The SDK contract's rule is the only one (it never admits "." or "..": a name starts with a
 # letter or digit); this name stays for the store modules and callers that used it.
 safe_name = is_safe_name
-
-
-def entry_name_problem(name: str) -> str | None:
-    """Return why an archive member name is unsafe, or None when it is fine."""
-    if not name:
-        return "empty entry name"
-    if "\x00" in name or any(ord(c) < 32 for c in name):
-        return "entry name has control characters"
-    if "\\" in name:
-        return "entry name has a backslash"
-    if name.startswith("/"):
-        return "absolute entry path"
-    if _DRIVE.match(name):
-        return "entry path has a drive letter"
-    parts = name.rstrip("/").split("/")
-    if any(p == ".." for p in parts):
-        return "entry path has '..'"
-    if any(p in ("", ".") for p in parts):
-        return "entry path has an empty or '.' component"
-    return None
-
-
-def _kind_problem(info: zipfile.ZipInfo) -> str | None:
-    mode = (info.external_attr >> 16) & 0xFFFF
-    if info.create_system == 3 and mode:  # unix attributes are meaningful only from unix zips
-        fmt = stat.S_IFMT(mode)
-        if fmt == stat.S_IFLNK:
-            return "entry is a symbolic link"
-        if fmt not in (0, stat.S_IFREG, stat.S_IFDIR):
-            return "entry is a special file (device, fifo or socket)"
-    if info.flag_bits & 0x1:
-        return "entry is encrypted"
-    return None
 
 
 def _find_prefix(names: list[str]) -> tuple[str | None, bool, str | None]:
@@ -179,7 +144,6 @@ def _check_open_zip(
     zf: zipfile.ZipFile, limits: ZipLimits, archive_bytes: int, free_bytes: int | None
 ) -> tuple[ZipLayout | None, list[Problem]]:
     """The checks of `check_zip` on an open archive."""
-    problems: list[Problem] = []
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
         return None, [
@@ -189,67 +153,49 @@ def _check_open_zip(
                 f"{len(infos)} entries, more than the limit of {limits.max_entries}",
             )
         ]
-    total = packed = 0
-    seen: set[str] = set()
-    files: set[str] = set()
-    for info in infos:
-        where = f"zip:{info.filename!r}"
-        why = entry_name_problem(info.filename) or _kind_problem(info)
-        if why:
-            problems.append(Problem(where, INVALID_ZIP, why))
-            continue
-        # lower(): names that are one path on a case-insensitive disk clash there too
-        key = info.filename.rstrip("/").lower()
-        if key in seen:
-            problems.append(Problem(where, INVALID_ZIP, "duplicate entry name"))
-        seen.add(key)
-        if not info.is_dir():
-            files.add(key)
-        if info.is_dir():
-            continue
-        total += info.file_size
-        packed += info.compress_size
-        if (
-            info.file_size >= limits.ratio_min_bytes
-            and info.file_size > limits.max_entry_ratio * max(info.compress_size, 1)
-        ):
-            problems.append(
-                Problem(
-                    where,
-                    INVALID_ZIP,
-                    f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 "
-                    f"exceeds {limits.max_entry_ratio:.0f}:1 (zip bomb?)",
-                )
-            )
-    for key in sorted(seen):
-        parts = key.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent in files:
-                problems.append(
-                    Problem(
-                        f"zip:{key!r}",
-                        INVALID_ZIP,
-                        f"{parent!r} is a file, so nothing can be unpacked under it",
-                    )
-                )
-                break
+    total, packed, problems = entry_problems(infos, limits)
     problems.extend(totals_problems(total, packed, archive_bytes, limits, free_bytes))
     if problems:
         return None, problems
-    try:
-        bad = zf.testzip()
-    except (zipfile.BadZipFile, zlib.error, OSError, RuntimeError, ValueError, EOFError) as exc:
-        return None, [Problem("zip", INVALID_ZIP, f"archive is corrupt: {exc}")]
-    except NotImplementedError as exc:
-        return None, [Problem("zip", INVALID_ZIP, f"unsupported compression: {exc}")]
-    if bad is not None:
-        return None, [Problem(f"zip:{bad!r}", INVALID_ZIP, "CRC check failed")]
-
+    corrupt = crc_problems(zf)
+    if corrupt:
+        return None, corrupt
     names = [i.filename for i in infos if not any(i.filename.startswith(t) for t in _IGNORED_TOP)]
     prefix, beside, why = _find_prefix(names)
     if prefix is None:
         return None, [Problem("manifest.json", MANIFEST_MISSING, why or "manifest missing")]
+    members = _root_members(infos, prefix, beside, problems)
+    small = _SmallMembers(zf, members, problems)
+    manifest = small.manifest()
+    requirements_file, requirements = small.requirements()
+    env = small.env()
+    if problems or not isinstance(manifest, dict):
+        return None, problems
+    layout = ZipLayout(
+        prefix=prefix,
+        files=tuple(members),
+        manifest=manifest,
+        requirements=requirements,
+        wheels=tuple(
+            rel[len(WHEELS_DIR) :]
+            for rel in members
+            if rel.startswith(WHEELS_DIR) and "/" not in rel[len(WHEELS_DIR) :]
+        ),
+        env=env,
+        has_checksums=CHECKSUMS in members,
+        has_signature=SIGNATURE in members,
+        total_bytes=total,
+        members=members,
+        requirements_file=requirements_file,
+        wheels_beside=beside,
+    )
+    return layout, []
+
+
+def _root_members(
+    infos: list[zipfile.ZipInfo], prefix: str, beside: bool, problems: list[Problem]
+) -> dict[str, str]:
+    """Root-relative name -> archive name of every regular file of the package."""
     members: dict[str, str] = {}
     for info in infos:
         if info.is_dir():
@@ -264,80 +210,72 @@ def _check_open_zip(
             problems.append(Problem(f"zip:{info.filename!r}", INVALID_ZIP, "duplicate entry name"))
         elif rel:
             members[rel] = info.filename
+    return members
 
-    def read_small(rel: str) -> bytes | None:
-        arc = members.get(rel)
+
+class _SmallMembers:
+    """The small members read into memory (at most 4 MiB each); problems go into `problems`."""
+
+    def __init__(
+        self, zf: zipfile.ZipFile, members: dict[str, str], problems: list[Problem]
+    ) -> None:
+        self.zf, self.members, self.problems = zf, members, problems
+
+    def read(self, rel: str) -> bytes | None:
+        """The bytes of a root-relative member; None when absent or too large."""
+        arc = self.members.get(rel)
         if arc is None:
             return None
-        if zf.getinfo(arc).file_size > _SMALL_MEMBER_MAX:
-            problems.append(Problem(rel, INVALID_ZIP, f"{rel} is larger than 4 MiB"))
+        if self.zf.getinfo(arc).file_size > _SMALL_MEMBER_MAX:
+            self.problems.append(Problem(rel, INVALID_ZIP, f"{rel} is larger than 4 MiB"))
             return None
-        return zf.read(arc)
+        return self.zf.read(arc)
 
-    manifest_bytes = read_small(MANIFEST)
-    manifest: object = None
-    if manifest_bytes is None:
-        problems.append(Problem("manifest.json", MANIFEST_MISSING, "manifest.json missing"))
-    else:
+    def manifest(self) -> object:
+        """The parsed manifest.json (None when missing or not JSON), checked by the contract."""
+        data = self.read(MANIFEST)
+        if data is None:
+            self.problems.append(Problem(MANIFEST, MANIFEST_MISSING, "manifest.json missing"))
+            return None
         try:
-            manifest = json.loads(manifest_bytes.decode("utf-8"))
+            manifest = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(
-                Problem("manifest.json", MANIFEST_MISSING, f"manifest.json is not JSON: {exc}")
-            )
-    if manifest is not None:
-        # check_manifest also refuses names, versions and pids unfit for a path component
-        problems.extend(check_manifest(manifest))
-    requirements_file = (
-        SANITIZED_REQUIREMENTS if SANITIZED_REQUIREMENTS in members else REQUIREMENTS
-    )
-    req_bytes = read_small(requirements_file)
-    requirements = ""
-    if req_bytes is None:
-        problems.append(
-            Problem(REQUIREMENTS, WHEELS_MISSING, "requirements.txt missing from the zip")
-        )
-    else:
+            why = f"manifest.json is not JSON: {exc}"
+            self.problems.append(Problem(MANIFEST, MANIFEST_MISSING, why))
+            return None
+        if manifest is not None:
+            # check_manifest also refuses names, versions and pids unfit for a path component
+            self.problems.extend(check_manifest(manifest))
+        return manifest
+
+    def requirements(self) -> tuple[str, str]:
+        """(the file pip installs, its text); "" when missing or not UTF-8."""
+        name = SANITIZED_REQUIREMENTS if SANITIZED_REQUIREMENTS in self.members else REQUIREMENTS
+        data = self.read(name)
+        if data is None:
+            why = "requirements.txt missing from the zip"
+            self.problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, why))
+            return name, ""
         try:
-            requirements = req_bytes.decode("utf-8")
+            return name, data.decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, "not UTF-8 text"))
-    env: dict | None = None
-    env_bytes = read_small(ENV_FILE)
-    if env_bytes is not None:
+            self.problems.append(Problem(REQUIREMENTS, WHEELS_MISSING, "not UTF-8 text"))
+            return name, ""
+
+    def env(self) -> dict | None:
+        """.procvision_env.json as a dict; None when absent (a bad one is a problem)."""
+        data = self.read(ENV_FILE)
+        if data is None:
+            return None
         try:
-            loaded = json.loads(env_bytes.decode("utf-8"))
+            loaded = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(Problem(ENV_FILE, INVALID_ZIP, f"not JSON: {exc}"))
-        else:
-            if isinstance(loaded, dict):
-                env = loaded
-            else:
-                problems.append(Problem(ENV_FILE, INVALID_ZIP, "must be a JSON object"))
-    wheels = tuple(
-        rel[len(WHEELS_DIR) :]
-        for rel in members
-        if rel.startswith(WHEELS_DIR) and "/" not in rel[len(WHEELS_DIR) :]
-    )
-    if problems or not isinstance(manifest, dict):
-        return None, problems
-    return (
-        ZipLayout(
-            prefix=prefix,
-            files=tuple(members),
-            manifest=manifest,
-            requirements=requirements,
-            wheels=wheels,
-            env=env,
-            has_checksums=CHECKSUMS in members,
-            has_signature=SIGNATURE in members,
-            total_bytes=total,
-            members=members,
-            requirements_file=requirements_file,
-            wheels_beside=beside,
-        ),
-        [],
-    )
+            self.problems.append(Problem(ENV_FILE, INVALID_ZIP, f"not JSON: {exc}"))
+            return None
+        if isinstance(loaded, dict):
+            return loaded
+        self.problems.append(Problem(ENV_FILE, INVALID_ZIP, "must be a JSON object"))
+        return None
 
 
 def read_member(zip_path: str | Path, layout: ZipLayout, rel: str) -> bytes:
@@ -395,7 +333,7 @@ def _extract_members(
             if why:
                 raise ValueError(f"{rel!r}: {why}")
             info = zf.getinfo(arc)
-            why = _kind_problem(info)
+            why = kind_problem(info)
             if why:
                 raise ValueError(f"{rel!r}: {why}")
             target = root.joinpath(*PurePosixPath(rel).parts)
