@@ -26,6 +26,7 @@ from ._stdout import dump_json, quiet_on_closed_pipe
 from .cli_inspect import add_inspect_arguments, cmd_inspect
 from .store import PackageManager, default_root
 from .store.opening import configs_from, load_configs, open_manager, read_document
+from .store.progress import print_progress
 
 
 @dataclass
@@ -86,11 +87,10 @@ def _args_install(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """Install a zip into the store."""
+    """Install a zip into the store: each step on stderr as it starts, the entry on stdout."""
+    flags = {"replace": args.replace, "keep_bundled_sdk": args.keep_bundled_sdk}
     with _changing(args) as manager:
-        entry = manager.install(
-            Path(args.zip), replace=args.replace, keep_bundled_sdk=args.keep_bundled_sdk
-        )
+        entry = manager.install(Path(args.zip), progress=print_progress(sys.stderr), **flags)
     if args.json:
         _print_json(entry)
     else:

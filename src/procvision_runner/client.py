@@ -331,9 +331,14 @@ class RunnerClient:
         return dict(self.request("GET", f"/pids/{_segment(pid)}"))
 
     def install(
-        self, zip_path: str | Path, *, replace: bool = False, keep_bundled_sdk: bool = False
+        self,
+        zip_path: str | Path,
+        *,
+        replace: bool = False,
+        keep_bundled_sdk: bool = False,
+        background: bool = False,
     ) -> dict[str, Any]:
-        """POST /algorithms/install with the zip as the `file` part."""
+        """POST /algorithms/install with the zip as the `file` part (background: 202, a job)."""
         boundary = uuid.uuid4().hex
         data = Path(zip_path).read_bytes()
         body = (
@@ -341,7 +346,7 @@ class RunnerClient:
             f'filename="package.zip"\r\nContent-Type: application/zip\r\n\r\n'
         ).encode() + data
         body += f"\r\n--{boundary}--\r\n".encode()
-        flags = {"replace": replace, "keep_bundled_sdk": keep_bundled_sdk}
+        flags = {"replace": replace, "keep_bundled_sdk": keep_bundled_sdk, "async": background}
         query = {k: "true" for k, on in flags.items() if on} or None
         return dict(
             self.request(
@@ -352,6 +357,10 @@ class RunnerClient:
                 query=query,
             )
         )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """GET /jobs/{job_id}: a job's status, phase, log, and at the end result or error."""
+        return dict(self.request("GET", f"/jobs/{_segment(job_id)}"))
 
     def activate(self, name: str, version: str, pids: list[str]) -> dict[str, Any]:
         """POST /algorithms/activate."""

@@ -11,6 +11,7 @@ venv build or a warm-up needs.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,12 @@ from .client import RunnerClient, RunnerHTTPError
 from .config import ConfigFileError, read_config_file
 from .store.lock import StoreError
 from .store.owner import OwnerRecord, change_access
+from .store.progress import ProgressFn
 
 __all__ = ["TOKEN_ENV", "RemoteManager", "changing", "token_from"]
 
 TOKEN_ENV = "PROCVISION_TOKEN"
+_POLL_S = 0.3  # how often the CLI asks the server how its install job goes
 
 
 def token_from(config_path: str | Path | None) -> str | None:
@@ -60,13 +63,44 @@ class RemoteManager:
         self._token = token
 
     def install(
-        self, zip_path: str | Path, *, replace: bool = False, keep_bundled_sdk: bool = False
+        self,
+        zip_path: str | Path,
+        *,
+        replace: bool = False,
+        keep_bundled_sdk: bool = False,
+        progress: ProgressFn | None = None,
     ) -> dict:
-        """Upload a zip to the server's install."""
+        """Upload a zip to the server's install, run as a job whose steps `progress` hears of."""
+        flags = {"replace": replace, "keep_bundled_sdk": keep_bundled_sdk}
         return self._call(
             "install",
-            lambda c: c.install(zip_path, replace=replace, keep_bundled_sdk=keep_bundled_sdk),
+            lambda c: self._follow(c, c.install(zip_path, **flags, background=True), progress),
         )
+
+    def _follow(
+        self, client: RunnerClient, job: dict[str, Any], progress: ProgressFn | None
+    ) -> dict:
+        """Poll a job until it ends (within call_timeout_s), passing its new log lines on."""
+        if "job_id" not in job:  # a server without jobs installed synchronously: the entry
+            return job
+        deadline = time.monotonic() + self.call_timeout_s
+        seen = 0
+        while True:
+            job = client.job(str(job["job_id"]))
+            for line in job.get("log") or []:
+                if progress is not None and int(line.get("seq", 0)) > seen:
+                    progress(str(line.get("phase")), str(line.get("message")))
+                seen = max(seen, int(line.get("seq", 0)))
+            if job.get("status") == "succeeded":
+                return dict(job.get("result") or {})
+            if job.get("status") == "failed":
+                error = job.get("error") or {}
+                raise StoreError(
+                    str(error.get("error_code") or UNKNOWN_ERROR), str(error.get("message"))
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job['job_id']} still {job.get('phase')}")
+            time.sleep(_POLL_S)
 
     def activate(self, name: str, version: str, pids: list[str]) -> dict:
         """The server's activate."""

@@ -25,6 +25,7 @@ from .openapi30 import to_openapi_30
 from .routes_describe import describe_router
 from .routes_frames import frames_router
 from .routes_inspect import inspect_router
+from .routes_jobs import jobs_router
 from .routes_packages import packages_router
 from .routes_page import docs_offline, mount_page_assets, page_router
 from .routes_raw import raw_router
@@ -62,7 +63,7 @@ def _limit_for(cfg: ServiceConfig) -> Callable[[str], int]:
 
 def _is_protected(method: str, path: str) -> bool:
     if method in ("GET", "HEAD", "OPTIONS"):
-        return path.startswith("/sessions/")
+        return path.startswith(("/sessions/", "/jobs/"))
     return True
 
 
@@ -91,6 +92,8 @@ def _lifespan(
         finally:
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
             await anyio.to_thread.run_sync(ctx.decoder.close)
+            # queued installs are cancelled, a running one is given its deadline to finish
+            await anyio.to_thread.run_sync(ctx.jobs.close, float(ctx.cfg.jobs_shutdown_wait_s))
             if ctx.live is not None:
                 await anyio.to_thread.run_sync(ctx.live.close)
         # Do not hang shutdown on a slow warm-up; the Runner's close() stops what it started.
@@ -164,6 +167,7 @@ def create_app(
         frames_router(ctx, leases),
         describe_router(ctx),
         sessions_router(ctx),
+        jobs_router(ctx),
         health_router(ctx),
     ):
         app.include_router(router)

@@ -16,6 +16,7 @@ from ..metrics import ServiceMetrics
 from .decoding import Decoder
 from .errors import ApiError
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
+from .jobs import JobLimits, JobRegistry
 from .live import LiveFeed
 from .settings import ServiceConfig
 
@@ -56,11 +57,19 @@ class ServiceContext:
     manage_lock: threading.Lock = field(default_factory=threading.Lock)
     auth: list[Any] = field(init=False)
     decoder: Decoder = field(init=False)
+    jobs: JobRegistry = field(init=False)  # install jobs (POST /algorithms/install?async=true)
     live: LiveFeed | None = None  # the operator page's feed (set by create_app)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(
             self.cfg.decode_budget_pixels, self.cfg.decode_wait_ms, self.cfg.max_image_pixels
+        )
+        self.jobs = JobRegistry(
+            JobLimits(
+                max_active=self.cfg.jobs_max_active,
+                max_kept=self.cfg.jobs_max_kept,
+                keep_s=float(self.cfg.jobs_keep_s),
+            )
         )
         token = self.cfg.token or None
 

@@ -12,6 +12,7 @@ from procvision_algorithm_sdk.errors import INVALID_PID, ProcVisionError
 from .context import ServiceContext
 from .errors import ApiError
 from .models import NAME_PATTERN, ActivateRequest, RollbackRequest, responses
+from .routes_jobs import JOB_ACCEPTED, start_install_job
 from .uploads import UPLOAD_OPENAPI, receive_upload
 
 __all__ = ["packages_router"]
@@ -34,8 +35,9 @@ def _upload_routes(router: APIRouter, ctx: ServiceContext) -> None:
         "/algorithms/install",
         dependencies=auth,
         openapi_extra=UPLOAD_OPENAPI,
-        responses=responses(400, 401, 409, 413, 422),
-        summary="Install an offline package zip",
+        response_model=dict[str, Any],
+        responses={**JOB_ACCEPTED, **responses(400, 401, 409, 413, 422, 503)},
+        summary="Install an offline package zip (synchronously, or as a job with async=true)",
     )
     async def install(
         request: Request,
@@ -44,8 +46,19 @@ def _upload_routes(router: APIRouter, ctx: ServiceContext) -> None:
             bool,
             Query(description="keep a bundled original SDK (earlier protocol, frames as files)"),
         ] = False,
-    ) -> dict[str, Any]:
-        """Install an uploaded zip; returns the registry entry."""
+        background: Annotated[
+            bool,
+            Query(
+                alias="async",
+                description="answer 202 at once and install as a job (GET /jobs/{job_id})",
+            ),
+        ] = False,
+    ) -> Any:
+        """Install an uploaded zip; the registry entry, or with async=true 202 and a job."""
+        if background:
+            return await start_install_job(
+                ctx, request, replace=replace, keep_bundled_sdk=keep_bundled_sdk
+            )
         path = await receive_upload(request, ctx.upload_dir(), cfg.max_upload_bytes)
         try:
             entry = await ctx.managed(

@@ -44,6 +44,12 @@ class ServiceConfig:
     archive_max_bytes: int = 512 * 1024**2
     archive_ok_sample_every: int = 0  # 0: keep NG frames only
     live_recent: int = 100  # results the page's live view keeps
+    # Install jobs (POST /algorithms/install?async=true): queued or running at once, finished
+    # ones kept (count, seconds), and how long a stop waits for a running one.
+    jobs_max_active: int = 4
+    jobs_max_kept: int = 100
+    jobs_keep_s: float = 3600.0
+    jobs_shutdown_wait_s: float = 60.0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "ServiceConfig":
@@ -67,13 +73,16 @@ class ServiceConfig:
             "archive_max_count",
             "archive_max_bytes",
             "live_recent",
+            "jobs_max_active",
+            "jobs_max_kept",
         ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"service.{name} must be a positive integer")
-        idle = cfg.lease_idle_s
-        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle > 0:
-            raise ValueError("service.lease_idle_s must be a positive number")
+        for name in ("lease_idle_s", "jobs_keep_s", "jobs_shutdown_wait_s"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"service.{name} must be a positive number")
         if isinstance(cfg.keep_alive_s, bool) or not isinstance(cfg.keep_alive_s, int):
             raise ValueError("service.keep_alive_s must be a whole number of seconds")
         for name in ("header_timeout_s", "keep_alive_s"):

@@ -41,6 +41,7 @@ from .layout import (
     _remove,
 )
 from .lock import StoreError
+from .progress import ProgressFn, Reporter
 from .registry import Registry, atomic_write_json, fsync_dir
 from .sdk_substitute import bundled_sdk, runner_sdk_wheel, substitute_sdk, substitution_note
 from .venv import build_venv
@@ -123,22 +124,31 @@ class InstallFlows(ManagerBase):
         }
 
     def install(
-        self, zip_path: str | Path, *, replace: bool = False, keep_bundled_sdk: bool = False
+        self,
+        zip_path: str | Path,
+        *,
+        replace: bool = False,
+        keep_bundled_sdk: bool = False,
+        progress: ProgressFn | None = None,
     ) -> dict:
         """Check, unpack, build the venv, smoke it, rename into place, register; the entry.
 
         A bundled original SDK is replaced by ours unless `keep_bundled_sdk`: then it stays,
         and the Runner speaks the earlier protocol to the package's workers (frames as files).
+        `progress(phase, message)` hears of every step as it starts (store.progress.PHASES).
         """
         zip_path = Path(zip_path)
+        say = Reporter("install", progress)
         with self._action("install") as ctx:
             ctx["message"] = str(zip_path)
+            say("check", "checking the zip: layout, manifest, wheels, dependencies, signature")
             layout, problems, signed = self.check(zip_path)
             if layout is not None:
                 ctx["name"], ctx["version"] = layout.name, layout.version
             if problems or layout is None:
                 raise StoreError(_first_code(problems), _problems_text(problems))
             name, version = layout.name, layout.version
+            say("check", f"{name} {version}: checks passed" + (" (signed)" if signed else ""))
             reg = self.store.load_registry()
             old = reg.find(name, version)
             if old is not None:
@@ -155,8 +165,9 @@ class InstallFlows(ManagerBase):
                         f"{name} {version} is already installed (use --replace to reinstall it)",
                     )
             entry, replaced = self._build(
-                zip_path, layout, signed, replace=old is not None, keep_sdk=keep_bundled_sdk
+                zip_path, layout, signed, say, replace=old is not None, keep_sdk=keep_bundled_sdk
             )
+            say("register", f"registering {name} {version}")
             reg = self.store.load_registry()
             reg.packages = [e for e in reg.packages if (e["name"], e["version"]) != (name, version)]
             reg.packages.append(entry)
@@ -181,10 +192,19 @@ class InstallFlows(ManagerBase):
                 self.store.audit.record(
                     "prune", "ok", package=e["name"], version=e["version"], message="keep_versions"
                 )
+            pids = ", ".join(entry["supported_pids"]) or "none"
+            say("done", f"installed {name} {version} (supported pids: {pids})")
             return dict(entry)
 
     def _build(
-        self, zip_path: Path, layout: ZipLayout, signed: bool, *, replace: bool, keep_sdk: bool
+        self,
+        zip_path: Path,
+        layout: ZipLayout,
+        signed: bool,
+        say: Reporter,
+        *,
+        replace: bool,
+        keep_sdk: bool,
     ) -> tuple[dict, Path | None]:
         """Unpack, build and smoke a version, then rename it into place: (entry, old copy).
 
@@ -202,6 +222,7 @@ class InstallFlows(ManagerBase):
         trash = None
         zip_placed = False
         try:
+            say("unpack", f"unpacking {len(layout.files)} files")
             try:
                 extract_zip(zip_path, work, layout, self.config.limits)
             except ValueError as exc:
@@ -214,8 +235,10 @@ class InstallFlows(ManagerBase):
                 self.config.install_timeout_s,
                 self.store.tmp,
                 requirements=layout.requirements_file,
+                on_step=lambda message: say("venv", message),
             )
             crash_point("install-after-venv")
+            say("smoke", "starting the package in a worker (setup, get_info)")
             info = self._smoke(work, vpy, layout.manifest, transport)
             entry = {
                 "name": name,

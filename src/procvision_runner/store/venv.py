@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from procvision_algorithm_sdk.errors import INSTALL_FAILED, WHEELS_MISSING
@@ -224,14 +225,17 @@ def build_venv(
     pgid_dir: Path | None = None,
     requirements: str = "requirements.txt",
     installer: str | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[Path, str]:
     """Create `<package_dir>/venv` with `python` and install `requirements` from wheels/ only.
 
     `installer` "uv" or "pip"; None: uv when present (about 15x faster), else pip. Both run
     offline from wheels/ only, binary wheels only, no config files. Returns (venv python, the
     installer's output). StoreError 2004 when no wheel matches (a transitive dependency missing
-    from wheels/), 2005 for any other failure or the deadline.
+    from wheels/), 2005 for any other failure or the deadline. `on_step(message)` hears of
+    each step as it starts.
     """
+    say = on_step or (lambda _message: None)
     uv = find_uv() if installer in (None, "uv") else None
     if installer == "uv" and uv is None:
         raise StoreError(INSTALL_FAILED, "installer uv requested but uv is not installed")
@@ -249,6 +253,12 @@ def build_venv(
         make = [python, "-m", "venv", str(venv_dir)]
         install = [str(vpy), "-m", "pip", "install", "--no-index", "--find-links", wheels]
         install += ["--only-binary", ":all:", "--no-compile", "--no-cache-dir", "-r", req]
+    tool = "uv" if uv is not None else "pip"
+    say(f"creating the venv with {tool} ({python})")
     _run(make, package_dir, deadline, "creating the venv", pgid_dir)
+    count = len(list((package_dir / "wheels").glob("*.whl")))
+    say(f"installing {requirements} from wheels/ ({count} wheels) with {tool}")
+    started = time.monotonic()
     log = _run(install, package_dir, deadline, "installing from wheels/", pgid_dir)
+    say(f"wheels installed in {time.monotonic() - started:.1f} s")
     return vpy, log
