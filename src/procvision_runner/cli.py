@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk._version import __version__
 from procvision_algorithm_sdk.errors import (
@@ -27,6 +28,11 @@ from .cli_inspect import add_inspect_arguments, cmd_inspect
 from .store import PackageManager, default_root
 from .store.opening import configs_from, load_configs, open_manager, read_document
 from .store.progress import print_progress
+
+if TYPE_CHECKING:
+    from .service import ServiceConfig
+
+log = logging.getLogger("procvision_runner.service")
 
 
 @dataclass
@@ -187,6 +193,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; others need a token)")
     p.add_argument("--port", type=int, help="TCP port (default 8765)")
+    p.add_argument("--log-file", help="write the JSON log to FILE, rotated ([service] log_file)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -196,10 +203,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def serve_from_args(args: Any) -> int:
     """`procvision-runner serve`: open the store, start a Runner, serve until SIGINT/SIGTERM."""
-    from .config import RunnerConfig
-    from .runner import Runner
-    from .service import ServiceConfig, banner, check_bind, serve
-    from .store.owner import claim_store
+    from .service import ServiceConfig, check_bind
+    from .service.logsetup import configure_logging
+    from .service.server import log_settings
 
     doc = read_document(getattr(args, "config", None))  # the one read of the file
     try:
@@ -207,6 +213,8 @@ def serve_from_args(args: Any) -> int:
     except ValueError as exc:  # a bad [service] value: an error line, not a traceback
         print(f"error {INVALID_PARAMS}: {exc}", file=sys.stderr, flush=True)
         return 1
+    if getattr(args, "log_file", None):
+        config = dataclasses.replace(config, log_file=args.log_file)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
     # Refuse before any worker starts: an unsafe bind must not even warm packages.
@@ -214,6 +222,24 @@ def serve_from_args(args: Any) -> int:
     if refusal:
         print(f"error {INVALID_PARAMS}: {refusal}", file=sys.stderr, flush=True)
         return 1
+    try:  # before the Runner: its start-up records belong in the log as well
+        undo_logging = configure_logging(log_settings(config))
+    except OSError as exc:
+        print(f"error {INVALID_PARAMS}: log file: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _serve_store(args, doc, config, host, port)
+    finally:
+        undo_logging()
+
+
+def _serve_store(args: Any, doc: Any, config: ServiceConfig, host: str, port: int) -> int:
+    """Claim the store, start the Runner, print the banner and serve."""
+    from .config import RunnerConfig
+    from .runner import Runner
+    from .service import banner, serve
+    from .store.owner import claim_store
+
     runner_cfg, store_cfg = configs_from(doc)
     runner_cfg = runner_cfg or RunnerConfig()
     root = _store_root(args)
@@ -226,7 +252,9 @@ def serve_from_args(args: Any) -> int:
         Runner(runner_cfg) as runner,
     ):
         manager = open_manager(root, runner, (runner_cfg, store_cfg), role="serve")
-        print(banner(manager, host, port), file=sys.stderr, flush=True)
+        text = banner(manager, host, port)
+        print(text, file=sys.stderr, flush=True)  # for the person who started it
+        log.info("serving", extra={"banner": text.splitlines(), "store": str(root)})
         try:
             return serve(manager, runner, config, host, port)
         finally:

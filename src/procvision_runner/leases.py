@@ -15,6 +15,7 @@ been idle too long, when the client process that asked for them is gone, and on 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -28,7 +29,6 @@ from procvision_algorithm_sdk.errors import (
     TIMEOUT,
     UNKNOWN_ERROR,
 )
-from procvision_algorithm_sdk.logger import StructuredLogger
 
 from .lease_frames import (
     FrameLease,
@@ -42,7 +42,7 @@ from .lease_frames import (
 
 LEASE_ID_PREFIX = "fl_"
 CLIENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-_log = StructuredLogger()
+_log = logging.getLogger("procvision.runner")  # the server's one log (service.logsetup)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,10 @@ class LeaseRegistry:
                 seg.retire_and_unlink(shm)
                 raise LeaseError(503, UNKNOWN_ERROR, "the lease registry is closed")
             self._leases[lease_id] = lease
-        _log.debug("frame lease created", lease_id=lease_id, client=client, segment=shm.name)
+        _log.debug(
+            "frame lease created",
+            extra={"lease_id": lease_id, "client": client, "segment": shm.name},
+        )
         return lease.describe(self.limits.idle_s)
 
     def describe(self, lease_id: str, client: str) -> dict[str, Any]:
@@ -261,7 +264,7 @@ class LeaseRegistry:
         for lease in gone:
             seg.retire_and_unlink(lease.shm)
         if gone:
-            _log.info("frame leases reclaimed", lease_ids=[x.lease_id for x in gone])
+            _log.info("frame leases reclaimed", extra={"lease_ids": [x.lease_id for x in gone]})
         return [x.lease_id for x in gone]
 
     def _reap_loop(self) -> None:
@@ -269,7 +272,7 @@ class LeaseRegistry:
             try:
                 self.reap()
             except Exception as exc:  # the reaper must outlive a bad pass
-                _log.error("lease reaping failed", error=f"{type(exc).__name__}: {exc}")
+                _log.error("lease reaping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def close(self) -> None:
         """Unlink every leased segment and stop the reaper; idempotent."""

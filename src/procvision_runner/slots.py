@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import mmap
 import threading
 import time
@@ -21,13 +22,12 @@ from typing import Any
 import numpy as np
 
 from procvision_algorithm_sdk import segment as seg
-from procvision_algorithm_sdk.logger import StructuredLogger
 
 _GRANULE = 64 * 1024
 _HUGE_PAGE = 2 * 1024 * 1024
 _sweep_lock = threading.Lock()
 _swept = False
-_log = StructuredLogger()
+_log = logging.getLogger("procvision.runner")  # the server's one log (service.logsetup)
 
 
 def startup_sweep(force: bool = False) -> list[str]:
@@ -39,7 +39,10 @@ def startup_sweep(force: bool = False) -> list[str]:
         _swept = True
         removed = seg.sweep_stale_segments()
     if removed:
-        _log.info("removed stale shared-memory segments", segments=removed, count=len(removed))
+        _log.info(
+            "removed stale shared-memory segments",
+            extra={"segments": removed, "count": len(removed)},
+        )
     return removed
 
 

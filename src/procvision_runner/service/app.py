@@ -15,6 +15,7 @@ from starlette.formparsers import MultiPartParser
 from ..archive import ArchiveLimits, ResultArchive
 from ..leases import LeaseLimits, LeaseRegistry
 from ..metrics import ServiceMetrics
+from .access_log import AccessLog
 from .context import ServiceContext
 from .counting import RequestCounter
 from .errors import install_error_handlers
@@ -154,6 +155,7 @@ def create_app(
     install_error_handlers(app)
 
     app.add_middleware(RequestCounter, metrics=metrics)
+    app.add_middleware(AccessLog)  # outermost: refusals of the guard are logged too
 
     @app.get("/openapi-3.0.json", include_in_schema=False)
     async def openapi_30() -> JSONResponse:

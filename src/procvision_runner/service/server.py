@@ -12,9 +12,10 @@ from procvision_algorithm_sdk.errors import INVALID_PARAMS
 from .app import create_app
 from .connections import guarded_protocol
 from .guard import check_bind
+from .logsetup import LogSettings, configure_logging
 from .settings import ServiceConfig
 
-__all__ = ["banner", "serve"]
+__all__ = ["banner", "log_settings", "serve"]
 
 log = logging.getLogger("procvision_runner.service")
 
@@ -36,6 +37,11 @@ def serve(
         log.error(refusal)
         print(f"error {INVALID_PARAMS}: {refusal}", flush=True, file=sys.stderr)
         return 1
+    try:
+        undo_logging = configure_logging(log_settings(config))
+    except OSError as exc:
+        print(f"error {INVALID_PARAMS}: log file: {exc}", flush=True, file=sys.stderr)
+        return 1
     app = create_app(manager, runner, config)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -43,6 +49,8 @@ def serve(
             host=bind_host,
             port=bind_port,
             log_level=config.log_level,
+            log_config=None,  # uvicorn's records go to the one JSON log (logsetup)
+            access_log=False,  # AccessLog writes the access lines, with their duration
             lifespan="on",
             timeout_graceful_shutdown=10,
             http=guarded_protocol(config.header_timeout_s, config.max_connections),
@@ -64,7 +72,18 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("service stopped after %.1f s", time.monotonic() - started)
+        undo_logging()
     return 0 if server.started else 1
+
+
+def log_settings(config: ServiceConfig) -> LogSettings:
+    """The log settings of the `[service]` table."""
+    return LogSettings(
+        level=config.log_level,
+        file=config.log_file,
+        max_bytes=config.log_max_bytes,
+        backup_count=config.log_backup_count,
+    )
 
 
 def banner(manager: Any, host: str, port: int) -> str:

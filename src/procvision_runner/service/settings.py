@@ -33,6 +33,11 @@ class ServiceConfig:
     max_connections: int = 256  # open connections; more are answered 503 and closed at once
     keep_alive_s: int = 5  # an idle kept-alive connection is closed after this (whole seconds)
     log_level: str = "info"
+    # The one JSON-lines log (time, level, logger, message, fields): stderr, or this file,
+    # rotated at log_max_bytes keeping log_backup_count older files (log_file.1, .2, ...).
+    log_file: str | None = None
+    log_max_bytes: int = 10 * 1024**2
+    log_backup_count: int = 5
     lease_max_per_client: int = 8  # frame leases one client id may hold
     lease_max_bytes_per_client: int = 1024**3
     lease_max_total_bytes: int = 4 * 1024**3
@@ -75,6 +80,8 @@ class ServiceConfig:
             "live_recent",
             "jobs_max_active",
             "jobs_max_kept",
+            "log_max_bytes",
+            "log_backup_count",
         ):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -94,6 +101,12 @@ class ServiceConfig:
         every = cfg.archive_ok_sample_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError("service.archive_ok_sample_every must be a whole number >= 0")
+        if isinstance(cfg.log_level, str):
+            cfg.log_level = cfg.log_level.lower()
+        if cfg.log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("service.log_level must be debug, info, warning, error or critical")
+        if cfg.log_file is not None and not (isinstance(cfg.log_file, str) and cfg.log_file):
+            raise ValueError("service.log_file must be a path string")
         if cfg.archive_dir is not None and not isinstance(cfg.archive_dir, str):
             raise ValueError("service.archive_dir must be a path string")
         if cfg.token is not None and not isinstance(cfg.token, str):
