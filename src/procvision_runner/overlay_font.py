@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,13 @@ def _fontconfig_font() -> str | None:
     return done.stdout.strip() or None
 
 
-def _candidates() -> list[tuple[str | None, str]]:
-    return [
-        (os.environ.get(ENV_VAR) or None, ENV_VAR),
-        (_wheel_font(), "noto-cjk-sans-otc"),
-        (_fontconfig_font(), "fontconfig"),
-        *((path, "system") for path in SYSTEM_FONTS),
-    ]
+def _candidates() -> Iterator[tuple[str | None, str]]:
+    # Lazily: fontconfig runs a program, and only when nothing before it was found.
+    yield os.environ.get(ENV_VAR) or None, ENV_VAR
+    yield _wheel_font(), "noto-cjk-sans-otc"
+    yield _fontconfig_font(), "fontconfig"
+    for path in SYSTEM_FONTS:
+        yield path, "system"
 
 
 @functools.lru_cache(maxsize=1)
