@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NOOP = ROOT / "tests" / "runner_algos" / "noop"
-EXONLY_NOOP = ROOT / "tests" / "runner_algos" / "exonly_noop"
+NOOP = ROOT / "tests" / "algos" / "runner" / "noop"
+EXONLY_NOOP = ROOT / "tests" / "algos" / "runner" / "exonly_noop"
 EXONLY_GOAL = 2.0  # execute-only overhead / lifecycle overhead (issue 12)
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(NOOP))

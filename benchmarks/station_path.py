@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NOOP = ROOT / "tests" / "runner_algos" / "noop"
+NOOP = ROOT / "tests" / "algos" / "runner" / "noop"
 sys.path.insert(0, str(ROOT / "src"))
 
 from procvision_runner import Runner, RunnerConfig  # noqa: E402

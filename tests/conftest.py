@@ -2,7 +2,8 @@
 
 This directory is on sys.path (pytest puts a rootdir conftest's directory there; the insert
 below makes it explicit), so the suites import `helpers.*` and the algorithm packages
-`adapter_algos`, `cli_algos` and `runner_algos` by name, and no test module imports another.
+`algos.*` (`algos/adapter`, `algos/cli`; `algos/runner` holds package folders) by name, and no
+test module imports another.
 """
 
 from __future__ import annotations

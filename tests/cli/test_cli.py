@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cli_algos.broken import CASES, MANIFEST, write_project
+from algos.cli.broken import CASES, MANIFEST, write_project
 from PIL import Image
 
 from procvision_algorithm_sdk.contract import is_safe_name
@@ -24,7 +24,7 @@ from procvision_devtools.init import manifest_name_for, module_name_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "procvision-cli"
-SEED_STYLE = Path(__file__).resolve().parents[1] / "cli_algos" / "seed_style.py"
+SEED_STYLE = Path(__file__).resolve().parents[1] / "algos" / "cli" / "seed_style.py"
 CHINESE_NAME = '产线 "A" 检测'
 
 

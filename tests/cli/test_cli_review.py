@@ -207,7 +207,7 @@ def test_purge_drops_project_code_only(project: Path) -> None:
 
 
 def test_full_validate_reports_a_plain_entry_class(tmp_path: Path) -> None:
-    from cli_algos.broken import write_project
+    from algos.cli.broken import write_project
 
     from procvision_devtools import validate
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_algos.broken import write_project
+from algos.cli.broken import write_project
 from PIL import Image
 
 CHATTY = """(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cli_algos.broken import write_project
+from algos.cli.broken import write_project
 from PIL import Image
 
 from procvision_algorithm_sdk._version import __version__

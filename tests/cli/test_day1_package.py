@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_algos.broken import write_project
+from algos.cli.broken import write_project
 from helpers.package_zips import dependency_wheels
 
 CLI = Path(sys.executable).with_name("procvision-cli")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cli_algos.broken import _ng, write_project
+from algos.cli.broken import _ng, write_project
 from PIL import Image
 
 CLI = Path(sys.executable).with_name("procvision-cli")

@@ -15,7 +15,7 @@ import numpy as np
 from procvision_algorithm_sdk.segment import SEGMENT_PREFIX
 from procvision_runner import Runner, RunnerConfig
 
-ALGOS = Path(__file__).resolve().parents[1] / "runner_algos"
+ALGOS = Path(__file__).resolve().parents[1] / "algos" / "runner"
 FAULTY = ALGOS / "faulty"
 FRAME = np.full((24, 32, 3), 7, dtype=np.uint8)
 

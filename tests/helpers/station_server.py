@@ -19,7 +19,7 @@ from procvision_runner import Runner, RunnerConfig
 from procvision_runner.service import ServiceConfig, create_app
 from procvision_runner.store import PackageManager, PackageStore
 
-ALGOS = Path(__file__).resolve().parents[1] / "runner_algos"
+ALGOS = Path(__file__).resolve().parents[1] / "algos" / "runner"
 
 
 class StationServer:

@@ -12,7 +12,7 @@ import numpy as np
 
 from procvision_runner import Runner, RunnerConfig
 
-FAULTY = Path(__file__).resolve().parents[1] / "runner_algos" / "faulty"
+FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
 FRAME = np.full((24, 32, 3), 7, dtype=np.uint8)
 
 

@@ -18,7 +18,7 @@ import pytest
 from procvision_runner import Runner, RunnerConfig, proctable
 from procvision_runner.cgroups import own_cgroup_dir
 
-FAULTY = Path(__file__).resolve().parents[1] / "runner_algos" / "faulty"
+FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
 FRAME = np.full((8, 8, 3), 1, dtype=np.uint8)
 KINDS = ("group", "session", "daemon", "scrubbed")
 

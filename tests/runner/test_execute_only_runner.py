@@ -22,7 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "execute-only-examp
 IMAGES = EXAMPLE / "images"
 TRUTH = json.loads((IMAGES / "ground_truth.json").read_text(encoding="utf-8"))
 GUIDE_INFO = json.loads((IMAGES / TRUTH["guide_info"]).read_text(encoding="utf-8"))
-NOOP = Path(__file__).resolve().parents[1] / "runner_algos" / "noop"
+NOOP = Path(__file__).resolve().parents[1] / "algos" / "runner" / "noop"
 
 
 def load(name: str) -> np.ndarray:

@@ -228,7 +228,7 @@ def test_the_worker_reads_the_leased_segment_itself(registry: LeaseRegistry) -> 
     """Runner.run_step with a checked-out lease: the worker maps that very segment (no slot)."""
     from procvision_runner import Runner, RunnerConfig
 
-    marker = Path(__file__).resolve().parents[1] / "runner_algos" / "marker"
+    marker = Path(__file__).resolve().parents[1] / "algos" / "runner" / "marker"
     d = registry.create("cam-a", 120, 160, 3)
     frame = np.full((120, 160, 3), 40, np.uint8)
     frame[30:40, 50:62] = (255, 0, 0)

@@ -13,7 +13,7 @@ import numpy as np
 from procvision_algorithm_sdk.errors import is_retryable
 from procvision_runner import Runner, RunnerConfig
 
-FAULTY = Path(__file__).resolve().parents[1] / "runner_algos" / "faulty"
+FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
 FRAME = np.full((8, 8, 3), 3, dtype=np.uint8)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from procvision_runner import Runner, RunnerConfig
 
-NOOP = Path(__file__).resolve().parents[1] / "runner_algos" / "noop"
+NOOP = Path(__file__).resolve().parents[1] / "algos" / "runner" / "noop"
 FRAME = np.full((8, 8, 3), 9, dtype=np.uint8)
 CALLS_PER_THREAD = 100  # a shared budget of calls bounds the run, not a clock
 # A 5 ms execute keeps OS scheduling noise (a loaded box wakes threads late) small against the

@@ -13,7 +13,7 @@ import pytest
 from procvision_runner import Runner, RunnerConfig, RunnerError
 from procvision_runner.memory import rss_bytes
 
-FAULTY = Path(__file__).resolve().parents[1] / "runner_algos" / "faulty"
+FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
 FRAME = np.full((8, 8, 3), 5, dtype=np.uint8)
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from adapter_algos.client import AdapterProcess
+from helpers.adapter_process import AdapterProcess
 
 from procvision_algorithm_sdk.errors import ALGORITHM_EXCEPTION
 from procvision_runner import Runner, RunnerConfig
 
-MARKER = Path(__file__).resolve().parents[1] / "runner_algos" / "marker"
+MARKER = Path(__file__).resolve().parents[1] / "algos" / "runner" / "marker"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from adapter_algos.client import AdapterProcess
+from helpers.adapter_process import AdapterProcess
 
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.errors import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from adapter_algos.client import AdapterProcess
+from helpers.adapter_process import AdapterProcess
 
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.errors import PROTOCOL_ERROR

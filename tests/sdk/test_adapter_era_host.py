@@ -226,7 +226,7 @@ def test_hooks_run_exactly_once_per_host_call(frames: Path, tmp_path: Path) -> N
     project = tmp_path / "probe"
     project.mkdir()
     (project / "manifest.json").write_text(
-        json.dumps({"entry_point": "adapter_algos.probe:Probe"}), encoding="utf-8"
+        json.dumps({"entry_point": "algos.adapter.probe:Probe"}), encoding="utf-8"
     )
     host = AdapterEraHost(project, frames, env={"PROBE_LOG": str(log)})
     try:
@@ -257,7 +257,7 @@ def test_a_call_without_phase_is_execute_at_the_top_level_too(frames: Path, tmp_
     project = tmp_path / "probe"
     project.mkdir()
     (project / "manifest.json").write_text(
-        json.dumps({"entry_point": "adapter_algos.probe:Probe"}), encoding="utf-8"
+        json.dumps({"entry_point": "algos.adapter.probe:Probe"}), encoding="utf-8"
     )
     host = AdapterEraHost(project, frames, env={"PROBE_LOG": str(tmp_path / "log")})
     try:

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from adapter_algos.client import AdapterProcess
+from helpers.adapter_process import AdapterProcess
 
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.errors import ALGORITHM_EXCEPTION, MODEL_NOT_FOUND
 
-PROBE = "adapter_algos.probe:Probe"
+PROBE = "algos.adapter.probe:Probe"
 
 
 def _start_failure(tmp_path: Path, entry: str | None, **kwargs: object) -> tuple[dict, int, str]:
@@ -23,7 +23,7 @@ def _start_failure(tmp_path: Path, entry: str | None, **kwargs: object) -> tuple
 
 
 def test_import_failure_is_1003_exit_2_and_never_a_hello(tmp_path: Path) -> None:
-    frame, code, stderr = _start_failure(tmp_path, "adapter_algos.broken_import:Broken")
+    frame, code, stderr = _start_failure(tmp_path, "algos.adapter.broken_import:Broken")
     assert code == 2
     assert (frame["type"], frame["error_code"]) == ("error", MODEL_NOT_FOUND)
     assert "definitely_not_an_installed_module_xyz" in frame["message"]
@@ -41,7 +41,7 @@ def test_constructor_failure_is_1003_exit_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "words"),
     [
-        ("adapter_algos.probe:NoSuchClass", "NoSuchClass"),
+        ("algos.adapter.probe:NoSuchClass", "NoSuchClass"),
         ("not an entry", "module.path:ClassName"),
         (None, "no entry point"),
     ],
@@ -72,7 +72,7 @@ def test_entry_discovery_order(tmp_path: Path) -> None:
     _manifest(project, PROBE)
     (project / "pyproject.toml").write_text(
         '[project]\nname = "x"\n\n[tool.procvision.algorithm]\n'
-        'entry_point = "adapter_algos.plain:Plain"\n',
+        'entry_point = "algos.adapter.plain:Plain"\n',
         encoding="utf-8",
     )
     elsewhere = tmp_path / "elsewhere"
@@ -84,23 +84,23 @@ def test_entry_discovery_order(tmp_path: Path) -> None:
             return str(adapter.hello["entry_point"])
 
     # --entry beats the environment variable, which beats manifest.json
-    env = {"PROC_ENTRY_POINT": "adapter_algos.plain:Plain"}
+    env = {"PROC_ENTRY_POINT": "algos.adapter.plain:Plain"}
     assert entry_of(entry=PROBE, env=env, cwd=project) == PROBE
-    assert entry_of(entry=None, env=env, cwd=project) == "adapter_algos.plain:Plain"
+    assert entry_of(entry=None, env=env, cwd=project) == "algos.adapter.plain:Plain"
     # manifest.json in the cwd beats pyproject.toml
     assert entry_of(entry=None, cwd=project) == PROBE
     # PROC_ALGO_ROOT's manifest.json, from another cwd
     assert entry_of(entry=None, cwd=elsewhere, env={"PROC_ALGO_ROOT": str(project)}) == PROBE
     # pyproject.toml when there is no manifest
     (project / "manifest.json").unlink()
-    assert entry_of(entry=None, cwd=project) == "adapter_algos.plain:Plain"
+    assert entry_of(entry=None, cwd=project) == "algos.adapter.plain:Plain"
 
 
 def test_manifest_root_is_importable(tmp_path: Path) -> None:
     package = tmp_path / "pkg" / "my_algo_pkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
-        "from adapter_algos.probe import Probe as Algo\n", encoding="utf-8"
+        "from algos.adapter.probe import Probe as Algo\n", encoding="utf-8"
     )
     _manifest(tmp_path / "pkg", "my_algo_pkg:Algo")
     cwd = tmp_path / "somewhere"
@@ -112,7 +112,7 @@ def test_manifest_root_is_importable(tmp_path: Path) -> None:
 
 
 def test_a_class_that_is_not_a_base_algorithm_runs_anyway(tmp_path: Path) -> None:
-    with AdapterProcess(tmp_path, "adapter_algos.plain:Plain") as adapter:
+    with AdapterProcess(tmp_path, "algos.adapter.plain:Plain") as adapter:
         hello = adapter.hello
         assert hello is not None and hello["base_algorithm"] is False
         assert "execute" not in hello["capabilities"] and "pre" in hello["capabilities"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from adapter_algos.client import AdapterProcess
+from helpers.adapter_process import AdapterProcess
 from PIL import Image
 
 from procvision_algorithm_sdk import BaseAlgorithm, protocol, write_image_array_to_shared_memory
@@ -85,8 +85,8 @@ def load(name: str) -> np.ndarray:
 
 
 def test_detection_by_signature() -> None:
-    from adapter_algos.exonly_algos import Echo, NoShape, Renamed
-    from adapter_algos.probe import Probe
+    from algos.adapter.exonly_algos import Echo, NoShape, Renamed
+    from algos.adapter.probe import Probe
 
     assert api_of(Echo) == EXECUTE_ONLY
     assert api_of(Renamed) == EXECUTE_ONLY
@@ -152,7 +152,7 @@ def test_frames_fields_and_refusals(tmp_path: Path, images: dict[str, Any]) -> N
     cur = images["put"](np.full((48, 64, 3), 7, np.uint8), "cur")
     guide = images["put"](np.full((40, 30, 3), 9, np.uint8), "guide")
     info = [{"label": "1", "posList": [{"x": 1, "y": 2, "width": 3, "height": 4}]}]
-    with AdapterProcess(tmp_path, entry="adapter_algos.exonly_algos:Echo") as adapter:
+    with AdapterProcess(tmp_path, entry="algos.adapter.exonly_algos:Echo") as adapter:
         assert adapter.hello is not None and adapter.hello["api"] == EXECUTE_ONLY
         answer = exchange(
             adapter, host_call(cur, guide, step_index=2, step_desc="d", guide_info=info)
@@ -208,7 +208,7 @@ def test_strict_stdio_pollution_is_1010(tmp_path: Path, images: dict[str, Any]) 
     cur = images["put"](np.full((8, 8, 3), 1, np.uint8), "cur")
     guide = images["put"](np.full((8, 8, 3), 2, np.uint8), "guide")
     env = {"PROC_STRICT_STDIO": "1"}
-    with AdapterProcess(tmp_path, entry="adapter_algos.exonly_algos:Echo", env=env) as adapter:
+    with AdapterProcess(tmp_path, entry="algos.adapter.exonly_algos:Echo", env=env) as adapter:
         for desc in ("print", "c-print"):
             answer = exchange(adapter, host_call(cur, guide, step_desc=desc))
             assert answer["type"] == "error" and answer["error_code"] == "1010", answer
@@ -224,7 +224,7 @@ def test_strict_stdio_pollution_is_1010(tmp_path: Path, images: dict[str, Any]) 
 
 def test_neither_shape_is_refused_at_load(tmp_path: Path) -> None:
     with AdapterProcess(
-        tmp_path, entry="adapter_algos.exonly_algos:NoShape", expect_hello=False
+        tmp_path, entry="algos.adapter.exonly_algos:NoShape", expect_hello=False
     ) as adapter:
         frame = adapter.recv()
         assert frame["type"] == "error" and frame["request_id"] is None

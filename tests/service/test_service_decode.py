@@ -27,7 +27,7 @@ from procvision_runner.service import ServiceConfig, create_app
 from procvision_runner.service.decoding import PixelBudget
 from procvision_runner.store import PackageManager, PackageStore
 
-GATE_PKG = Path(__file__).resolve().parents[1] / "runner_algos" / "gate"
+GATE_PKG = Path(__file__).resolve().parents[1] / "algos" / "runner" / "gate"
 WIDTH, HEIGHT = 40, 25  # 1000 pixels: the whole budget of these tests
 
 

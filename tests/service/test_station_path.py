@@ -1,7 +1,7 @@
 """The station's way in over real HTTP: frame leases, raw uploads, the Python client, the C library.
 
 A real uvicorn server on an ephemeral port, a Runner with real worker processes, real shared
-memory; the algorithm (tests/runner_algos/marker) answers NG with the box of a pure red marker.
+memory; the algorithm (tests/algos/runner/marker) answers NG with the box of a pure red marker.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class AdapterProcess:
     def __init__(
         self,
         tmp_path: Path,
-        entry: str | None = "adapter_algos.probe:Probe",
+        entry: str | None = "algos.adapter.probe:Probe",
         *,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,

@@ -1,0 +1,1 @@
+"""Algorithms the tests run: adapter/ (imported by name), cli/ (projects), runner/ (packages)."""
