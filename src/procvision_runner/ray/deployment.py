@@ -13,15 +13,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 from ray.serve import metrics
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ..config import RunnerConfig
+from ..errors import RunnerError
+from ..service.routes_inspect import error_result
+from .http import inspect_request
 from .node import NodeRunner
-from .plan import parse_user_config
+from .plan import config_digest, parse_user_config
 
-__all__ = ["RunnerDeployment", "build_app", "request_timeout_s"]
+__all__ = ["RunnerDeployment", "app_builder", "build_app", "request_timeout_s"]
 
 _RAY_MARGIN_S = 5.0
 
@@ -49,6 +55,7 @@ class RunnerDeployment:
         # machine share the root, so the node id keeps them apart)
         root = Path(store_root) / f"node-{self.node_id[:16]}"
         self.node = NodeRunner(root, RunnerConfig.from_dict(dict(runner_config or {})))
+        self.applied = ""  # config_digest of the user_config applied last
         tags: Any = ("node", "pid", "status")  # Ray's stubs say tuple[str]; it takes any
         self._calls = metrics.Counter(
             "procvision_ray_calls", "steps answered, by node, pid and status", tag_keys=tags
@@ -64,12 +71,20 @@ class RunnerDeployment:
         """Apply zips + pid map: install, warm new versions, flip, drain old; no restart."""
         plan = parse_user_config(user_config)
         await asyncio.to_thread(self.node.apply, plan)
+        self.applied = config_digest(user_config)
 
     async def run_step(self, pid: str, step_index: int, frame: Any, **kwargs: Any) -> dict:
         """One step (pre_execute + execute); the frame is copied once, into a worker's slot."""
+        # A frame from a handle arrives as a read-only view of Ray's object store (Ray copies
+        # nothing on receipt); the Runner's copy into the slot is then the only one.
+        frame_view = isinstance(frame, np.ndarray) and not frame.flags.owndata
         loop = asyncio.get_running_loop()
         started = loop.time()
-        answer = await asyncio.to_thread(self.node.run_step, pid, step_index, frame, **kwargs)
+        try:
+            answer = await asyncio.to_thread(self.node.run_step, pid, step_index, frame, **kwargs)
+        except RunnerError as exc:  # a carried session state that cannot be adopted
+            failed = error_result(exc.error_code, exc.message, None)
+            answer = {"result": {"pre_execute": failed, "execute": None}, "session_state": None}
         elapsed_ms = (loop.time() - started) * 1000
         execute = answer["result"].get("execute") or answer["result"].get("pre_execute") or {}
         status = str(execute.get("status", "ERROR"))
@@ -77,7 +92,12 @@ class RunnerDeployment:
         self._latency.observe(elapsed_ms, tags={"node": self.node_id, "pid": pid})
         answer["node"] = self.node_id
         answer["replica_pid"] = os.getpid()
+        answer["frame_view"] = frame_view
         return answer
+
+    async def __call__(self, request: Request) -> Response:
+        """HTTP through Ray's proxy: POST /inspect with the station's parts (see http.py)."""
+        return await inspect_request(request, self.run_step)
 
     async def state(self) -> dict[str, Any]:
         """This replica's node, process, readiness, Runner stats and worker pids."""
@@ -86,6 +106,7 @@ class RunnerDeployment:
             "node": self.node_id,
             "replica_pid": os.getpid(),
             "readiness": await asyncio.to_thread(self.node.readiness),
+            "applied": self.applied,
             "stats": stats,
         }
 
@@ -113,3 +134,12 @@ def build_app(
     return deployment.options(num_replicas=replicas, user_config=user_config).bind(
         store_root, runner_config
     )
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """The application a Serve config names (`import_path`); user_config comes from the config."""
+    unknown = sorted(set(args) - {"store_root", "runner_config"})
+    if unknown or not isinstance(args.get("store_root"), str):
+        raise RunnerError(f"app args need store_root (str), runner_config; got {sorted(args)}")
+    deployment: Any = RunnerDeployment
+    return deployment.bind(args["store_root"], args.get("runner_config"))

@@ -6,6 +6,8 @@ existing `.zip` files, names and versions are safe names, pids are safe names.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from procvision_algorithm_sdk.errors import INVALID_PARAMS, INVALID_PID
 
 from ..errors import RunnerError
 
-__all__ = ["RolloutPlan", "parse_user_config"]
+__all__ = ["RolloutPlan", "config_digest", "parse_user_config"]
 
 _KEYS = {"zips", "active"}
 
@@ -71,3 +73,9 @@ def _binding(pid: Any, value: Any) -> tuple[str, str]:
     if not all(isinstance(v, str) and is_safe_name(v) for v in (name, version)):
         raise RunnerError(f"active[{pid}] has an unsafe name or version", INVALID_PARAMS)
     return (name, version)
+
+
+def config_digest(config: Any) -> str:
+    """A short digest of a user_config: a replica reports the one it applied last."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,223 @@
+"""A real local Ray cluster of simulated nodes, kept on loopback, owned by one test process.
+
+Each node is a `ray start --block` child of this process (the head first, then one per extra
+node, each with a custom resource naming it), all pinned to 127.0.0.1 with ports picked here,
+so nothing Ray starts listens on or talks to another address. Stopping a node is a SIGTERM to
+its `ray start --block` process, which stops the processes it started; every process of the
+cluster is then waited for. The temp dir (sessions, logs, sockets) is removed at the end.
+
+Why HOME points into the temp dir: the head's dashboard process asks the cloud metadata
+address (169.254.169.254) which cloud it runs on unless `~/ray_bootstrap_config.yaml` names a
+provider, even with usage stats disabled. A `provider: local` file there keeps it off the
+network (checked with strace in an empty network namespace; docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["LocalRayCluster", "descendants", "free_port"]
+
+RAY_START = Path(__file__).with_name("ray_start.py")  # `ray start`, patient with slow nodes
+START_TIMEOUT_S = 300.0
+START_ATTEMPTS = 2
+STOP_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _children_map() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces or parentheses: the ppid follows the last ')'
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc)."""
+    children = _children_map()
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class LocalRayCluster:
+    """`nodes` simulated Ray nodes on 127.0.0.1, each with resource `node_<i>`: 1."""
+
+    def __init__(self, nodes: int = 2, object_store_bytes: int = 300 * 1024 * 1024) -> None:
+        # short: Ray puts unix sockets under it (108-byte path limit)
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="pvray-", dir="/tmp"))
+        self.home = self.temp_dir / "home"
+        self.home.mkdir()
+        (self.home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+            # a raylet waits this long for its dashboard agent (slow to import under load)
+            "RAY_agent_register_timeout_ms": "180000",
+            "PV_RAY_NODE_WAIT_S": "180",
+        }
+        self.object_store_bytes = object_store_bytes
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._seen: set[int] = set()
+        self.node_count = nodes
+        self.metrics_ports: list[int] = []  # each node's Prometheus endpoint (Ray's metrics)
+
+    def start(self) -> LocalRayCluster:
+        """Start the head, then the other nodes; return when all are registered."""
+        for index in range(self.node_count):
+            self._start_node(index)
+        self._wait_nodes(self.node_count)
+        return self
+
+    def _start_node(self, index: int) -> None:
+        # a node that still fails to come up (ray_start.py waits longer than Ray) gets a retry
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._try_start_node(index, attempt)
+                return
+            except RuntimeError:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+
+    def _try_start_node(self, index: int, attempt: int) -> None:
+        if attempt:
+            self.procs.pop()
+            self.metrics_ports.pop()
+            if index == 0:
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+        self.metrics_ports.append(free_port())
+        common = [
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            f"--object-store-memory={self.object_store_bytes}",
+            "--disable-usage-stats",
+            f"--resources={json.dumps({f'node_{index}': 1})}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={self.metrics_ports[index]}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+        ]
+        if index == 0:
+            role = [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                "--dashboard-host=127.0.0.1",
+                f"--ray-client-server-port={free_port()}",
+                f"--temp-dir={self.temp_dir}",
+            ]
+        else:
+            role = [f"--address={self.address}"]
+        log = self.temp_dir / f"node-{index}-{attempt}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, str(RAY_START), "start", *role, *common],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while b"Ray runtime started" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.stop_node(index)
+                raise RuntimeError(f"ray node {index} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def _wait_nodes(self, count: int) -> None:
+        import ray
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            alive = [n for n in ray.nodes() if n["Alive"]] if ray.is_initialized() else None
+            if alive is None or len(alive) >= count or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
+    def node_processes(self, index: int) -> list[int]:
+        """The live processes of node `index` (its `ray start` and everything below it)."""
+        proc = self.procs[index]
+        pids = [proc.pid, *descendants(proc.pid)] if proc.poll() is None else []
+        self._seen.update(pids)
+        return pids
+
+    def stop_node(self, index: int) -> None:
+        """Stop one node (SIGTERM to its `ray start --block`) and wait for all its processes."""
+        proc = self.procs[index]
+        pids = self.node_processes(index)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        self._wait_gone(pids)
+
+    def _wait_gone(self, pids: list[int]) -> None:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(_alive(p) for p in pids):
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    if _alive(pid):
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.1)
+
+    def leftovers(self) -> list[int]:
+        """Processes this cluster started that are still alive."""
+        return sorted(p for p in self._seen if _alive(p))
+
+    def close(self) -> None:
+        """Stop every node, last first; remove the temp dir."""
+        for index in reversed(range(len(self.procs))):
+            self.stop_node(index)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
