@@ -1,15 +1,18 @@
 """A real local Ray cluster of simulated nodes, kept on loopback, owned by one test process.
 
 Each node is a `ray start --block` child of this process (the head first, then one per extra
-node, each with a custom resource naming it), all pinned to 127.0.0.1 with ports picked here,
-so nothing Ray starts listens on or talks to another address. Stopping a node is a SIGTERM to
+node, each with a custom resource naming it), run through ray_start.py so that Ray takes
+127.0.0.1 as the node address (it would otherwise swap loopback for the machine's LAN
+address), with every port picked here on 127.0.0.1; the driver (`connect`) is pinned the same
+way. Stopping a node is a SIGTERM to
 its `ray start --block` process, which stops the processes it started; every process of the
 cluster is then waited for. The temp dir (sessions, logs, sockets) is removed at the end.
 
-Why HOME points into the temp dir: the head's dashboard process asks the cloud metadata
-address (169.254.169.254) which cloud it runs on unless `~/ray_bootstrap_config.yaml` names a
-provider, even with usage stats disabled. A `provider: local` file there keeps it off the
-network (checked with strace in an empty network namespace; docs/scale-out.md).
+The head's dashboard process reaches out even with usage stats disabled: it asks the cloud
+metadata address (169.254.169.254) which cloud it runs on unless `~/ray_bootstrap_config.yaml`
+names a provider (so HOME points into the temp dir, at a `provider: local` file), and it
+reports "usage stats disabled" to usage-stats.ray.io (so RAY_USAGE_STATS_REPORT_URL points at
+a closed port on 127.0.0.1). Found with strace and an audit hook; docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from helpers.ray_start import pin_to_loopback
 
 __all__ = ["LocalRayCluster", "descendants", "free_port"]
 
@@ -92,7 +98,13 @@ class LocalRayCluster:
             **os.environ,
             "HOME": str(self.home),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # with usage stats off, the head still tells usage-stats.ray.io so (a DNS lookup
+            # and an HTTPS call); Ray's own knob for that URL points it at a closed local port
+            "RAY_USAGE_STATS_REPORT_URL": f"http://127.0.0.1:{free_port()}/",
             "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+            # Ray's own switch for "node address = loopback" in every process a node starts
+            # (no UDP probe towards 8.8.8.8); ray_start.py still lets a second node join
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             # a raylet waits this long for its dashboard agent (slow to import under load)
             "RAY_agent_register_timeout_ms": "180000",
             "PV_RAY_NODE_WAIT_S": "180",
@@ -104,10 +116,9 @@ class LocalRayCluster:
         self.metrics_ports: list[int] = []  # each node's Prometheus endpoint (Ray's metrics)
 
     def start(self) -> LocalRayCluster:
-        """Start the head, then the other nodes; return when all are registered."""
+        """Start the head, then the other nodes, each once its `ray start` says it started."""
         for index in range(self.node_count):
             self._start_node(index)
-        self._wait_nodes(self.node_count)
         return self
 
     def _start_node(self, index: int) -> None:
@@ -171,14 +182,27 @@ class LocalRayCluster:
                 raise RuntimeError(f"ray node {index} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
 
+    def connect(self, namespace: str) -> Any:
+        """ray.init this process as a driver of the cluster, on loopback; return `ray`."""
+        import ray
+
+        pin_to_loopback()
+        ray.init(
+            address=self.address,
+            _node_ip_address="127.0.0.1",
+            namespace=namespace,
+            log_to_driver=False,
+        )
+        self._wait_nodes(self.node_count)
+        return ray
+
     def _wait_nodes(self, count: int) -> None:
         import ray
 
         deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            alive = [n for n in ray.nodes() if n["Alive"]] if ray.is_initialized() else None
-            if alive is None or len(alive) >= count or time.monotonic() > deadline:
-                return
+        while len([n for n in ray.nodes() if n["Alive"]]) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} Ray nodes alive: {ray.nodes()}")
             time.sleep(0.2)
 
     def node_processes(self, index: int) -> list[int]:

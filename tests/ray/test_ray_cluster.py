@@ -104,12 +104,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     pids: set[int] = set()
     try:
         cluster.start()
-        ray.init(
-            address=cluster.address,
-            _node_ip_address="127.0.0.1",
-            namespace=f"pv-{uuid.uuid4().hex[:8]}",
-            log_to_driver=False,
-        )
+        cluster.connect(f"pv-{uuid.uuid4().hex[:8]}")
         http = {"host": "127.0.0.1", "port": free_port()}
         serve.start(proxy_location="HeadOnly", http_options=http)
         url = f"http://127.0.0.1:{http['port']}"
