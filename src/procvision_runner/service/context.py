@@ -73,11 +73,12 @@ class ServiceContext:
         )
         token = self.cfg.token or None
 
-        def authorize(
+        async def authorize(
             request: Request,
             _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         ) -> None:
             # The bearer dependency documents the scheme in OpenAPI; the check is the guard's.
+            # async: a plain `def` dependency runs in the thread pool, a thread hop per call.
             if token is None:
                 return
             if not token_matches(token, request.headers.get("authorization", "")):
