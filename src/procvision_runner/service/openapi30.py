@@ -82,8 +82,11 @@ def _schema(schema: Any) -> Any:
         options = out.get(key)
         if not isinstance(options, list):
             continue
-        rest = [o for o in options if o != {"type": "null"}]
-        if len(rest) == len(options):
+        # the options were converted above: a `{"type": "null"}` is `{"nullable": true}` by now
+        rest = [o for o in options if o not in ({"type": "null"}, {"nullable": True})]
+        if len(rest) == len(options) or any("$ref" in o for o in rest):
+            # 3.0 has no nullable reference (`nullable` needs a `type` beside it): the null
+            # option stays one of the choices, so validators and clients still accept null
             continue
         out["nullable"] = True
         if len(rest) == 1:
@@ -98,6 +101,8 @@ def _schema(schema: Any) -> Any:
     if out.get("type") == "null":
         out.pop("type")
         out["nullable"] = True
+    if out.get("nullable") and isinstance(out.get("enum"), list) and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]  # 3.0.3: a nullable enum lists null itself
     if "$ref" in out and len(out) > 1:
         ref = out.pop("$ref")
         out["allOf"] = [{"$ref": ref}]
