@@ -1,14 +1,16 @@
 """/inspect: one frame (PNG/JPEG or raw pixels) through a step or one phase of the Runner."""
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from procvision_algorithm_sdk.contract import find_unjsonable
 from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS
@@ -17,9 +19,10 @@ from ..leases import LeaseError, LeaseRegistry
 from .context import ServiceContext
 from .decoding import decode_image
 from .errors import ApiError
-from .models import PID_PATTERN, SESSION_PATTERN, responses
+from .inspect_form import InspectForm, inspect_request_body, parsed_form, read_inspect_form
+from .models import responses
 from .results import InspectResult
-from .routes_frames import LEASE_PATTERN, ClientId, client_of, lease_error, require_local
+from .routes_frames import ClientId, client_of, lease_error, require_local
 
 __all__ = ["decode_image", "error_result", "inspect_router", "parse_json_field", "run_inspection"]
 
@@ -97,71 +100,47 @@ async def _raw_frame(
     return frame.reshape(shape), space
 
 
-_EXONLY = "Execute-only API only (packages without supported_pids): "
-
-
 def parse_json_list(name: str, text: str) -> list[Any]:
     """A form field holding a JSON list (guide_info), checked to be plain JSON."""
     value: list[Any] = _parse_json(name, text, list, "list")
     return value
 
 
-def guide_inputs(ctx: ServiceContext) -> Callable[..., AsyncIterator[dict[str, Any]]]:
-    """The execute-only fields of /inspect as a dependency; a decoded guide image stays in the
-    decode budget until the call is answered. An undecodable guide image yields `guide_error`."""
-
-    async def inputs(
-        step_desc: Annotated[
-            str | None, Form(max_length=4096, description=_EXONLY + "the step's text")
-        ] = None,
-        guide_info: Annotated[
-            str | None,
-            Form(
-                description=_EXONLY + 'JSON list: [{"label": "1", "posList": [{"x", "y", '
-                '"width", "height"}]}], rects inside the guide image'
-            ),
-        ] = None,
-        guide_image: Annotated[
-            UploadFile | None, File(description=_EXONLY + "the guide (reference) image")
-        ] = None,
-        guide_raw: Annotated[
-            UploadFile | None, File(description=_EXONLY + "the guide image as raw uint8 pixels")
-        ] = None,
-        guide_width: Annotated[int | None, Form(ge=1, le=65_535)] = None,
-        guide_height: Annotated[int | None, Form(ge=1, le=65_535)] = None,
-        guide_channels: Annotated[int | None, Form(ge=1, le=3, description="1 or 3")] = None,
-        guide_color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        out: dict[str, Any] = {}
-        if step_desc is not None:
-            out["step_desc"] = step_desc
-        if guide_info is not None:
-            out["guide_info"] = parse_json_list("guide_info", guide_info)
-        if guide_image is not None and guide_raw is not None:
-            raise ApiError(422, INVALID_PARAMS, "send at most one of 'guide_image', 'guide_raw'")
-        if guide_raw is not None:
-            array, space = await _raw_frame(
-                guide_raw,
-                guide_width,
-                guide_height,
-                guide_channels,
-                guide_color_space,
-                ctx.cfg.max_inspect_bytes,
-            )
-            yield {**out, "guide_frame": array, "guide_color_space": space}
-            return
-        if any(v is not None for v in (guide_width, guide_height, guide_channels)):
-            raise ApiError(422, INVALID_PARAMS, "guide_width/height/channels go with 'guide_raw'")
-        if guide_image is None:
-            yield out
-            return
-        async with ctx.decoder.decoded(await guide_image.read()) as (decoded, why):
-            if decoded is None:
-                yield {**out, "guide_error": f"guide_image: {why}"}
-            else:
-                yield {**out, "guide_frame": decoded, "guide_color_space": "RGB"}
-
-    return inputs
+@contextlib.asynccontextmanager
+async def guide_inputs(
+    ctx: ServiceContext, form: InspectForm, files: dict[str, UploadFile]
+) -> AsyncIterator[dict[str, Any]]:
+    """The execute-only fields of /inspect; a decoded guide image stays in the decode budget
+    until the call is answered. An undecodable guide image yields `guide_error`."""
+    out: dict[str, Any] = {}
+    if form.step_desc is not None:
+        out["step_desc"] = form.step_desc
+    if form.guide_info is not None:
+        out["guide_info"] = parse_json_list("guide_info", form.guide_info)
+    guide_image, guide_raw = files.get("guide_image"), files.get("guide_raw")
+    if guide_image is not None and guide_raw is not None:
+        raise ApiError(422, INVALID_PARAMS, "send at most one of 'guide_image', 'guide_raw'")
+    if guide_raw is not None:
+        array, space = await _raw_frame(
+            guide_raw,
+            form.guide_width,
+            form.guide_height,
+            form.guide_channels,
+            form.guide_color_space,
+            ctx.cfg.max_inspect_bytes,
+        )
+        yield {**out, "guide_frame": array, "guide_color_space": space}
+        return
+    if any(v is not None for v in (form.guide_width, form.guide_height, form.guide_channels)):
+        raise ApiError(422, INVALID_PARAMS, "guide_width/height/channels go with 'guide_raw'")
+    if guide_image is None:
+        yield out
+        return
+    async with ctx.decoder.decoded(await guide_image.read()) as (decoded, why):
+        if decoded is None:
+            yield {**out, "guide_error": f"guide_image: {why}"}
+        else:
+            yield {**out, "guide_frame": decoded, "guide_color_space": "RGB"}
 
 
 def run_inspection(
@@ -248,6 +227,51 @@ async def _inspect_image(ctx: ServiceContext, target: _Target, image: UploadFile
         return await _answered(ctx, target, target.run(ctx.runner, decoded, "RGB"), decoded)
 
 
+async def _inspect(
+    ctx: ServiceContext,
+    leases: LeaseRegistry,
+    request: Request,
+    form: InspectForm,
+    files: dict[str, UploadFile],
+    guide: dict[str, Any],
+    client: str | None,
+) -> JSONResponse:
+    image, raw, frame = files.get("image"), files.get("raw"), form.frame
+    params = parse_json_field("user_params", form.user_params)
+    context = parse_json_field("session_context", form.session_context)
+    if sum(x is not None for x in (image, raw, frame)) != 1:
+        raise ApiError(
+            422, INVALID_PARAMS, "send exactly one of the parts 'image', 'raw' or 'frame'"
+        )
+    fields = {
+        "user_params": params,
+        "session_id": form.session_id,
+        "session_context": context,
+        "camera_id": form.camera_id,
+        "timestamp_ms": form.timestamp_ms,
+        **{k: v for k, v in guide.items() if k != "guide_error"},
+    }
+    target = _Target(form.pid, form.step_index, form.phase, form.session_id, fields)
+    if "guide_error" in guide:
+        return _unreadable(ctx, target, guide["guide_error"], at="execute")
+    width, height, channels, space = form.width, form.height, form.channels, form.color_space
+    if frame is not None:
+        require_local(request)
+        geometry = (height, width, channels)
+        who = client_of(client)
+        return await _inspect_leased(
+            ctx, leases, target, frame, who, form.frame_seq, geometry, space
+        )
+    if raw is not None:
+        limit = ctx.cfg.max_inspect_bytes
+        array, got = await _raw_frame(raw, width, height, channels, space, limit)
+        return await _answered(ctx, target, target.run(ctx.runner, array, got), array)
+    assert image is not None
+    if width is not None or height is not None or channels is not None:
+        raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
+    return await _inspect_image(ctx, target, image)
+
+
 def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     """The inspection route; its answer is exactly the Runner API's dict."""
     router = APIRouter()
@@ -258,70 +282,20 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         response_model=InspectResult,
         responses=responses(401, 403, 404, 409, 413, 422, 503),
         summary="Run a step (or one phase) on an uploaded image or a leased frame",
+        openapi_extra={"requestBody": inspect_request_body()},
     )
-    async def inspect(
-        request: Request,
-        pid: Annotated[str, Form(pattern=PID_PATTERN)],
-        step_index: Annotated[int, Form(ge=0, le=10_000)],
-        guide: Annotated[dict[str, Any], Depends(guide_inputs(ctx))],
-        phase: Annotated[Literal["step", "pre", "execute"], Form()] = "step",
-        user_params: Annotated[str | None, Form(description="JSON object")] = None,
-        session_id: Annotated[str | None, Form(pattern=SESSION_PATTERN)] = None,
-        session_context: Annotated[str | None, Form(description="JSON object")] = None,
-        camera_id: Annotated[str | None, Form(max_length=128)] = None,
-        timestamp_ms: Annotated[int | None, Form(ge=0, le=2**53)] = None,
-        image: Annotated[UploadFile | None, File(description="PNG, JPEG or TIFF")] = None,
-        raw: Annotated[UploadFile | None, File(description="raw row-major uint8 pixels")] = None,
-        frame: Annotated[
-            str | None,
-            Form(pattern=LEASE_PATTERN, description="a frame lease id (POST /frames)"),
-        ] = None,
-        frame_seq: Annotated[
-            int | None,
-            Form(ge=1, le=2**63 - 1, description="the sequence number the client committed"),
-        ] = None,
-        width: Annotated[int | None, Form(ge=1, le=65_535)] = None,
-        height: Annotated[int | None, Form(ge=1, le=65_535)] = None,
-        channels: Annotated[int | None, Form(ge=1, le=3, description="1 or 3")] = None,
-        color_space: Annotated[Literal["RGB", "BGR", "GRAY"] | None, Form()] = None,
-        client: ClientId = None,
-    ) -> JSONResponse:
+    async def inspect(request: Request, client: ClientId = None) -> JSONResponse:
         """Inspect one frame; the answer is exactly the Runner API's dict (one type per phase).
 
         Lifecycle packages take user_params and a session; execute-only packages (original
         SDK 0.3.x) take the guide image (guide_image or guide_raw), step_desc and guide_info.
         """
-        params = parse_json_field("user_params", user_params)
-        context = parse_json_field("session_context", session_context)
-        if sum(x is not None for x in (image, raw, frame)) != 1:
-            raise ApiError(
-                422, INVALID_PARAMS, "send exactly one of the parts 'image', 'raw' or 'frame'"
-            )
-        fields = {
-            "user_params": params,
-            "session_id": session_id,
-            "session_context": context,
-            "camera_id": camera_id,
-            "timestamp_ms": timestamp_ms,
-            **{k: v for k, v in guide.items() if k != "guide_error"},
-        }
-        target = _Target(pid, step_index, phase, session_id, fields)
-        if "guide_error" in guide:
-            return _unreadable(ctx, target, guide["guide_error"], at="execute")
-        if frame is not None:
-            require_local(request)
-            geometry = (height, width, channels)
-            who = client_of(client)
-            return await _inspect_leased(
-                ctx, leases, target, frame, who, frame_seq, geometry, color_space
-            )
-        if raw is not None:
-            limit = ctx.cfg.max_inspect_bytes
-            array, space = await _raw_frame(raw, width, height, channels, color_space, limit)
-            return await _answered(ctx, target, target.run(ctx.runner, array, space), array)
-        assert image is not None
-        if width is not None or height is not None or channels is not None:
-            raise ApiError(422, INVALID_PARAMS, "width/height/channels go with 'raw' only")
-        return await _inspect_image(ctx, target, image)
+        form = await parsed_form(request)
+        try:
+            fields, files = read_inspect_form(form)
+            async with guide_inputs(ctx, fields, files) as guide:
+                return await _inspect(ctx, leases, request, fields, files, guide, client)
+        finally:
+            await form.close()
 
     return router
