@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._suggest import did_you_mean
+
 LIFECYCLE = "lifecycle"
 EXECUTE_ONLY = "execute-only"
 APIS = (LIFECYCLE, EXECUTE_ONLY)
@@ -126,7 +128,9 @@ def manifest_api(manifest: Mapping[str, Any] | None) -> str:
         return LIFECYCLE
     if manifest.get("api") in APIS:
         return str(manifest["api"])
-    if "supported_pids" not in manifest and "steps" not in manifest:
+    # one with `supported_pid` is a lifecycle manifest with a typo (check_manifest names it)
+    pids = "supported_pids" in manifest or did_you_mean("supported_pids", manifest) is not None
+    if not pids and "steps" not in manifest:
         return EXECUTE_ONLY
     return LIFECYCLE
 

@@ -14,13 +14,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from procvision_algorithm_sdk.adapter.tracebacks import is_library_file
+
+_DEVTOOLS = str(Path(__file__).resolve().parent)
+
+
+def _ours(filename: str) -> bool:
+    """A frame of the CLI itself (import_entry, the smoke calls): not the author's code."""
+    return str(Path(filename).resolve()).startswith(_DEVTOOLS)
+
 
 def describe_exception(exc: BaseException) -> str:
-    """Return 'Type: message (file:line in func)' for the innermost frame, no traceback dump."""
+    """Return 'Type: message (file:line in func)', no traceback dump.
+
+    The frame named is the innermost one of the author's code (not numpy's, importlib's or
+    ours); an exception with no frame of theirs (a module name that does not exist) names none.
+    """
     frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if not is_library_file(f.filename) and not _ours(f.filename)]
     where = ""
-    if frames:
-        last = frames[-1]
+    if own:
+        last = own[-1]
         where = f" ({Path(last.filename).name}:{last.lineno} in {last.name})"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}{': ' + text if text else ''}{where}"

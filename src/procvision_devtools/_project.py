@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from procvision_algorithm_sdk.contract import Problem, check_info, check_manifest, legacy_step_zero
+from procvision_algorithm_sdk.contract.manifest_keys import misspelled_keys
 from procvision_algorithm_sdk.errors import MANIFEST_MISSING, MODEL_NOT_FOUND
 
 from ._common import CliError, Report, load_manifest
@@ -33,6 +34,8 @@ def read_project(
     )
     for problem in legacy_step_zero(manifest, "manifest"):
         report.warn("step numbering", problem)
+    for problem in misspelled_keys(manifest):
+        report.warn("manifest keys", problem)
     if not isinstance(manifest, dict) or project_top_level(manifest.get("entry_point")) is None:
         report.fail(
             "entry import",

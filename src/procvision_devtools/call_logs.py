@@ -13,6 +13,8 @@ __all__ = ["CallLogs", "format_entry", "log_entry", "print_logs"]
 
 # The Runner hands every worker stderr record to this logger (procvision_runner.runner._on_log).
 WORKER_LOGGER = "procvision.worker"
+# The Runner's own operator log: what it says of a failed call is in that call's result already.
+RUNNER_LOGGER = "procvision.runner"
 
 # Tags the Runner adds to every record: who wrote it, not what the algorithm said.
 _ROUTING = frozenset(
@@ -54,21 +56,28 @@ class CallLogs:
 
     @contextmanager
     def capture(self) -> Iterator[CallLogs]:
-        """Collect every worker record at every level while the block runs; restore after."""
-        logger = logging.getLogger(WORKER_LOGGER)
-        level, propagate = logger.level, logger.propagate
-        logger.addHandler(self._collector)
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False  # shown by `run` itself, not by logging's last-resort handler
+        """Collect every worker record at every level while the block runs; restore after.
+
+        Neither logger propagates meanwhile: `run` shows the records itself, once, instead of
+        logging's last-resort handler printing warnings and errors a second time on stderr.
+        """
+        worker, runner = logging.getLogger(WORKER_LOGGER), logging.getLogger(RUNNER_LOGGER)
+        saved = [(lg, lg.level, lg.propagate) for lg in (worker, runner)]
+        for logger in (worker, runner):
+            logger.addHandler(self._collector)
+            logger.propagate = False
+        worker.setLevel(logging.DEBUG)
         try:
             yield self
         finally:
-            logger.removeHandler(self._collector)
-            logger.setLevel(level)
-            logger.propagate = propagate
+            for logger, level, propagate in saved:
+                logger.removeHandler(self._collector)
+                logger.setLevel(level)
+                logger.propagate = propagate
 
-    def take(self, session_id: str) -> list[dict[str, Any]]:
-        """The entries of `session_id` received since the last take (others are dropped)."""
+    def take(self, session_id: str | None) -> list[dict[str, Any]]:
+        """The entries of `session_id` (None: of no session, as at start-up) received since the
+        last take; the others are dropped."""
         with self._collector.guard:
             records, self._collector.records = self._collector.records, []
         return [log_entry(r) for r in records if r.get("session_id") == session_id]

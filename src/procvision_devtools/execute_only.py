@@ -31,6 +31,7 @@ from procvision_algorithm_sdk.guide import check_guide_info
 
 from ._common import CliError, Report, load_image, load_manifest, make_test_image
 from ._runner_session import DEV_PID, open_runner
+from .call_logs import CallLogs
 
 SIGNATURE = f"execute({', '.join(EXECUTE_ONLY_PARAMS)})"
 
@@ -194,25 +195,35 @@ def run_execute_only(
     step_desc: str = "",
     guide_info: list[Any] | None = None,
     entry: str | None = None,
+    logs: CallLogs | None = None,
 ) -> dict[str, Any]:
-    """One execute through a real worker (the Runner); its result dict. CliError on bad input."""
+    """One execute through a real worker (the Runner); its result dict. CliError on bad input.
+
+    With `logs` (capturing): StartFailed when the worker did not start, and the result has the
+    call's worker log entries as `logs`.
+    """
     root = Path(project)
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
     cur = cur_image if isinstance(cur_image, np.ndarray) else load_image(cur_image)
     guide = guide_image if isinstance(guide_image, np.ndarray) else load_image(guide_image)
     config: dict[str, Any] = {"extra_env": {"PROC_ENTRY_POINT": entry}} if entry else {}
-    with open_runner(root, **config) as (runner, _info):
-        return dict(
+    session = f"cli-{uuid.uuid4().hex[:12]}"
+    with open_runner(root, logs, **config) as (runner, _info):
+        result = dict(
             runner.execute(
                 DEV_PID,
                 1 if step is None else step,
                 cur,
+                session_id=session,
                 guide_frame=guide,
                 step_desc=step_desc,
                 guide_info=guide_info if guide_info is not None else [],
             )
         )
+        if logs is not None:
+            result["logs"] = logs.take(session)
+        return result
 
 
 def run(

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +30,9 @@ from ._common import (
     report_error,
 )
 from ._loader import describe_exception
-from ._runner_session import DEV_PID
+from ._runner_session import open_runner
 from .call_logs import CallLogs, print_logs
-
-
-def _runner_config(**overrides: Any) -> Any:
-    """Return a RunnerConfig for a developer machine: one worker, no synthetic warm-up."""
-    from procvision_runner.config import RunnerConfig
-
-    # debug too: a developer's self.logger.debug lines are shown by `run -v`
-    settings: dict[str, Any] = {"workers_per_package": 1, "warmup_calls": 0, "log_level": "debug"}
-    settings.update(overrides)
-    return RunnerConfig(**settings)
-
-
-@contextlib.contextmanager
-def open_runner(project: Path, **config: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Start a Runner with the project loaded; yield it and the algorithm's get_info()."""
-    from procvision_runner import Runner
-
-    with Runner(_runner_config(**config)) as runner:
-        key = runner.load(project.resolve())
-        info = runner.package_info(key)
-        if info.get("api") == EXECUTE_ONLY:
-            runner.route([DEV_PID], key)  # it has no pids of its own: bind the dev pid
-        yield runner, info
+from .start_failure import StartFailed, report_start_failure
 
 
 def prepare(project: Path, pid: str) -> dict[str, Any]:
@@ -131,7 +109,9 @@ def run_steps(
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")
     prepare(root, pid)
     outcomes: list[dict[str, Any]] = []
-    with CallLogs().capture() as logs, open_runner(root, **(config or {})) as (runner, info):
+    # debug too: a developer's self.logger.debug lines are shown by `run -v`
+    settings = {"log_level": "debug", **(config or {})}
+    with CallLogs().capture() as logs, open_runner(root, logs, **settings) as (runner, info):
         for path, image in images:
             session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
             for index in step_list(info, step, all_steps):
@@ -326,6 +306,8 @@ def _command(args: argparse.Namespace) -> int:
             session_id=args.session,
             config=timeout_config(args.timeout),
         )
+    except StartFailed as exc:
+        return report_start_failure(exc, args.json, args.verbose)
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
         message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
@@ -366,15 +348,19 @@ def _execute_only_command(args: argparse.Namespace) -> int:
                 INVALID_PARAMS,
                 "an execute-only project needs --cur-image (or --image) and --guide-image",
             )
-        result = execute_only.run_execute_only(
-            args.project,
-            cur,
-            args.guide_image,
-            step=step,
-            step_desc=args.step_desc,
-            guide_info=execute_only.parse_guide_info(args.guide_info),
-            entry=args.entry,
-        )
+        with CallLogs().capture() as logs:
+            result = execute_only.run_execute_only(
+                args.project,
+                cur,
+                args.guide_image,
+                step=step,
+                step_desc=args.step_desc,
+                guide_info=execute_only.parse_guide_info(args.guide_info),
+                entry=args.entry,
+                logs=logs,
+            )
+    except StartFailed as exc:
+        return report_start_failure(exc, args.json, args.verbose)
     except Exception as exc:  # CliError, or the Runner refusing the package (RunnerError)
         code = str(getattr(exc, "code", None) or getattr(exc, "error_code", None) or UNKNOWN_ERROR)
         message = exc.message if isinstance(exc, CliError) else describe_exception(exc)
@@ -383,8 +369,11 @@ def _execute_only_command(args: argparse.Namespace) -> int:
         from .overlay import save_overlay
 
         save_overlay(cur, [{"step_index": step, "execute": result}], args.save_overlay)
+    entries = result.pop("logs", [])
+    failed = result.get("status") != "OK"
     if args.json:
-        print_json({"step_index": step, "execute": result})
+        shown = {"logs": entries} if args.verbose or failed else {}
+        print_json({"step_index": step, "execute": result, **shown})
     else:
         print(f"step {step} (execute-only)")
         data = result.get("data") or {}
@@ -396,4 +385,6 @@ def _execute_only_command(args: argparse.Namespace) -> int:
             print(f"  verdict: {data.get('result_status')}")
             if data.get("ng_reason"):
                 print(f"  ng_reason: {data['ng_reason']}")
+        if args.verbose or failed:
+            print_logs(entries, say_none=args.verbose)
     return 0 if result.get("status") == "OK" else 1

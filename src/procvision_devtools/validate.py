@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from procvision_algorithm_sdk.adapter.entry_hints import entry_hint
 from procvision_algorithm_sdk.base import BaseAlgorithm
 from procvision_algorithm_sdk.errors import (
     ALGORITHM_EXCEPTION,
@@ -126,9 +127,10 @@ def _quick_in_context(project: Path, manifest: dict[str, Any], entry: str, repor
         _module, cls = import_entry(entry)
     except (ImportError, AttributeError) as exc:
         code = MANIFEST_MISSING if _missing_entry(exc, entry) else ALGORITHM_EXCEPTION
+        hint = entry_hint(entry, exc, project)
         report.fail(
             "entry import",
-            f"cannot import {entry}: {describe_exception(exc)}",
+            f"cannot import {entry}: {describe_exception(exc)}{hint}",
             code,
             "manifest.entry_point",
         )

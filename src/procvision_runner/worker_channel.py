@@ -90,9 +90,11 @@ class FrameChannel:
             raise WorkerStartError(f"worker sent no hello within {round(timeout_s * 1000)} ms")
         if self.start_error is not None:
             err = self.start_error
-            self.stderr_done.wait(2.0)  # its last lines explain the failure: quote them
+            self.stderr_done.wait(2.0)  # its last lines (the traceback) reach the log first
+            # The adapter's message is the diagnosis (exception, "did you mean"); its traceback
+            # is in the worker's log records, not repeated here as one long line.
             raise WorkerStartError(
-                f"worker failed to start: {err.get('message')}{self.logs.tail_text()}",
+                f"worker failed to start: {err.get('message')}",
                 str(err.get("error_code") or MODEL_NOT_FOUND),
             )
         hello = self.hello_frame

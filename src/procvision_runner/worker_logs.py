@@ -78,13 +78,15 @@ class WorkerLogs:
                 self._mark = mark
                 self._mark_seen.notify_all()
             return
-        self._tail.append(text if len(text) <= 400 else text[:400] + "...")
         record: dict[str, Any] | None = None
         if text.startswith("{"):
             with contextlib.suppress(ValueError):
                 parsed = json.loads(text)
                 if isinstance(parsed, dict):
                     record = parsed
+        # quoted in error messages: a record's message reads better there than its JSON
+        shown = str(record.get("message", text)) if record is not None else text
+        self._tail.append(shown if len(shown) <= 400 else shown[:400] + "...")
         if record is None:  # print() or a library's plain line: stamped when read
             record = {
                 "level": "info",

@@ -20,6 +20,7 @@ from .outcome import log
 from .sessions import DEFAULT_SESSION_CACHE
 from .startup import StartupError, discover_entry, load_algorithm, protect_stdio
 from .strict_stdio import StdoutGuard, strict_from_env
+from .tracebacks import user_location, user_traceback
 
 __all__ = ["EXIT_GRACE_S", "SESSION_CACHE_ENV", "main"]
 
@@ -60,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         algorithm = load_algorithm(entry, root)
     except StartupError as exc:
         cause = exc.__cause__ or exc
-        log.error(f"worker start failed: {exc}", error_code=MODEL_NOT_FOUND, exc_info=cause)
+        fields = {"error_code": MODEL_NOT_FOUND}
+        where = user_location(cause)
+        if where is not None:  # none: a name that does not exist; the message says it all
+            fields["where"] = where
+            fields["traceback"] = user_traceback(cause)
+        log.error(f"worker start failed: {exc}", **fields)
         with contextlib.suppress(OSError):
             protocol.write_frame(
                 protocol_out, protocol.error(None, f"start failed: {exc}", MODEL_NOT_FOUND)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .entry_hints import entry_hint
+
 __all__ = [
     "ENTRY_ENV",
     "ROOT_ENV",
@@ -19,6 +21,7 @@ __all__ = [
     "discover_entry",
     "entry_point_from_toml_text",
     "load_algorithm",
+    "load_class",
     "protect_stdio",
 ]
 
@@ -161,8 +164,14 @@ def discover_entry(
     )
 
 
-def load_algorithm(entry: str, root: Path | None) -> Any:
-    """Import `module:Class` (root first on sys.path) and return an instance."""
+def load_class(entry: str, root: Path | None) -> Any:
+    """Import `module:Class` (root first on sys.path) and return the class; StartupError.
+
+    A typo in the module or class name gets a "did you mean" from the project's modules or the
+    module's classes. A StartupError raised while importing (a wrapper module that loads the
+    user's entry itself, as validate --full's hook counter does) is passed on unchanged, so the
+    message names the user's entry point, not the wrapper.
+    """
     if not _ENTRY.match(entry):
         raise StartupError(f"entry point {entry!r} is not of the form module.path:ClassName")
     if root is not None:
@@ -174,8 +183,17 @@ def load_algorithm(entry: str, root: Path | None) -> Any:
         target: Any = importlib.import_module(module_name)
         for attr in attr_path.split("."):
             target = getattr(target, attr)
+    except StartupError:
+        raise
     except Exception as exc:
-        raise StartupError(f"cannot import {entry}: {type(exc).__name__}: {exc}") from exc
+        hint = entry_hint(entry, exc, root)
+        raise StartupError(f"cannot import {entry}: {type(exc).__name__}: {exc}{hint}") from exc
+    return target
+
+
+def load_algorithm(entry: str, root: Path | None) -> Any:
+    """Import `module:Class` (root first on sys.path) and return an instance."""
+    target = load_class(entry, root)
     if not callable(target):
         raise StartupError(f"entry point {entry} is not a class")
     try:

@@ -13,6 +13,7 @@ from procvision_algorithm_sdk.errors import (
 from procvision_algorithm_sdk.generation import APIS, EXECUTE_ONLY, manifest_api
 
 from .jsonsafe import find_unjsonable
+from .manifest_keys import required_hint
 from .params import check_param_specs
 from .problem import (
     Problem,
@@ -195,7 +196,8 @@ def check_manifest(manifest: object, info: object | None = None) -> list[Problem
         at = _child("manifest", field)
         value = manifest.get(field)
         if field not in manifest:
-            problems.append(Problem(at, code, f"{at} is required"))
+            hint = required_hint(manifest, field)
+            problems.append(Problem(at, code, f"{at} is required{hint}"))
         elif not _non_empty_str(value):
             problems.append(Problem(at, code, f"{at} must be a non-empty str, not {_show(value)}"))
         elif not is_safe_name(value):
@@ -214,7 +216,8 @@ def check_manifest(manifest: object, info: object | None = None) -> list[Problem
             Problem(
                 "manifest.entry_point",
                 code,
-                'manifest.entry_point is required ("module.path:ClassName")',
+                'manifest.entry_point is required ("module.path:ClassName")'
+                + required_hint(manifest, "entry_point"),
             )
         )
     elif (
@@ -236,10 +239,16 @@ def check_manifest(manifest: object, info: object | None = None) -> list[Problem
             Problem("manifest.api", code, f"manifest.api must be one of {list(APIS)}, not {api!r}")
         )
     if "supported_pids" not in manifest:
-        # An execute-only manifest has no pids: whatever activate/switch binds runs it.
+        # An execute-only manifest has no pids: whatever activate/switch binds runs it (one
+        # with a near miss such as `supported_pid` is not one: generation.manifest_api).
         if manifest_api(manifest) != EXECUTE_ONLY:
             problems.append(
-                Problem("manifest.supported_pids", code, "manifest.supported_pids is required")
+                Problem(
+                    "manifest.supported_pids",
+                    code,
+                    "manifest.supported_pids is required"
+                    + required_hint(manifest, "supported_pids"),
+                )
             )
     else:
         problems.extend(
