@@ -121,7 +121,7 @@ def test_the_scan_sees_the_three_packages() -> None:
     edges = graph()
     # imports inside functions count, and relative imports resolve to modules
     assert f"{SDK}.contract" in edges[f"{DEVTOOLS}._project"]
-    assert any(_top(dst) == RUNNER for dst in edges[f"{DEVTOOLS}.run"])
+    assert any(_top(dst) == RUNNER for dst in edges[f"{DEVTOOLS}._runner_session"])
 
 
 def test_the_sdk_imports_nothing_of_the_runner_or_the_devtools() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_algos.broken import MANIFEST, write_project
+from algos.cli.broken import MANIFEST, write_project
 from PIL import Image
 
 from procvision_algorithm_sdk.contract import check_manifest
