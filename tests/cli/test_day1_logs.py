@@ -95,3 +95,26 @@ def test_a_failing_step_shows_its_logs_and_a_traceback_ending_at_the_authors_lin
     assert re.search(rf"{TIME} ERROR +execute raised LinAlgError", text.stdout), text.stdout
     assert _frames(text.stdout) == [user_file], text.stdout
     assert "np.linalg.inv(np.ones((2, 3)))" in text.stdout  # the author's line is quoted
+
+
+def test_an_execute_only_run_shows_its_lines_too(tmp_path: Path) -> None:
+    project = tmp_path / "x"
+    (project / "algo").mkdir(parents=True)
+    (project / "algo" / "__init__.py").write_text("")
+    (project / "algo" / "main.py").write_text(
+        "from procvision_algorithm_sdk import BaseAlgorithm\n\n\n"
+        "class Algo(BaseAlgorithm):\n"
+        "    def execute(self, step_index, step_desc, cur_image, guide_image, guide_info):\n"
+        "        print('compared', cur_image.shape[1], 'columns')\n"
+        "        return {'status': 'OK', 'data': {'result_status': 'OK'}}\n"
+    )
+    manifest = {"name": "x", "version": "1.0.0", "entry_point": "algo.main:Algo"}
+    (project / "manifest.json").write_text(json.dumps(manifest))
+    cur, guide = _image(tmp_path / "c.png", 10), _image(tmp_path / "g.png", 20)
+    images = ["--cur-image", str(cur), "--guide-image", str(guide)]
+    out = _cli("run", str(project), *images, "-v", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (entry,) = json.loads(out.stdout)["logs"]
+    assert entry["level"] == "info" and entry["message"] == "compared 160 columns"
+    text = _cli("run", str(project), *images)
+    assert text.returncode == 0 and "compared" not in text.stdout + text.stderr
