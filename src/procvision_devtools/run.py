@@ -373,7 +373,8 @@ def _execute_only_command(args: argparse.Namespace) -> int:
     failed = result.get("status") != "OK"
     if args.json:
         shown = {"logs": entries} if args.verbose or failed else {}
-        print_json({"step_index": step, "execute": result, **shown})
+        # the shape of every other run: one entry per image and step
+        print_json({"steps": [{"image": cur, "step_index": step, "execute": result, **shown}]})
     else:
         print(f"step {step} (execute-only)")
         data = result.get("data") or {}

@@ -114,7 +114,8 @@ def test_an_execute_only_run_shows_its_lines_too(tmp_path: Path) -> None:
     images = ["--cur-image", str(cur), "--guide-image", str(guide)]
     out = _cli("run", str(project), *images, "-v", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
-    (entry,) = json.loads(out.stdout)["logs"]
+    (step,) = json.loads(out.stdout)["steps"]
+    (entry,) = step["logs"]
     assert entry["level"] == "info" and entry["message"] == "compared 160 columns"
     text = _cli("run", str(project), *images)
     assert text.returncode == 0 and "compared" not in text.stdout + text.stderr

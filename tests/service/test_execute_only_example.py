@@ -103,7 +103,9 @@ def test_run_cli_with_the_original_options(project: Path) -> None:
             "--json",
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        answer = json.loads(result.stdout)["execute"]
+        (step,) = json.loads(result.stdout)["steps"]
+        assert step["step_index"] == 1 and step["image"] == str(IMAGES / name)
+        answer = step["execute"]
         assert answer["data"]["result_status"] == truth["result_status"]
         assert labels(answer) == truth["missing"]
     missing_guide = cli("run", str(project), "--image", str(IMAGES / "cur_ok_01.png"))
