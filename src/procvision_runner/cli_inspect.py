@@ -57,16 +57,22 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_params(text: str | None) -> dict | None:
-    if text is None:
-        return None
+def _read_json_option(option: str, text: str, kind: type, kind_name: str) -> Any:
+    """An option's JSON value, given inline or as @file, of one kind (StoreError 1006 if not)."""
     try:
         raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
         value = json.loads(raw)
     except (OSError, ValueError) as exc:
-        raise StoreError(INVALID_PARAMS, f"--params: {exc}") from exc
-    if not isinstance(value, dict):
-        raise StoreError(INVALID_PARAMS, "--params must be a JSON object")
+        raise StoreError(INVALID_PARAMS, f"{option}: {exc}") from exc
+    if not isinstance(value, kind):
+        raise StoreError(INVALID_PARAMS, f"{option} must be a JSON {kind_name}")
+    return value
+
+
+def _read_params(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    value: dict = _read_json_option("--params", text, dict, "object")
     return value
 
 
@@ -78,15 +84,7 @@ def _read_guide(args: argparse.Namespace) -> dict[str, Any]:
     if args.step_desc is not None:
         guide["step_desc"] = args.step_desc
     if args.guide_info is not None:
-        text = args.guide_info
-        try:
-            raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
-            value = json.loads(raw)
-        except (OSError, ValueError) as exc:
-            raise StoreError(INVALID_PARAMS, f"--guide-info: {exc}") from exc
-        if not isinstance(value, list):
-            raise StoreError(INVALID_PARAMS, "--guide-info must be a JSON list")
-        guide["guide_info"] = value
+        guide["guide_info"] = _read_json_option("--guide-info", args.guide_info, list, "list")
     return guide
 
 

@@ -197,3 +197,18 @@ def test_switch_rollback_deactivate_uninstall(station_two) -> None:
     doc = json.loads(cli(store, "list", "--json").stdout)
     assert doc["active"] == {}
     assert not (store / "active" / "p001.json").exists()
+
+
+def test_inspect_refuses_bad_json_options_with_1006(tmp_path: Path) -> None:
+    base = ("inspect", "--pid", "p001", "--step", "1", "--image", str(IMAGE))
+    params_file = tmp_path / "params.json"
+    params_file.write_text("[1, 2]", encoding="utf-8")
+    for extra, said in (
+        (("--params", "{x"), "error 1006: --params: "),
+        (("--params", f"@{params_file}"), "error 1006: --params must be a JSON object"),
+        (("--params", f"@{tmp_path / 'missing.json'}"), "error 1006: --params: "),
+        (("--guide-info", '{"a": 1}'), "error 1006: --guide-info must be a JSON list"),
+    ):
+        result = cli(tmp_path / "store", *base, *extra)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(said), result.stderr

@@ -204,7 +204,9 @@ class CallHandler:
                 else:
                     assert step_index is not None
                     outcome = self._call_step(phase, entry, step_index, fields, timings)
-        return self._result_frame(request_id, phase, step_index, outcome, entry, timings, received)
+        return reply.result_frame(
+            self.algorithm, request_id, phase, step_index, outcome, entry, timings, received
+        )
 
     def _setup_failed_again(self) -> Outcome:
         assert self.setup_failure is not None
@@ -374,18 +376,3 @@ class CallHandler:
     def _stdout_pollution(self, method: str) -> str | None:
         """Under PROC_STRICT_STDIO=1: why a call that wrote to stdout failed, else None."""
         return reply.stdout_pollution(self.stdout_guard, method)
-
-    def _result_frame(
-        self,
-        request_id: Any,
-        phase: str,
-        step_index: int | None,
-        outcome: Outcome,
-        entry: SessionEntry | None,
-        timings: dict[str, float],
-        received: float,
-    ) -> dict[str, Any]:
-        diagnostics = reply.take_diagnostics(self.algorithm)
-        return reply.result_frame(
-            request_id, phase, step_index, outcome, entry, timings, received, diagnostics
-        )

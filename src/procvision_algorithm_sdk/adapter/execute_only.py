@@ -17,6 +17,7 @@ from .. import protocol
 from ..errors import INVALID_PARAMS, PROTOCOL_ERROR
 from ..generation import read_manifest, synthesized_info
 from ..shared_memory import read_image_from_shared_memory
+from . import reply
 from .outcome import Outcome, evaluate_result, exception_outcome
 from .prefetch import prefetch_image
 
@@ -52,8 +53,15 @@ def handle(worker: CallHandler, message: dict[str, Any], received: float) -> dic
         info = synthesized_info(
             read_manifest(worker.root or Path.cwd()), type(worker.algorithm).__name__
         )
-        return worker._result_frame(
-            request_id, "info", None, Outcome("OK", data={"info": info}), None, {}, received
+        return reply.result_frame(
+            worker.algorithm,
+            request_id,
+            "info",
+            None,
+            Outcome("OK", data={"info": info}),
+            None,
+            {},
+            received,
         )
     if phase in _LIFECYCLE_ONLY_PHASES:
         return protocol.error(
@@ -107,8 +115,8 @@ def _execute(
         timings["setup_ms"] = setup_ms
     if failure is not None:
         outcome: Outcome = worker._setup_failed_again()
-        return worker._result_frame(
-            request_id, "execute", step_index, outcome, None, timings, received
+        return reply.result_frame(
+            worker.algorithm, request_id, "execute", step_index, outcome, None, timings, received
         )
     start = time.perf_counter()
     prefetch_image(cur_id)
@@ -119,8 +127,8 @@ def _execute(
         guide_image = read_image_from_shared_memory(guide_id, guide_meta)
     except Exception as load_error:  # strict image mode: ImageLoadError (1002)
         outcome = exception_outcome(load_error, "read_image_from_shared_memory")
-        return worker._result_frame(
-            request_id, "execute", step_index, outcome, None, timings, received
+        return reply.result_frame(
+            worker.algorithm, request_id, "execute", step_index, outcome, None, timings, received
         )
     if worker.stdout_guard is not None:
         worker.stdout_guard.begin()
@@ -144,7 +152,9 @@ def _execute(
             if isinstance(limit, int) and not isinstance(limit, bool)
             else _DEFAULT_MAX_DEFECTS,
         )
-    return worker._result_frame(request_id, "execute", step_index, outcome, None, timings, received)
+    return reply.result_frame(
+        worker.algorithm, request_id, "execute", step_index, outcome, None, timings, received
+    )
 
 
 def _geometry(image: Any, meta: dict[str, Any]) -> tuple[int | None, int | None]:

@@ -49,6 +49,7 @@ def take_diagnostics(algorithm: Any) -> dict[str, Any]:
 
 
 def result_frame(
+    algorithm: Any,
     request_id: Any,
     phase: str,
     step_index: int | None,
@@ -56,9 +57,9 @@ def result_frame(
     entry: SessionEntry | None,
     timings: dict[str, float],
     received: float,
-    diagnostics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The `result` frame that ends a call, timings and the session delta included."""
+    """The `result` frame that ends a call: timings, the session delta and the algorithm's
+    diagnostics since the last call included."""
     data = dict(outcome.data)
     data["phase"] = phase
     data["step_index"] = step_index
@@ -77,7 +78,7 @@ def result_frame(
         outcome.error_code,
         data,
         debug=outcome.debug,
-        diagnostics=diagnostics,
+        diagnostics=take_diagnostics(algorithm),
         timings={k: round(v, 3) for k, v in timings.items()},
         session_id=entry.session.id if entry is not None else None,
         session_delta=entry.session._take_changes() if entry is not None else None,
