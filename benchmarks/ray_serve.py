@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ray_serve.py [--iterations 60] [--clients 4] [--calls 120]
 
-One no-op step (pre_execute + execute, tests/runner_algos/noop as a real package zip) on a
+One no-op step (pre_execute + execute, tests/algos/runner/noop as a real package zip) on a
 1920x1200x3 frame, side by side in one run, the three paths interleaved round by round:
   alone   in-process `NodeRunner.run_step` (the frame copied into the worker's slot)
   handle  `handle.run_step.remote(frame)` to a replica on a real two-node local Ray cluster
