@@ -68,12 +68,11 @@ def serve(port_file: str, pre15: bool) -> None:
     from procvision_runner.service import ServiceConfig, create_app
     from procvision_runner.store import PackageManager, PackageStore
 
-    with (
-        tempfile.TemporaryDirectory(prefix="station-bench-") as tmp,
-        Runner(runner_config()) as runner,
-    ):
+    # The store lives in the parent's temporary directory: uvicorn re-raises SIGTERM once it
+    # has shut down, so nothing after `run()` in this process can be relied on to clean up.
+    with Runner(runner_config()) as runner:
         runner.load(NOOP)
-        store = PackageStore(Path(tmp) / "store").open()
+        store = PackageStore(Path(port_file).with_suffix(".store")).open()
         config = ServiceConfig(max_inspect_bytes=512 * 1024**2)
         app = create_app(PackageManager(store, runner), runner, config, start_packages=False)
         if pre15:
