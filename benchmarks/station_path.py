@@ -61,6 +61,7 @@ def runner_config() -> RunnerConfig:
 
 def serve(port_file: str, pre15: bool) -> None:
     """The server process: a Runner with the no-op package, the app on an ephemeral port."""
+    import signal
     import socket
 
     import uvicorn
@@ -68,8 +69,7 @@ def serve(port_file: str, pre15: bool) -> None:
     from procvision_runner.service import ServiceConfig, create_app
     from procvision_runner.store import PackageManager, PackageStore
 
-    # The store lives in the parent's temporary directory: uvicorn re-raises SIGTERM once it
-    # has shut down, so nothing after `run()` in this process can be relied on to clean up.
+    # The store lives in the parent's temporary directory, which the parent removes.
     with Runner(runner_config()) as runner:
         runner.load(NOOP)
         store = PackageStore(Path(port_file).with_suffix(".store")).open()
@@ -80,6 +80,9 @@ def serve(port_file: str, pre15: bool) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         Path(port_file).write_text(str(sock.getsockname()[1]))
+        # uvicorn re-raises SIGTERM after its shutdown; noted instead, the Runner's exit still
+        # runs (workers reaped, slot segments unlinked)
+        signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
