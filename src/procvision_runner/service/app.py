@@ -11,6 +11,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.formparsers import MultiPartParser
+from starlette.types import ASGIApp
 
 from ..archive import ArchiveLimits, ResultArchive
 from ..leases import LeaseLimits, LeaseRegistry
@@ -21,6 +22,7 @@ from .counting import RequestCounter
 from .errors import install_error_handlers
 from .guard import RequestGuard
 from .health import health_router
+from .lease_lane import LeaseLane
 from .live import LiveFeed
 from .openapi30 import to_openapi_30
 from .routes_describe import describe_router
@@ -91,6 +93,7 @@ def _lifespan(
         try:
             yield
         finally:
+            ctx.calls.close()
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
             await anyio.to_thread.run_sync(ctx.decoder.close)
             # queued installs are cancelled, a running one is given its deadline to finish
@@ -103,13 +106,29 @@ def _lifespan(
     return lifespan
 
 
+class ServiceApp(FastAPI):
+    """FastAPI with the service's own layers outside the framework's middleware stack.
+
+    Guard, counter, access log and the lease lane are plain ASGI; outside FastAPI's own layers
+    (error, telemetry and body-limit middleware) a lease's call does not pass through those,
+    which the lease budget of issue 15 has no room for. Every other request still does.
+    """
+
+    outer_layers: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The framework's stack, wrapped in the service's own layers."""
+        stack = super().build_middleware_stack()
+        return stack if self.outer_layers is None else self.outer_layers(stack)
+
+
 def create_app(
     manager: "PackageManager",
     runner: "Runner",
     config: ServiceConfig | None = None,
     *,
     start_packages: bool = True,
-) -> FastAPI:
+) -> ServiceApp:
     """Build the HTTP app over a PackageManager and its Runner (start_packages: warm on start)."""
     cfg = config or ServiceConfig()
     metrics = ServiceMetrics(runner)
@@ -130,7 +149,7 @@ def create_app(
     # spooling larger parts to a temporary file cost a thread hop per chunk and a read back.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, cfg.max_inspect_bytes)
 
-    app = FastAPI(
+    app = ServiceApp(
         title="ProcVision Runner",
         version=_version(),
         description=(
@@ -146,16 +165,17 @@ def create_app(
     app.state.startup = ctx.startup
     app.state.leases = leases
     app.state.decoder = ctx.decoder
-    app.add_middleware(
-        RequestGuard,
-        limit_for=_limit_for(cfg),
-        is_protected=_is_protected,
-        token=cfg.token or None,
-    )
-    install_error_handlers(app)
+    inspect = inspect_router(ctx, leases)
 
-    app.add_middleware(RequestCounter, metrics=metrics)
-    app.add_middleware(AccessLog)  # outermost: refusals of the guard are logged too
+    def outer_layers(framework: ASGIApp) -> ASGIApp:
+        # The access log is outermost (the guard's refusals are logged too); the lease lane is
+        # innermost (its answers are guarded, counted and logged like the route's).
+        lane = LeaseLane(framework, ctx, leases, inspect.routes[0])
+        guard = RequestGuard(lane, _limit_for(cfg), _is_protected, cfg.token or None)
+        return AccessLog(RequestCounter(guard, metrics))
+
+    app.outer_layers = outer_layers
+    install_error_handlers(app)
 
     @app.get("/openapi-3.0.json", include_in_schema=False)
     async def openapi_30() -> JSONResponse:
@@ -164,7 +184,7 @@ def create_app(
 
     for router in (
         packages_router(ctx),
-        inspect_router(ctx, leases),
+        inspect,
         raw_router(ctx, leases),
         frames_router(ctx, leases),
         describe_router(ctx),

@@ -25,6 +25,7 @@ __all__ = [
     "BodyTooLarge",
     "error_response",
     "install_error_handlers",
+    "response_for",
     "store_error_status",
 ]
 
@@ -86,31 +87,31 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception a request can raise to the service's error shape."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+def response_for(exc: Exception) -> JSONResponse:
+    """The service's answer to an exception a request raised (the one mapping of all routes)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-    @app.exception_handler(ProcVisionError)
-    async def _procvision_error(_: Request, exc: ProcVisionError) -> JSONResponse:
+    if isinstance(exc, ProcVisionError):
         code = str(exc.error_code)
         return error_response(store_error_status(code), code, exc.message or str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         return error_response(422, INVALID_PARAMS, _validation_message(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         headers = dict(exc.headers) if exc.headers else None
         # The framework's only 400 is a body it could not parse (malformed multipart or form):
         # bad input, answered like malformed JSON so every documented status stays true.
         status = 422 if exc.status_code == 400 else exc.status_code
         return error_response(status, _code_for_status(status), str(exc.detail), headers)
+    log.exception("unhandled error in a request", exc_info=exc)
+    return error_response(500, UNKNOWN_ERROR, f"internal error: {type(exc).__name__}")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in a request", exc_info=exc)
-        return error_response(500, UNKNOWN_ERROR, f"internal error: {type(exc).__name__}")
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception a request can raise to the service's error shape."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
+
+    for kind in (ApiError, ProcVisionError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(kind, handle)
+    app.add_exception_handler(Exception, handle)

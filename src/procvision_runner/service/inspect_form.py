@@ -7,6 +7,7 @@ most of the lease path's overhead over the in-process call. The rules (patterns,
 enums) live in this model alone; the route documents the request body from it.
 """
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Request
@@ -70,7 +71,9 @@ class InspectForm(BaseModel):
     guide_color_space: Space | None = None
 
 
-def read_inspect_form(form: FormData) -> tuple[InspectForm, dict[str, UploadFile]]:
+def read_inspect_form(
+    form: FormData | Mapping[str, str | UploadFile],
+) -> tuple[InspectForm, dict[str, UploadFile]]:
     """Validate a parsed form: the fields as the model, the file parts by name (422 if bad)."""
     values: dict[str, Any] = {}
     files: dict[str, UploadFile] = {}

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from procvision_algorithm_sdk.contract import find_unjsonable
@@ -24,7 +23,15 @@ from .models import responses
 from .results import InspectResult
 from .routes_frames import ClientId, client_of, lease_error, require_local
 
-__all__ = ["decode_image", "error_result", "inspect_router", "parse_json_field", "run_inspection"]
+__all__ = [
+    "decode_image",
+    "error_result",
+    "guide_inputs",
+    "inspect_fields",
+    "inspect_router",
+    "parse_json_field",
+    "run_inspection",
+]
 
 
 def error_result(code: str, message: str, package: dict[str, Any] | None) -> dict[str, Any]:
@@ -183,7 +190,7 @@ class _Target:
 async def _answered(
     ctx: ServiceContext, target: _Target, run: Callable[[], dict[str, Any]], frame: Any
 ) -> JSONResponse:
-    answer = await run_in_threadpool(run)
+    answer = await ctx.calls.run(run)
     ctx.publish(target.pid, target.step_index, target.session_id, answer, frame)  # page feed
     return JSONResponse(answer)
 
@@ -227,7 +234,7 @@ async def _inspect_image(ctx: ServiceContext, target: _Target, image: UploadFile
         return await _answered(ctx, target, target.run(ctx.runner, decoded, "RGB"), decoded)
 
 
-async def _inspect(
+async def inspect_fields(
     ctx: ServiceContext,
     leases: LeaseRegistry,
     request: Request,
@@ -236,6 +243,7 @@ async def _inspect(
     guide: dict[str, Any],
     client: str | None,
 ) -> JSONResponse:
+    """Run the inspection a validated form asks for (image, raw pixels or a lease)."""
     image, raw, frame = files.get("image"), files.get("raw"), form.frame
     params = parse_json_field("user_params", form.user_params)
     context = parse_json_field("session_context", form.session_context)
@@ -294,7 +302,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         try:
             fields, files = read_inspect_form(form)
             async with guide_inputs(ctx, fields, files) as guide:
-                return await _inspect(ctx, leases, request, fields, files, guide, client)
+                return await inspect_fields(ctx, leases, request, fields, files, guide, client)
         finally:
             await form.close()
 
