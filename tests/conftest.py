@@ -65,3 +65,16 @@ def example_frame() -> np.ndarray:
         frame = np.asarray(img.convert("RGB"))
     frame.setflags(write=False)
     return frame
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the files that hold a slow test first (a stable sort: otherwise in collected order).
+
+    `--dist loadfile` hands out whole files in collection order as workers get free, so a long
+    file collected last would run alone at the end while the other core idles; the short files
+    fill in at the end instead. Tests keep their order within a file, and `--random-order` (a
+    later hook) still shuffles.
+    """
+    has_slow = {i.nodeid.split("::")[0] for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in has_slow)
