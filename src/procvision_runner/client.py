@@ -23,18 +23,10 @@ from typing import Any
 import numpy as np
 
 from procvision_algorithm_sdk import segment as seg
-from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR, ProcVisionError
+
+from .client_wire import Connection, RunnerHTTPError, WireConnection, exchange, http_error
 
 CLIENT_HEADER = "X-ProcVision-Client"
-
-
-class RunnerHTTPError(ProcVisionError):
-    """An HTTP answer other than 2xx: `status`, `error_code` and `message` from its body."""
-
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} ({error_code}): {message}", error_code=error_code)
-        self.status = status
-        self.message = message
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -136,7 +128,9 @@ class RunnerClient:
         self.same_host = _is_loopback_host(parsed.hostname)
         self.transport = transport if transport != "auto" else "lease" if self.same_host else "raw"
         self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._host = parsed.hostname
+        self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self._connections: list[Connection] = []
         self._lock = threading.Lock()
         self._free: dict[tuple[int, int, int], list[FrameBuffer]] = {}
         self._all: list[FrameBuffer] = []
@@ -145,12 +139,15 @@ class RunnerClient:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _connection(self) -> WireConnection | http.client.HTTPConnection:
+        conn: WireConnection | http.client.HTTPConnection | None = getattr(
+            self._local, "conn", None
+        )
         if conn is None:
-            https = self._scheme == "https"
-            cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
-            conn = cls(self._netloc, timeout=self.timeout)
+            if self._scheme == "https":
+                conn = http.client.HTTPSConnection(self._netloc, timeout=self.timeout)
+            else:
+                conn = WireConnection(self._host, self._port, self.timeout, self._netloc)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -179,9 +176,7 @@ class RunnerClient:
         for attempt in (0, 1):
             conn = self._connection()
             try:
-                conn.request(method, target, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
+                status, data = exchange(conn, method, target, headers, body)
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # A keep-alive connection the server closed meanwhile: reconnect once.
@@ -189,8 +184,8 @@ class RunnerClient:
                 self._local.conn = None
                 if attempt:
                     raise
-        if response.status >= 300:
-            raise _http_error(response.status, data)
+        if status >= 300:
+            raise http_error(status, data)
         if not expect_json:
             return data.decode("utf-8", "replace")
         return json.loads(data) if data else None
@@ -428,17 +423,6 @@ def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _http_error(status: int, data: bytes) -> RunnerHTTPError:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "error_code" in body:
-        return RunnerHTTPError(status, str(body["error_code"]), str(body.get("message", "")))
-    code = INVALID_PARAMS if 400 <= status < 500 else UNKNOWN_ERROR
-    return RunnerHTTPError(status, code, data[:200].decode("utf-8", "replace"))
 
 
 __all__ = ["CLIENT_HEADER", "FrameBuffer", "RunnerClient", "RunnerHTTPError"]
