@@ -93,7 +93,6 @@ def _lifespan(
         try:
             yield
         finally:
-            ctx.calls.close()
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
             await anyio.to_thread.run_sync(ctx.decoder.close)
             # queued installs are cancelled, a running one is given its deadline to finish

@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR
 
 from ..metrics import ServiceMetrics
-from .call_threads import CallThreads
 from .decoding import Decoder
 from .errors import ApiError
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
@@ -60,7 +59,6 @@ class ServiceContext:
     decoder: Decoder = field(init=False)
     jobs: JobRegistry = field(init=False)  # install jobs (POST /algorithms/install?async=true)
     live: LiveFeed | None = None  # the operator page's feed (set by create_app)
-    calls: CallThreads = field(default_factory=CallThreads)  # inspections' Runner calls
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(

@@ -1,8 +1,9 @@
 """The lease lane: `POST /inspect` naming a frame lease, answered past FastAPI's request machinery.
 
 A same-host station's hot path is one small urlencoded form naming the lease it just wrote.
-Through FastAPI's exception layers, routing, dependency solving and form parser that form cost
-more than the Runner's own work for a no-op step (issue 15's lease budget). This plain ASGI
+Through FastAPI's middleware stack, routing, dependency solving and form parser that form cost
+about 0.5 ms more per call (`benchmarks/http_overheads.py`), of the few ms issue 15's lease
+budget leaves over the Runner's own work. This plain ASGI
 layer sits inside the guard, the request counter and the access log (so the token check, the
 size limits, counting and logging are theirs, unchanged), parses the form itself, validates it
 with the same `InspectForm` and runs the same inspection code as the route. Any other request

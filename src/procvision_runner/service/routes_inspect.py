@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from procvision_algorithm_sdk.contract import find_unjsonable
@@ -190,7 +191,7 @@ class _Target:
 async def _answered(
     ctx: ServiceContext, target: _Target, run: Callable[[], dict[str, Any]], frame: Any
 ) -> JSONResponse:
-    answer = await ctx.calls.run(run)
+    answer = await run_in_threadpool(run)
     ctx.publish(target.pid, target.step_index, target.session_id, answer, frame)  # page feed
     return JSONResponse(answer)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS
 
@@ -144,7 +145,7 @@ def raw_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         }
         key = (height, width, channels)
         try:
-            lease_id = await ctx.calls.run(lambda: buffers.take(*key))
+            lease_id = await run_in_threadpool(buffers.take, *key)
         except LeaseError as exc:
             raise lease_error(exc) from None
         try:
@@ -158,7 +159,7 @@ def raw_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
                 )
             with leases.checkout(lease_id, UPLOAD_CLIENT) as shared:
                 run = run_inspection(runner, phase, pid, step_index, shared, **fields)
-                answer = await ctx.calls.run(run)
+                answer = await run_in_threadpool(run)
                 ctx.publish(pid, step_index, session_id, answer)  # the segment is reused
                 return JSONResponse(answer)
         except LeaseError as exc:
