@@ -14,6 +14,8 @@ from helpers.package_zips import make_package_zip
 from procvision_runner.store import venv
 from procvision_runner.store.lock import StoreError
 
+pytestmark = pytest.mark.slow  # every test builds a real venv
+
 
 def _unpack(zip_path: Path, into: Path) -> Path:
     with zipfile.ZipFile(zip_path) as zf:
