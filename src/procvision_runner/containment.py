@@ -4,8 +4,10 @@ Process groups alone do not hold: an algorithm's helper may call setsid (or doub
 leave the worker's group, and PR_SET_PDEATHSIG reaches only the worker. On Linux the Runner
 therefore:
 
-- is a child subreaper (prctl PR_SET_CHILD_SUBREAPER): orphans of its workers' trees are
-  re-parented to it, not to init, so it can find, kill and reap them;
+- is a child subreaper (prctl PR_SET_CHILD_SUBREAPER) while it is open: orphans of its
+  workers' trees are re-parented to it, not to init, so it can find, kill and reap them (the
+  last Runner of the process to close clears the flag: orphans adopted after that would be
+  zombies nobody reaps);
 - marks each worker's environment with `PROCVISION_WORKER=<runner token>.<n>` (inherited by
   what it starts) and walks each live worker's process tree every sweep, remembering every
   descendant by (pid, start time); once a worker is gone, everything remembered for it, and any
@@ -37,28 +39,59 @@ from typing import Any
 from . import leftovers, proctable
 from .cgroups import CgroupTree
 
-__all__ = ["MARK_ENV", "Containment", "enable_subreaper"]
+__all__ = ["MARK_ENV", "Containment", "hold_subreaper", "release_subreaper"]
 
 log = logging.getLogger("procvision.runner")
 
 MARK_ENV = leftovers.MARK_ENV
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 _subreaper_lock = threading.Lock()
-_subreaper = False
+_subreaper_holds = 0  # open Containments of this process
+_subreaper_before = False  # the process was a subreaper before the first hold: leave it so
 
 
-def enable_subreaper() -> bool:
-    """Make this process the subreaper of its descendants' orphans (Linux; once, for good)."""
-    global _subreaper
+def _prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _subreaper_now() -> bool:
+    prctl, flag = _prctl(), ctypes.c_int(0)
+    return (
+        prctl is not None
+        and prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
+        and bool(flag.value)
+    )
+
+
+def hold_subreaper() -> bool:
+    """Make this process the subreaper of its descendants' orphans while held (Linux)."""
+    global _subreaper_holds, _subreaper_before
     with _subreaper_lock:
-        if _subreaper or not sys.platform.startswith("linux"):
-            return _subreaper
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            _subreaper = False
-        return _subreaper
+        if not sys.platform.startswith("linux"):
+            return False
+        if _subreaper_holds == 0:
+            _subreaper_before = _subreaper_now()
+            prctl = _prctl()
+            if prctl is None or prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+                return False
+        _subreaper_holds += 1
+        return True
+
+
+def release_subreaper() -> None:
+    """Drop one hold; the last one makes orphans go to init again (nothing would reap them)."""
+    global _subreaper_holds
+    with _subreaper_lock:
+        if _subreaper_holds == 0:
+            return
+        _subreaper_holds -= 1
+        prctl = _prctl()
+        if _subreaper_holds == 0 and not _subreaper_before and prctl is not None:
+            prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 class Containment:
@@ -68,7 +101,7 @@ class Containment:
         me = proctable.read_proc(os.getpid())
         self.token = f"{os.getpid()}-{me.start if me else 0}-{uuid.uuid4().hex[:8]}"
         self.swept = leftovers.clean(Path(state_dir) if state_dir else None)
-        self.subreaper = enable_subreaper()
+        self.subreaper = hold_subreaper()
         self.cgroups = CgroupTree.create(f"procvision-{self.token}") if use_cgroups else None
         self._state = leftovers.StateFile(Path(state_dir), self.token) if state_dir else None
         self._lock = threading.Lock()
@@ -154,7 +187,12 @@ class Containment:
                 continue
             if proc.key in self._foreign:
                 continue
-            mark = proctable.environ_value(pid, MARK_ENV) or ""
+            env = proctable.environ(pid)
+            if env is None:
+                # Mid-exec, an orphan's environment reads as empty: judged at a later sweep,
+                # never left alone for good on that one read (it would escape containment).
+                continue
+            mark = env.get(MARK_ENV, "")
             if mark in self._pending:
                 continue  # possibly the worker itself, between its fork and register()
             if mark.startswith(self.token + "."):
@@ -239,6 +277,9 @@ class Containment:
             self._job.close()
         if self._state is not None:
             self._state.remove()
+        if self.subreaper:
+            self.subreaper = False
+            release_subreaper()
 
     def _persist(self) -> None:
         if self._state is None:

@@ -11,7 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Proc", "boot_id", "children", "descendants", "environ_value", "read_proc", "scan"]
+__all__ = [
+    "Proc",
+    "boot_id",
+    "children",
+    "descendants",
+    "environ",
+    "environ_value",
+    "read_proc",
+    "scan",
+]
 
 
 @dataclass(frozen=True)
@@ -102,15 +111,25 @@ def scan() -> list[Proc]:
     return out
 
 
-def environ_value(pid: int, name: str) -> str | None:
-    """The value of environment variable `name` in process `pid` (None if absent/unreadable)."""
-    prefix = name.encode() + b"="
+def environ(pid: int) -> dict[str, str] | None:
+    """The environment of process `pid`; None when it reads as empty or cannot be read.
+
+    Empty is not an answer: a process in the middle of an exec reads as empty (the kernel has
+    dropped the old image and not yet placed the new one's environment), as do zombies.
+    """
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
+    out: dict[str, str] = {}
     for item in data.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode("utf-8", "replace")
-    return None
+        name, sep, value = item.partition(b"=")
+        if sep:
+            out.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+    return out or None
+
+
+def environ_value(pid: int, name: str) -> str | None:
+    """The value of environment variable `name` in process `pid` (None if absent/unreadable)."""
+    return (environ(pid) or {}).get(name)

@@ -17,6 +17,7 @@ import pytest
 
 from procvision_runner import Runner, RunnerConfig, proctable
 from procvision_runner.cgroups import own_cgroup_dir
+from procvision_runner.containment import MARK_ENV, Containment
 
 FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
 FRAME = np.full((8, 8, 3), 1, dtype=np.uint8)
@@ -78,6 +79,20 @@ def _config(helper_dir: Path, **overrides: Any) -> RunnerConfig:
     return RunnerConfig(**values)
 
 
+def _owned(runner: Runner) -> set[int]:
+    return {pid for pid, _ in runner._containment.owned()}
+
+
+def _unowned(runner: Runner, pids: list[int], directory: Path) -> list[tuple[str, Any, Any]]:
+    """What the containment has not claimed: kind, /proc view, worker mark (for the failure)."""
+    kinds, owned = _helpers(directory), _owned(runner)
+    return [
+        (kinds[p], proctable.read_proc(p), proctable.environ_value(p, MARK_ENV))
+        for p in pids
+        if p not in owned
+    ]
+
+
 def _generation(directory: Path, known: set[int]) -> list[int]:
     assert _wait_for(lambda: len(set(_helpers(directory)) - known) == len(KINDS))
     return sorted(set(_helpers(directory)) - known)
@@ -95,7 +110,7 @@ def test_escaping_helpers_die_on_timeout_restart_and_close(tmp_path: Path, cgrou
         first = _generation(helper_dir, set())
         assert all(_running(p) for p in first)
         # The containment has seen the whole tree (it walks it every 0.25 s).
-        assert _wait_for(lambda: set(first) <= {pid for pid, _ in runner._containment.owned()})
+        assert _wait_for(lambda: set(first) <= _owned(runner)), _unowned(runner, first, helper_dir)
         if cgroups:
             [worker] = [w["pid"] for w in runner.stats()["workers"]]
             assert "procvision-" in Path(f"/proc/{worker}/cgroup").read_text()
@@ -107,13 +122,15 @@ def test_escaping_helpers_die_on_timeout_restart_and_close(tmp_path: Path, cgrou
         }
 
         second = _generation(helper_dir, set(first))
-        assert _wait_for(lambda: set(second) <= {p for p, _ in runner._containment.owned()})
+        assert _wait_for(lambda: set(second) <= _owned(runner)), _unowned(
+            runner, second, helper_dir
+        )
         fatal = runner.execute("f1", 1, FRAME, user_params={"mode": "fatal"})
         assert fatal["error_code"] == "1009"  # FatalError: the worker is restarted
         assert _wait_for(lambda: all(_gone(p) for p in second))
 
         third = _generation(helper_dir, set(first) | set(second))
-        assert _wait_for(lambda: set(third) <= {p for p, _ in runner._containment.owned()})
+        assert _wait_for(lambda: set(third) <= _owned(runner)), _unowned(runner, third, helper_dir)
         assert all(_running(p) for p in third)
     finally:
         runner.close()
@@ -201,7 +218,7 @@ def test_next_runner_removes_marked_helpers_and_the_cgroup_of_a_sigkilled_runner
     try:
         with Runner(RunnerConfig(warmup_calls=0, worker_cgroups=cgroups)):
             assert _wait_for(lambda: all(_gone(p) for p in helpers)), [
-                helpers[p] for p in helpers if not _gone(p)
+                (helpers[p], proctable.read_proc(p)) for p in helpers if not _gone(p)
             ]
         if cgroups:
             parent = own_cgroup_dir()
@@ -218,3 +235,96 @@ def _owner_alive(name: str) -> bool:
     pid, start = (int(x) for x in name.split("-")[1:3])
     proc = proctable.read_proc(pid)
     return proc is not None and proc.start == start
+
+
+# A grandchild (so its parent exits and this process adopts it) that starts with an empty
+# environment and, once told to, execs `sleep` with the given worker mark: a widened picture of
+# an orphan caught in the middle of an exec, when /proc/<pid>/environ reads as empty.
+_LATE_MARK = """
+import os, subprocess, sys
+go, sleep, mark = sys.argv[1:4]
+code = (
+    "import os, sys, time\\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\\n"
+    "os.execve(sys.argv[2], ['sleep', '300'], {'PROCVISION_WORKER': sys.argv[3]})\\n"
+)
+child = subprocess.Popen([sys.executable, "-c", code, go, sleep, mark], env={},
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+print(child.pid, flush=True)
+"""
+
+
+def test_an_adopted_orphan_read_mid_exec_is_claimed_once_its_mark_shows(tmp_path: Path) -> None:
+    containment = Containment(use_cgroups=False)
+    go = tmp_path / "go"
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    mark = f"{containment.token}.999"  # a worker of this containment that is gone
+    pid = 0
+    try:
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", _LATE_MARK, str(go), sleep, mark],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert launcher.stdout is not None
+        pid = int(launcher.stdout.readline())
+        assert launcher.wait(timeout=30) == 0
+        assert _wait_for(lambda: getattr(proctable.read_proc(pid), "ppid", 0) == os.getpid())
+        for _ in range(3):  # adopted, environment empty: not judged yet
+            containment.sweep()
+        assert pid not in {p for p, _ in containment.owned()} and _running(pid)
+        go.touch()
+        assert _wait_for(lambda: proctable.environ_value(pid, MARK_ENV) == mark)
+        # now marked by a gone worker: claimed, SIGKILLed and (adopted) reaped
+        assert _wait_for(lambda: containment.sweep() >= 0 and _gone(pid)), proctable.read_proc(pid)
+    finally:
+        containment.close()
+        if pid and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+_SUBREAPER = """
+import ctypes, json, os, signal, subprocess
+from procvision_runner import Runner, RunnerConfig
+from procvision_runner.proctable import read_proc
+libc = ctypes.CDLL(None)
+def flag():
+    value = ctypes.c_int(0)
+    libc.prctl(37, ctypes.byref(value), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    return value.value
+def orphan_parent():
+    shell = subprocess.run(["sh", "-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True)
+    pid = int(shell.stdout)
+    parent = read_proc(pid).ppid
+    os.kill(pid, signal.SIGKILL)
+    return parent == os.getpid()
+config = RunnerConfig(warmup_calls=0, worker_cgroups=False)
+states = [flag()]
+with Runner(config):
+    states.append(flag())
+    states.append(orphan_parent())
+    with Runner(config):
+        states.append(flag())
+    states.append(flag())
+states.append(flag())
+states.append(orphan_parent())
+libc.prctl(36, 1, 0, 0, 0)  # a host process that is a subreaper of its own accord stays one
+with Runner(config):
+    pass
+states.append(flag())
+print(json.dumps(states))
+"""
+
+
+def test_the_process_is_a_subreaper_only_while_a_runner_is_open(tmp_path: Path) -> None:
+    # After its last Runner closes nothing would reap the orphans it adopted (they would stay
+    # zombies of the host process): the flag is dropped, unless the host had set it itself.
+    script = tmp_path / "subreaper.py"
+    script.write_text(_SUBREAPER)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, 1, True, 1, 1, 0, False, 1]
