@@ -47,12 +47,21 @@ def own_cgroup_dir() -> Path | None:
     return directory
 
 
+def _tree(directory: Path) -> list[Path]:
+    """`directory` and every directory below it, deepest first.
+
+    os.walk, not Path.glob: another Runner may remove a gone Runner's cgroup while this one
+    walks it, and glob raises FileNotFoundError for a directory that vanished mid-walk.
+    """
+    return [Path(top) for top, _, _ in os.walk(directory, topdown=False)]
+
+
 def cgroup_pids(directory: Path) -> list[int]:
     """Every pid in `directory` and its child cgroups."""
     pids: list[int] = []
-    for procs in [directory / "cgroup.procs", *directory.glob("**/cgroup.procs")]:
+    for cgroup in _tree(directory):
         with contextlib.suppress(OSError, ValueError):
-            pids.extend(int(pid) for pid in procs.read_text().split())
+            pids.extend(int(pid) for pid in (cgroup / "cgroup.procs").read_text().split())
     return sorted(set(pids))
 
 
@@ -63,11 +72,9 @@ def kill_cgroup(directory: Path) -> None:
         return
     except OSError:
         pass  # kernels before 5.14 have no cgroup.kill
-    for procs in [directory / "cgroup.procs", *directory.glob("*/cgroup.procs")]:
-        with contextlib.suppress(OSError, ValueError):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), signal.SIGKILL)
+    for pid in cgroup_pids(directory):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def remove_cgroup(directory: Path, timeout_s: float = 2.0) -> bool:
@@ -75,9 +82,10 @@ def remove_cgroup(directory: Path, timeout_s: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         kill_cgroup(directory)
-        for child in sorted(directory.glob("*/"), reverse=True):
-            with contextlib.suppress(OSError):
-                child.rmdir()
+        for child in _tree(directory):  # children first; `directory` itself below
+            if child != directory:
+                with contextlib.suppress(OSError):
+                    child.rmdir()
         try:
             directory.rmdir()
             return True

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from procvision_runner import Runner, RunnerConfig, proctable
-from procvision_runner.cgroups import own_cgroup_dir
+from procvision_runner.cgroups import cgroup_pids, own_cgroup_dir
 from procvision_runner.containment import MARK_ENV, Containment
 
 FAULTY = Path(__file__).resolve().parents[1] / "algos" / "runner" / "faulty"
@@ -328,3 +329,25 @@ def test_the_process_is_a_subreaper_only_while_a_runner_is_open(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == [0, 1, True, 1, 1, 0, False, 1]
+
+
+def test_reading_a_cgroup_another_runner_removes_meanwhile_is_no_error(tmp_path: Path) -> None:
+    # Runners starting together each remove a gone Runner's cgroup: one may vanish while
+    # another walks it. A plain directory tree stands in for the cgroup (the walk is the same).
+    cgroup = tmp_path / "procvision-1-2-abcd"
+    stop = threading.Event()
+
+    def create_and_remove() -> None:
+        while not stop.is_set():
+            (cgroup / "w-1").mkdir(parents=True, exist_ok=True)
+            (cgroup / "w-1" / "cgroup.procs").write_text("")
+            shutil.rmtree(cgroup, ignore_errors=True)
+
+    other = threading.Thread(target=create_and_remove)
+    other.start()
+    try:
+        for _ in range(20000):
+            assert cgroup_pids(cgroup) == []
+    finally:
+        stop.set()
+        other.join(timeout=30)
