@@ -204,23 +204,26 @@ def test_inspect_over_http(server: RunnerServer) -> None:
 
 def test_runner_cli_inspect(server: RunnerServer) -> None:
     server.stop()  # the store has one owner at a time
-    result = runner_cli(
-        server.store,
-        "inspect",
-        "--pid",
-        PID,
-        "--step",
-        "1",
-        "--image",
-        str(IMAGES / "cur_ng_2.png"),
-        "--guide-image",
-        str(GUIDE),
-        "--step-desc",
-        TRUTH["step_desc"],
-        "--guide-info",
-        f"@{GUIDE_INFO}",
-        "--json",
-    )
+    try:
+        result = runner_cli(
+            server.store,
+            "inspect",
+            "--pid",
+            PID,
+            "--step",
+            "1",
+            "--image",
+            str(IMAGES / "cur_ng_2.png"),
+            "--guide-image",
+            str(GUIDE),
+            "--step-desc",
+            TRUTH["step_desc"],
+            "--guide-info",
+            f"@{GUIDE_INFO}",
+            "--json",
+        )
+    finally:
+        server.start()  # the module's other tests use the server, in any order
     assert result.returncode == 0, result.stdout + result.stderr
     answer = json.loads(result.stdout.splitlines()[-1])
     assert answer["execute"]["data"]["result_status"] == "NG"
