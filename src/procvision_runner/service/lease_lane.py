@@ -19,8 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..leases import LeaseRegistry
 from .context import ServiceContext
 from .errors import response_for
-from .inspect_form import read_inspect_form
-from .routes_inspect import guide_inputs, inspect_fields
+from .routes_inspect import answer_form
 
 __all__ = ["LeaseLane"]
 
@@ -55,18 +54,11 @@ class LeaseLane:
         scope["route"] = self.route
         request = Request(scope, receive)
         try:
-            response = await self._inspect(request, values)
+            client = request.headers.get("x-procvision-client")
+            response = await answer_form(self.ctx, self.leases, request, values, client)
         except Exception as exc:  # errors are answers here, as the framework's handlers make them
             response = response_for(exc)
         await response(scope, receive, send)
-
-    async def _inspect(self, request: Request, values: dict[str, str]) -> Any:
-        fields, files = read_inspect_form(values)
-        client = request.headers.get("x-procvision-client")
-        async with guide_inputs(self.ctx, fields, files) as guide:
-            return await inspect_fields(
-                self.ctx, self.leases, request, fields, files, guide, client
-            )
 
 
 def _is_lease_form(scope: Scope) -> bool:

@@ -2,7 +2,7 @@
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from procvision_algorithm_sdk.contract import find_unjsonable
 from procvision_algorithm_sdk.errors import IMAGE_LOAD_FAILED, INVALID_PARAMS
@@ -25,10 +25,9 @@ from .results import InspectResult
 from .routes_frames import ClientId, client_of, lease_error, require_local
 
 __all__ = [
+    "answer_form",
     "decode_image",
     "error_result",
-    "guide_inputs",
-    "inspect_fields",
     "inspect_router",
     "parse_json_field",
     "run_inspection",
@@ -281,6 +280,19 @@ async def inspect_fields(
     return await _inspect_image(ctx, target, image)
 
 
+async def answer_form(
+    ctx: ServiceContext,
+    leases: LeaseRegistry,
+    request: Request,
+    form: FormData | Mapping[str, str | UploadFile],
+    client: str | None,
+) -> JSONResponse:
+    """Validate a parsed /inspect form and run the inspection it asks for (route and lane)."""
+    fields, files = read_inspect_form(form)
+    async with guide_inputs(ctx, fields, files) as guide:
+        return await inspect_fields(ctx, leases, request, fields, files, guide, client)
+
+
 def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     """The inspection route; its answer is exactly the Runner API's dict."""
     router = APIRouter()
@@ -301,9 +313,7 @@ def inspect_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         """
         form = await parsed_form(request)
         try:
-            fields, files = read_inspect_form(form)
-            async with guide_inputs(ctx, fields, files) as guide:
-                return await inspect_fields(ctx, leases, request, fields, files, guide, client)
+            return await answer_form(ctx, leases, request, form, client)
         finally:
             await form.close()
 
