@@ -139,10 +139,8 @@ class RunnerClient:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _connection(self) -> WireConnection | http.client.HTTPConnection:
-        conn: WireConnection | http.client.HTTPConnection | None = getattr(
-            self._local, "conn", None
-        )
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._scheme == "https":
                 conn = http.client.HTTPSConnection(self._netloc, timeout=self.timeout)
