@@ -8,9 +8,11 @@ test module imports another.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -24,6 +26,9 @@ pytest.register_assert_rewrite("helpers")
 
 from helpers.openapi_check import CHECKER, install_httpx_hook  # noqa: E402
 from helpers.package_zips import EXAMPLE  # noqa: E402
+
+if TYPE_CHECKING:
+    from helpers.station import Stations
 
 install_httpx_hook()
 
@@ -65,6 +70,28 @@ def example_frame() -> np.ndarray:
         frame = np.asarray(img.convert("RGB"))
     frame.setflags(write=False)
     return frame
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A directory every process of this pytest run shares (the xdist workers' common parent).
+
+    Anything built there must be built under a file lock and only read afterwards.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # each worker's basetemp is <the run's basetemp>/popen-gwN
+        return tmp_path_factory.getbasetemp().parent / name
+    return tmp_path_factory.getbasetemp() / name
+
+
+@pytest.fixture(scope="session")
+def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
+    """The example's zips and template stores (helpers/station.py), built once per run.
+
+    Tests copy a template (`stations.copy`) and never change the shared files.
+    """
+    from helpers.station import Stations  # imports the Runner: only for the tests that use it
+
+    return Stations(shared_dir(tmp_path_factory, "stations"))
 
 
 @pytest.hookimpl(tryfirst=True)

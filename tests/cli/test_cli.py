@@ -49,13 +49,19 @@ def wheel_cache() -> Path:
     return cache
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A freshly generated project with a Chinese, quoted name."""
-    target = tmp_path / "proj"
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project `init` generated once per module, with a Chinese, quoted name (only copied)."""
+    target = tmp_path_factory.mktemp("generated") / "proj"
     result = cli("init", CHINESE_NAME, "-d", str(target), "--pids", "p001,p002")
     assert result.returncode == 0, result.stderr
     return target
+
+
+@pytest.fixture
+def project(generated: Path, tmp_path: Path) -> Path:
+    """A freshly generated project of its own (a copy: init writes no path into its files)."""
+    return Path(shutil.copytree(generated, tmp_path / "proj"))
 
 
 @pytest.fixture

@@ -31,13 +31,19 @@ def cli(
     )
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A freshly generated project."""
-    target = tmp_path / "proj"
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project `init` generated once per module (only copied)."""
+    target = tmp_path_factory.mktemp("generated") / "proj"
     result = cli("init", "review demo", "-d", str(target))
     assert result.returncode == 0, result.stderr
     return target
+
+
+@pytest.fixture
+def project(generated: Path, tmp_path: Path) -> Path:
+    """A freshly generated project of its own (a copy: init writes no path into its files)."""
+    return Path(shutil.copytree(generated, tmp_path / "proj"))
 
 
 def _write_ed25519_key(path: Path) -> None:

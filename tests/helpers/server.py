@@ -84,7 +84,7 @@ class RunnerServer:
                     return self
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not answer /healthz in {self.startup_timeout_s} s")
 
@@ -103,7 +103,7 @@ class RunnerServer:
             body = r.json()
             if r.status_code == 200:
                 return body
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise RuntimeError(f"not ready after {timeout_s} s: {body}")
 
     def log(self) -> str:

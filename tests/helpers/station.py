@@ -1,12 +1,15 @@
-"""Real stores for the `procvision-runner` CLI tests: built once per module, copied per test.
+"""Real stores for the `procvision-runner` CLI tests: built once per run, copied per test.
 
 Templates (each a real store made by the CLI from real zips):
   "1.0.0"          algorithm-example 1.0.0 installed and active on p001 and p002
   "1.0.0+1.0.1"    that, plus 1.0.1 installed (not active)
   "1.0.0+1.0.1+1.0.2"  that, plus 1.0.2 installed (not active)
 Each test gets its own copy (`Stations.copy`), so no test depends on what another left. The
-files under deployed/ (venvs and package files) are hard links into the template: the store
-never writes a deployed file in place (installs build elsewhere and rename, removals unlink).
+files under deployed/ (venvs and package files) and zips/ are hard links into the template: the
+store never writes those in place (installs build elsewhere and rename, removals unlink).
+The zips and templates are built once per pytest run, under a file lock, in a directory the
+xdist workers share (the `stations` fixture of tests/conftest.py): the templates are only read
+(copied), so sharing them changes nothing a test sees.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from filelock import FileLock
+
 from helpers.package_zips import EXAMPLE, make_package_zip
 from procvision_runner.store.crashpoints import ENV as CRASH_ENV
 
 NAME = "algorithm-example"
 VERSIONS = ("1.0.0", "1.0.1", "1.0.2")
 IMAGE = EXAMPLE / "images" / "ok_01.png"
+BUILD_LOCK_TIMEOUT_S = 1200.0
 
 
 def cli(
@@ -84,37 +90,57 @@ def assert_consistent(store: Path) -> dict:
 
 
 def _link_deployed(src: str, dst: str) -> None:
-    if f"{os.sep}deployed{os.sep}" in src:
+    # the store writes neither a deployed file nor a stored zip in place: it builds them
+    # elsewhere and renames, and removes them by unlinking; everything else is copied
+    if f"{os.sep}deployed{os.sep}" in src or f"{os.sep}zips{os.sep}" in src:
         os.link(src, dst)
     else:
         shutil.copy2(src, dst)
 
 
 class Stations:
-    """Zips of 1.0.0, 1.0.1 and 1.0.2 (nested) and the template stores, built on first use."""
+    """Zips of 1.0.0, 1.0.1 and 1.0.2 (nested) and the template stores, built on first use.
+
+    Several processes may share one `base`: each build runs under `base/.build.lock` and is
+    marked done only when complete, so a process killed mid-build leaves nothing half-used.
+    """
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.zips = {v: make_package_zip(base / "in" / f"a-{v}.zip", v) for v in VERSIONS[:2]}
-        self.zips["1.0.2"] = make_package_zip(base / "in" / "a-1.0.2.zip", "1.0.2", nested=True)
-        self.keep_one = base / "keep-one.toml"
-        self.keep_one.write_text("[store]\nkeep_versions = 1\n")
-        self._templates: dict[str, Path] = {}
+        base.mkdir(parents=True, exist_ok=True)
+        # the deadline covers another process building all three templates (3 installs)
+        self._lock = FileLock(str(base / ".build.lock"), timeout=BUILD_LOCK_TIMEOUT_S)
+        with self._lock:
+            self.zips = {v: self._zip(v, nested=v == "1.0.2") for v in VERSIONS}
+            self.keep_one = base / "keep-one.toml"
+            if not self.keep_one.exists():
+                self.keep_one.write_text("[store]\nkeep_versions = 1\n")
+
+    def _zip(self, version: str, *, nested: bool) -> Path:
+        out = self.base / "in" / f"a-{version}.zip"
+        if not out.exists():
+            part = make_package_zip(out.with_name(f"{out.name}.part"), version, nested=nested)
+            part.replace(out)
+        return out
 
     def template(self, versions: str) -> Path:
         """The template store with `versions` ("1.0.0", "1.0.0+1.0.1", ...) installed."""
-        if versions in self._templates:
-            return self._templates[versions]
-        wanted = versions.split("+")
         store = self.base / "templates" / versions
-        if len(wanted) == 1:
-            self._run(store, "install", str(self.zips[wanted[0]]))
-            self._run(store, "activate", NAME, wanted[0], "--pid", "p001", "--pid", "p002")
-        else:
-            previous = self.template("+".join(wanted[:-1]))
-            shutil.copytree(previous, store, symlinks=True, copy_function=_link_deployed)
-            self._run(store, "install", str(self.zips[wanted[-1]]))
-        self._templates[versions] = store
+        done = store.with_name(f"{versions}.done")
+        with self._lock:  # reentrant: the recursive call below holds it once more
+            if done.exists():
+                return store
+            if store.exists():  # a build that did not finish
+                shutil.rmtree(store)
+            wanted = versions.split("+")
+            if len(wanted) == 1:
+                self._run(store, "install", str(self.zips[wanted[0]]))
+                self._run(store, "activate", NAME, wanted[0], "--pid", "p001", "--pid", "p002")
+            else:
+                previous = self.template("+".join(wanted[:-1]))
+                shutil.copytree(previous, store, symlinks=True, copy_function=_link_deployed)
+                self._run(store, "install", str(self.zips[wanted[-1]]))
+            done.touch()
         return store
 
     def copy(self, versions: str, dest: Path) -> Path:

@@ -39,7 +39,7 @@ def wait_job(http: httpx.Client, location: str, timeout_s: float = 400.0) -> dic
         assert r.status_code == 200, r.text
         if r.json()["status"] in ("succeeded", "failed"):
             return dict(r.json())
-        time.sleep(0.3)
+        time.sleep(0.05)
     raise AssertionError(f"job {location} did not end in {timeout_s} s")
 
 

@@ -264,7 +264,7 @@ def test_readiness_follows_the_active_packages_across_restarts(
             body = r.json()
             if body["started"]:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert body["started"] and not body["ready"]
         assert any("p001" in problem for problem in body["problems"]), body
         assert httpx.get(f"{srv.url}/healthz").status_code == 200

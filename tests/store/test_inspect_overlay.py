@@ -24,11 +24,6 @@ NG_IMAGE = EXAMPLE / "images" / "ng_missing_1.png"
 OK_IMAGE = EXAMPLE / "images" / "ok_01.png"
 
 
-@pytest.fixture(scope="module")
-def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
-    return Stations(tmp_path_factory.mktemp("overlay"))
-
-
 def _banner_colour(png: Path, image_height: int) -> tuple[int, ...]:
     with Image.open(png) as im:
         pixels = np.asarray(im.convert("RGB"))

@@ -1,6 +1,6 @@
 """`procvision-runner` as a station uses it: real subprocesses on real stores.
 
-Each test has a store of its own, copied from a template built once per module
+Each test has a store of its own, copied from a template built once per run
 (helpers/station.py). Also: installs, switches and uninstalls from several processes at once
 (serialised by the lock). The crash points are in test_store_crashpoints.py.
 """
@@ -15,11 +15,6 @@ from helpers.package_zips import EXAMPLE
 from helpers.station import IMAGE, NAME, Stations, assert_consistent, cli, inspect_version, spawn
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
-    return Stations(tmp_path_factory.mktemp("cli"))
 
 
 def _station(stations: Stations, versions: str, tmp_path: Path) -> dict:

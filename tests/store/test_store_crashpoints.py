@@ -42,11 +42,6 @@ CASES = [
 IDS = [f"{point}:{' '.join(a for a in args if not a.startswith('{'))}" for point, args, *_ in CASES]
 
 
-@pytest.fixture(scope="module")
-def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
-    return Stations(tmp_path_factory.mktemp("crash"))
-
-
 def _builds(store: Path) -> dict[str, int]:
     """version -> created_ns of each registered build (which build of a version is installed)."""
     registry = json.loads((store / "registry.json").read_text())

@@ -1,8 +1,9 @@
 """One store, one owner (issue 13 item 1): a serving Runner owns its store for its life.
 
 Real `procvision-runner serve` processes on 127.0.0.1 (ephemeral ports), the real CLI in
-subprocesses, one real store in tmp with two real installed versions (real venvs, real workers).
-Every test first binds the pids it needs itself, so each runs alone and in any order.
+subprocesses, one real store in tmp with two real installed versions (real venvs, real workers;
+a copy of a template store, helpers/station.py). Every test first binds the pids it needs
+itself, so each runs alone and in any order.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers.package_zips import EXAMPLE, make_package_zip
+from helpers.package_zips import EXAMPLE
 from helpers.server import RunnerServer
+from helpers.station import Stations
 
+from procvision_runner.store import PackageManager, PackageStore
 from procvision_runner.store.owner import live_owner, read_owner
 
 pytestmark = pytest.mark.slow
@@ -46,12 +49,14 @@ def cli(store: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("owner")
-    root = base / "store"
-    for version in ("1.0.0", "1.1.0"):
-        r = cli(root, "install", str(make_package_zip(base / f"a-{version}.zip", version)))
-        assert r.returncode == 0, r.stderr
+def store(stations: Stations, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1.0.0 and 1.0.1 installed, no pid bound but p001 (a copy of a template store)."""
+    root = stations.copy("1.0.0+1.0.1", tmp_path_factory.mktemp("owner") / "store")
+    manager = PackageManager(PackageStore(root).open())
+    try:
+        manager.deactivate("p002")
+    finally:
+        manager.close()
     return root
 
 
@@ -95,10 +100,12 @@ def registry_active(store: Path) -> dict[str, Any]:
     return dict(json.loads((store / "registry.json").read_text(encoding="utf-8"))["active"])
 
 
-def test_cli_changes_while_serving_go_through_the_server(store: Path, server: RunnerServer) -> None:
+def test_cli_changes_while_serving_go_through_the_server(
+    stations: Stations, store: Path, server: RunnerServer
+) -> None:
     assert inspected_version(server) == "1.0.0"
     # an install is uploaded to the server: the zip's checks pass there, its registry refuses
-    r = cli(store, "install", str(store.parent / "a-1.0.0.zip"))
+    r = cli(store, "install", str(stations.zips["1.0.0"]))
     assert r.returncode == 1, r.stdout
     # the server's steps as they come (it runs the install as a job), then the error line
     assert "check: " in r.stderr, r.stderr
@@ -107,22 +114,22 @@ def test_cli_changes_while_serving_go_through_the_server(store: Path, server: Ru
     assert list((store / "tmp").iterdir()) == []  # the server removed its upload
     access = [json.loads(x) for x in server.log().splitlines() if '"procvision_runner.access"' in x]
     assert any(a["path"] == "/algorithms/install" and a["status"] == 202 for a in access), access
-    r = cli(store, "switch", NAME, "1.1.0", "--pid", "p001")
+    r = cli(store, "switch", NAME, "1.0.1", "--pid", "p001")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"switched p001 to {NAME} 1.1.0 (p001 was {NAME} 1.0.0)")
+    assert r.stdout.startswith(f"switched p001 to {NAME} 1.0.1 (p001 was {NAME} 1.0.0)")
     # the server that answers /inspect switched, and its readiness agrees at once
-    assert inspected_version(server) == "1.1.0"
+    assert inspected_version(server) == "1.0.1"
     ready = httpx.get(f"{server.url}/readyz", timeout=60)
     assert ready.status_code == 200, ready.text
-    assert ready.json()["active"]["p001"]["version"] == "1.1.0"
-    assert [(p["version"], p["state"]) for p in ready.json()["packages"]] == [("1.1.0", "READY")]
+    assert ready.json()["active"]["p001"]["version"] == "1.0.1"
+    assert [(p["version"], p["state"]) for p in ready.json()["packages"]] == [("1.0.1", "READY")]
     # read-only commands work directly while the server owns the store
     listed = cli(store, "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout)["active"]["p001"]["version"] == "1.1.0"
+    assert json.loads(listed.stdout)["active"]["p001"]["version"] == "1.0.1"
     r = cli(store, "rollback", "--pid", "p001")
     assert r.returncode == 0, r.stderr
-    assert f"rolled p001 back to {NAME} 1.0.0 (from {NAME} 1.1.0)" in r.stdout
+    assert f"rolled p001 back to {NAME} 1.0.0 (from {NAME} 1.0.1)" in r.stdout
     assert inspected_version(server) == "1.0.0"
     # deactivate has its HTTP twin too; a refusal keeps the CLI's format and exit status
     r = cli(store, "activate", NAME, "1.0.0", "--pid", "p002")
@@ -144,7 +151,7 @@ def test_second_serve_is_refused_naming_the_owner_before_any_worker(
     # every Python started from an installed venv from now on leaves its pid in `marker`
     marker = store.parent / f"worker-starts-{os.getpid()}.txt"
     hooks = []
-    for version in ("1.0.0", "1.1.0"):
+    for version in ("1.0.0", "1.0.1"):
         site = next((store / "deployed" / NAME / version / "venv" / "lib").glob("*/site-packages"))
         hook = site / "zz_test_worker_marker.pth"
         hook.write_text(
@@ -182,7 +189,7 @@ def test_cli_change_refused_when_the_owner_does_not_answer(
     before = registry_active(store)
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
-        r = cli(store, "--server-timeout", "1", "switch", NAME, "1.1.0", "--pid", "p001")
+        r = cli(store, "--server-timeout", "1", "switch", NAME, "1.0.1", "--pid", "p001")
         listed = cli(store, "list", "--json")
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
@@ -258,18 +265,17 @@ def test_uninstall_of_a_version_another_process_runs_is_refused(
 
 
 def test_prune_keeps_a_version_another_process_runs(
-    store: Path, holder: subprocess.Popen[str]
+    stations: Stations, store: Path, holder: subprocess.Popen[str]
 ) -> None:
-    r = cli(store, "switch", NAME, "1.1.0", "--pid", "p001")  # the holder keeps running 1.0.0
+    r = cli(store, "switch", NAME, "1.0.1", "--pid", "p001")  # the holder keeps running 1.0.0
     assert r.returncode == 0, r.stderr
     keep_one = store.parent / f"keep-one-{os.getpid()}.toml"
     keep_one.write_text("[store]\nkeep_versions = 1\n", encoding="utf-8")
-    z = make_package_zip(store.parent / "a-1.2.0.zip", "1.2.0")
-    r = cli(store, "--config", str(keep_one), "install", str(z))
+    r = cli(store, "--config", str(keep_one), "install", str(stations.zips["1.0.2"]))
     assert r.returncode == 0, r.stderr
     listed = json.loads(cli(store, "list", "--json").stdout)
-    # 1.2.0 is the one kept by count, 1.1.0 is bound, 1.0.0 runs in the holder: none pruned
-    assert [p["version"] for p in listed["packages"]] == ["1.0.0", "1.1.0", "1.2.0"]
+    # 1.0.2 is the one kept by count, 1.0.1 is bound, 1.0.0 runs in the holder: none pruned
+    assert [p["version"] for p in listed["packages"]] == ["1.0.0", "1.0.1", "1.0.2"]
     assert (store / "deployed" / NAME / "1.0.0" / "venv" / "bin" / "python").exists()
 
 
