@@ -8,9 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk.contract import Problem
 from procvision_algorithm_sdk.errors import (
@@ -20,7 +18,9 @@ from procvision_algorithm_sdk.errors import (
     ImageLoadError,
     ProcVisionError,
 )
-from procvision_algorithm_sdk.imagefile import decode_image
+
+if TYPE_CHECKING:  # numpy and Pillow load where an image is made: `--help` and `init` skip them
+    import numpy as np
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -128,6 +128,8 @@ def load_manifest(project: Path, manifest_path: str | os.PathLike[str] | None = 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a PNG/JPEG/BMP/TIFF file into an H x W x 3 uint8 RGB array; CliError 1002 if not."""
+    from procvision_algorithm_sdk.imagefile import decode_image
+
     try:
         return decode_image(path)
     except ImageLoadError as exc:
@@ -136,6 +138,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def make_test_image(width: int = TEST_IMAGE_WIDTH, height: int = TEST_IMAGE_HEIGHT) -> np.ndarray:
     """Return a deterministic RGB test image: gradients, a bright board and dark dots."""
+    import numpy as np
+
     ys, xs = np.mgrid[0:height, 0:width]
     image = np.empty((height, width, 3), dtype=np.uint8)
     image[..., 0] = (xs * 255 // max(width - 1, 1)).astype(np.uint8)

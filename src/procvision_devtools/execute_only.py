@@ -12,9 +12,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk import protocol
 from procvision_algorithm_sdk.contract import DEFAULT_MAX_DEFECTS, check_execute_result
@@ -32,6 +30,9 @@ from procvision_algorithm_sdk.guide import check_guide_info
 from ._common import CliError, Report, load_image, load_manifest, make_test_image
 from ._runner_session import DEV_PID, open_runner
 from .call_logs import CallLogs
+
+if TYPE_CHECKING:  # numpy loads with the images: `bench --help` and `init` skip it
+    import numpy as np
 
 SIGNATURE = f"execute({', '.join(EXECUTE_ONLY_PARAMS)})"
 
@@ -202,6 +203,8 @@ def run_execute_only(
     With `logs` (capturing): StartFailed when the worker did not start, and the result has the
     call's worker log entries as `logs`.
     """
+    import numpy as np
+
     root = Path(project)
     if not root.is_dir():
         raise CliError(MANIFEST_MISSING, f"project directory not found: {root}")

@@ -39,6 +39,8 @@ def _short_hash(text: str) -> str:
 
 def romanize(name: str) -> str:
     """Chinese characters spelled in pinyin, words apart ("产线检测" -> "chan xian jian ce")."""
+    if name.isascii():  # what pypinyin gives back for it, without loading its 1 s of tables
+        return name.strip()
     try:
         from pypinyin import lazy_pinyin
     except ImportError:  # the slug then falls back to a hash of the name

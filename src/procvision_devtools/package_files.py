@@ -15,13 +15,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from pathspec import GitIgnoreSpec
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk.errors import INVALID_ZIP, MANIFEST_MISSING
 
 from ._common import CliError
+
+if TYPE_CHECKING:  # pathspec loads when files are chosen, not with the parser
+    from pathspec import GitIgnoreSpec
 
 EXCLUDED_DIRS = {
     ".git",
@@ -79,6 +80,8 @@ def is_secret(name: str) -> bool:
 
 
 def _spec(patterns: Iterable[str], where: str) -> GitIgnoreSpec:
+    from pathspec import GitIgnoreSpec
+
     try:
         return GitIgnoreSpec.from_lines(list(patterns))
     except (ValueError, TypeError) as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -45,6 +44,8 @@ def sdk_source_root() -> Path | None:
     if _is_checkout(here):
         return here
     # Installed (not editable) from distributions/sdk of a checkout: the install record says where
+    import importlib.metadata  # here: the parser of `procvision-cli` imports this module
+
     with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
         info = json.loads(
             importlib.metadata.distribution(SDK_PROJECT).read_text("direct_url.json") or ""

@@ -25,12 +25,17 @@ from procvision_algorithm_sdk.errors import (
 
 from ._stdout import dump_json, quiet_on_closed_pipe
 from .cli_inspect import add_inspect_arguments, cmd_inspect
-from .store import PackageManager, default_root
-from .store.opening import configs_from, load_configs, open_manager, read_document
-from .store.progress import print_progress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the types of the names __getattr__ loads on first access
     from .service import ServiceConfig
+    from .store import PackageManager as PackageManager
+    from .store import default_root as default_root
+    from .store.opening import configs_from as configs_from
+    from .store.opening import load_configs as load_config  # noqa: F401 (re-export)
+    from .store.opening import load_configs as load_configs
+    from .store.opening import open_manager as open_manager
+    from .store.opening import read_document as read_document
+    from .store.progress import print_progress as print_progress
 
 log = logging.getLogger("procvision_runner.service")
 
@@ -47,23 +52,45 @@ class Command:
 
 # -- configuration ---------------------------------------------------------------------------
 
-load_config = load_configs  # the name this module has always offered
+# Names this module has always offered, loaded on first use: the store pulls in the package
+# checks, signing and the resolver, which `--help` and most commands never need.
+_FROM_STORE = frozenset(
+    {"PackageManager", "default_root", "configs_from", "load_config", "load_configs"}
+    | {"open_manager", "read_document", "print_progress"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The store names this module re-exports, imported on first access (PEP 562)."""
+    if name not in _FROM_STORE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .store import opening, progress
+
+    wanted = "load_configs" if name == "load_config" else name
+    value = getattr(progress if name == "print_progress" else opening, wanted)
+    globals()[name] = value
+    return value
 
 
 def _store_root(args: argparse.Namespace) -> Path:
+    from .store import default_root
+
     return Path(args.store) if getattr(args, "store", None) else default_root()
 
 
 def _manager(args: argparse.Namespace, *, query: bool = False) -> PackageManager:
     """query: a command that changes nothing never waits on a store a server owns (no reconcile)."""
+    from .store.opening import open_manager
+
     return open_manager(_store_root(args), config_path=getattr(args, "config", None), query=query)
 
 
 def _changing(args: argparse.Namespace) -> AbstractContextManager[Any]:
     """The store to change: directly (holding its owner lock), or through the owning server."""
     from .remote import changing
+    from .store.opening import load_configs
 
-    _, store_cfg = load_config(getattr(args, "config", None))
+    _, store_cfg = load_configs(getattr(args, "config", None))
     return changing(
         _store_root(args),
         lambda: _manager(args),
@@ -94,6 +121,8 @@ def _args_install(p: argparse.ArgumentParser) -> None:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Install a zip into the store: each step on stderr as it starts, the entry on stdout."""
+    from .store.progress import print_progress
+
     flags = {"replace": args.replace, "keep_bundled_sdk": args.keep_bundled_sdk}
     with _changing(args) as manager:
         entry = manager.install(Path(args.zip), progress=print_progress(sys.stderr), **flags)
@@ -206,6 +235,7 @@ def serve_from_args(args: Any) -> int:
     from .service import ServiceConfig, check_bind
     from .service.logsetup import configure_logging
     from .service.server import log_settings
+    from .store.opening import read_document
 
     doc = read_document(getattr(args, "config", None))  # the one read of the file
     try:
@@ -238,6 +268,7 @@ def _serve_store(args: Any, doc: Any, config: ServiceConfig, host: str, port: in
     from .config import RunnerConfig
     from .runner import Runner
     from .service import banner, serve
+    from .store.opening import configs_from, open_manager
     from .store.owner import claim_store
 
     runner_cfg, store_cfg = configs_from(doc)

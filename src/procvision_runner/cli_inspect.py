@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk.errors import (
     IMAGE_LOAD_FAILED,
@@ -19,8 +19,10 @@ from procvision_algorithm_sdk.errors import (
 )
 
 from ._stdout import dump_json
-from .store import PackageManager, StoreError
-from .store.opening import load_configs, open_manager
+from .store.lock import StoreError
+
+if TYPE_CHECKING:
+    from .store import PackageManager
 
 __all__ = ["add_inspect_arguments", "cmd_inspect"]
 
@@ -121,6 +123,7 @@ def _describe(phase: str, result: dict | None) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Run steps on image files through the active version of a pid, one session per image."""
     from .runner import Runner
+    from .store.opening import load_configs, open_manager
 
     params = _read_params(args.params)
     if args.save_overlay:

@@ -17,10 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from procvision_algorithm_sdk.legacy_frames import DIR_ENV, NPY_SUFFIX, legacy_path
-from procvision_algorithm_sdk.segment import pid_alive
+from procvision_algorithm_sdk._process import pid_alive
 
 TRANSPORT_SHM = "shared_memory"
 TRANSPORT_FILES = "files"
@@ -78,6 +75,11 @@ def write_frame(
     directory: Path, frame: Any, color_space: str, extra_meta: dict[str, Any]
 ) -> tuple[FileFrame, str, dict[str, Any]]:
     """Write `frame` (H x W or H x W x 1|3|4) as `<dir>/<id>.npy`: (handle, id, image_meta)."""
+    # Imported here: the store imports this module for its transport names alone.
+    import numpy as np
+
+    from procvision_algorithm_sdk.legacy_frames import NPY_SUFFIX, legacy_path
+
     array = np.asarray(frame)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ValueError(f"a frame must be H x W or H x W x 1|3|4, not {array.shape}")
@@ -97,4 +99,6 @@ def write_frame(
 
 def worker_env_for(directory: Path) -> dict[str, str]:
     """The variable that points the original SDK's reader at the worker's directory."""
+    from procvision_algorithm_sdk.legacy_frames import DIR_ENV
+
     return {DIR_ENV: str(directory)}

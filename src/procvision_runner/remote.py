@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procvision_algorithm_sdk.errors import INVALID_PARAMS, UNKNOWN_ERROR
 
-from .client import RunnerClient, RunnerHTTPError
 from .config import ConfigFileError, read_config_file
 from .store.lock import StoreError
 from .store.owner import OwnerRecord, change_access
 from .store.progress import ProgressFn
+
+if TYPE_CHECKING:  # the client (numpy, HTTP) loads only when a server owns the store
+    from .client import RunnerClient
 
 __all__ = ["TOKEN_ENV", "RemoteManager", "changing", "token_from"]
 
@@ -130,9 +132,13 @@ class RemoteManager:
         )
 
     def _client(self, timeout_s: float) -> RunnerClient:
+        from .client import RunnerClient
+
         return RunnerClient(self.owner.url, self._token, timeout=timeout_s, transport="raw")
 
     def _call(self, what: str, call: Callable[[RunnerClient], dict[str, Any]]) -> dict:
+        from .client import RunnerHTTPError
+
         with self._client(self.reach_timeout_s) as probe:
             try:
                 probe.health()

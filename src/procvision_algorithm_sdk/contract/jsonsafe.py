@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from procvision_algorithm_sdk.errors import (
     INVALID_RESULT,
 )
 
-from .problem import Problem, _as_list, _child, _never_raises, _numpy_hint, _show, _type_name
+from .problem import (
+    Problem,
+    _as_list,
+    _child,
+    _loaded_numpy,
+    _never_raises,
+    _numpy_hint,
+    _show,
+    _type_name,
+)
 
 # Deeper data is refused rather than risking RecursionError in a json encoder.
 __all__ = [
@@ -48,7 +55,8 @@ def _leaf_problems(value: object, label: str, problems: list[Problem]) -> bool:
                 )
             )
         return True
-    if isinstance(value, np.ndarray):
+    np = _loaded_numpy()
+    if np is not None and isinstance(value, np.ndarray):
         problems.append(
             Problem(
                 label,
@@ -95,7 +103,8 @@ def _walk_json(
 ) -> None:
     """Append a 1008 problem for every leaf of `value` that plain JSON cannot carry."""
     label = where or "result"
-    if isinstance(value, np.floating) and not np.isfinite(value):
+    np = _loaded_numpy()
+    if np is not None and isinstance(value, np.floating) and not np.isfinite(value):
         value = float(value)  # converting would not help: report it as the NaN it is
     if _leaf_problems(value, label, problems) or not isinstance(value, (dict, list, tuple)):
         return  # a leaf (reported when it is not JSON); only containers are walked
@@ -215,12 +224,14 @@ def to_jsonable(value: object) -> object:
 
 def _convert(value: object, where: str, visiting: set[int], depth: int) -> object:
     label = where or "value"
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        value = float(value)
+    np = _loaded_numpy()
+    if np is not None:
+        if isinstance(value, np.bool_):
+            return bool(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.floating):
+            value = float(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):

@@ -6,11 +6,10 @@ import functools
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard, TypeVar
-
-import numpy as np
 
 __all__ = [
     "Problem",
@@ -75,11 +74,23 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _loaded_numpy() -> Any:
+    """numpy if something imported it, else None.
+
+    No value can be a numpy object before numpy is imported, so the checks ask this instead of
+    importing numpy themselves: the command lines that check manifests start without it.
+    """
+    return sys.modules.get("numpy")
+
+
 def _is_number(value: object) -> TypeGuard[int | float]:
     """True for a finite Python int or float (not a bool, not a numpy scalar)."""
     if _is_int(value):
         return True
-    return isinstance(value, float) and not isinstance(value, np.floating) and math.isfinite(value)
+    if not isinstance(value, float):
+        return False
+    np = _loaded_numpy()
+    return (np is None or not isinstance(value, np.floating)) and math.isfinite(value)
 
 
 def _non_empty_str(value: object) -> TypeGuard[str]:
@@ -91,6 +102,9 @@ def _numpy_hint(value: object, where: str) -> str | None:
     """Return the 1008 message for a numpy scalar, or None if `value` is not one."""
     if isinstance(value, (str, bytes)):
         return None  # numpy.str_ is a str and serialises; numpy.bytes_ is reported as bytes
+    np = _loaded_numpy()
+    if np is None:
+        return None
     if isinstance(value, np.bool_):
         conv = "bool()"
     elif isinstance(value, np.integer):

@@ -31,7 +31,6 @@ from ._manager_base import (
     _sha256,
     _version_key,
 )
-from .closure import check_closure_in_zip
 from .crashpoints import crash_point
 from .layout import (
     INSTALL_MARKER,
@@ -43,9 +42,7 @@ from .layout import (
 from .lock import StoreError
 from .progress import ProgressFn, Reporter
 from .registry import Registry, atomic_write_json, fsync_dir
-from .sdk_substitute import bundled_sdk, runner_sdk_wheel, substitute_sdk, substitution_note
 from .venv import build_venv
-from .wheels import TargetEnv, check_env_file, check_requirements
 from .zipcheck import ZipLayout, check_zip, extract_zip
 
 
@@ -54,6 +51,11 @@ class InstallFlows(ManagerBase):
 
     def check(self, zip_path: str | Path) -> tuple[ZipLayout | None, list[Problem], bool]:
         """All checks an install makes before unpacking: (layout, problems, signed)."""
+        # The resolver and packaging's parsers load here: a store opened to list or bind
+        # packages never needs them.
+        from .closure import check_closure_in_zip
+        from .wheels import TargetEnv, check_env_file, check_requirements
+
         layout, problems = check_zip(
             zip_path, self.config.limits, free_bytes=shutil.disk_usage(self.store.root).free
         )
@@ -81,6 +83,8 @@ class InstallFlows(ManagerBase):
 
     def _substitute_sdk(self, work: Path, layout: ZipLayout, keep: bool) -> tuple[str | None, str]:
         """Put the Runner's SDK in place of a bundled original one: (registry note, transport)."""
+        from .sdk_substitute import bundled_sdk, runner_sdk_wheel, substitute_sdk, substitution_note
+
         found = bundled_sdk(layout.wheels)
         if found is None:
             return None, TRANSPORT_SHM

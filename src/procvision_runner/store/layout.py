@@ -29,9 +29,9 @@ import re
 import shutil
 from pathlib import Path
 
+from procvision_algorithm_sdk._process import pid_alive
 from procvision_algorithm_sdk.contract import is_safe_name
 from procvision_algorithm_sdk.errors import UNKNOWN_ERROR
-from procvision_algorithm_sdk.segment import pid_alive
 
 from .audit import AuditLog
 from .lock import StoreError, StoreLock

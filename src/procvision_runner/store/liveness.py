@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from procvision_algorithm_sdk.segment import pid_alive
+from procvision_algorithm_sdk._process import pid_alive
 
 from .venv import _proc_stat, boot_id
 

@@ -12,15 +12,18 @@ import hashlib
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from typing import TYPE_CHECKING
 
 from procvision_algorithm_sdk.contract import Problem
 from procvision_algorithm_sdk.errors import INVALID_ZIP
 
 from .zipcheck import CHECKSUMS, SIGNATURE, ZipLayout, entry_name_problem
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used: the store opens without it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 POLICIES = ("strict", "lenient")
 
@@ -78,6 +81,9 @@ def sign(private_key: Ed25519PrivateKey, checksums: bytes) -> str:
 
 def load_trusted_keys(keys_dir: Path) -> tuple[list[Ed25519PublicKey], list[Problem]]:
     """Every `*.pub` Ed25519 PEM key in the directory (unreadable keys are problems)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     keys: list[Ed25519PublicKey] = []
     problems: list[Problem] = []
     if not keys_dir.is_dir():
@@ -143,6 +149,8 @@ def verify_package(
             *key_problems,
             Problem(SIGNATURE, INVALID_ZIP, f"no trusted Ed25519 keys in {keys_dir}"),
         ]
+    from cryptography.exceptions import InvalidSignature
+
     for key in keys:
         try:
             key.verify(signature, checksums_bytes)
