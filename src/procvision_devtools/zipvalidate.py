@@ -80,7 +80,7 @@ def validate_zip(zip_path: Path, report: Report) -> None:
         report.problems(
             "dependency closure",
             closure,
-            "pip resolves every transitive dependency from wheels/ for the target",
+            "uv or pip resolves every transitive dependency from wheels/ for the target",
         )
     if not layout.has_checksums:
         report.ok("checksums", "no checksums.sha256 (optional)")
