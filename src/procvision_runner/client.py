@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
-import itertools
 import json
 import os
+import socket
 import threading
 import urllib.parse
 import uuid
@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from procvision_algorithm_sdk import segment as seg
-
+from .client_frames import FrameBuffer
 from .client_wire import Connection, RunnerHTTPError, WireConnection, exchange, http_error
 
 CLIENT_HEADER = "X-ProcVision-Client"
@@ -38,68 +37,6 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-class FrameBuffer:
-    """A leased shared-memory frame buffer: fill `array` (or `write()`), `commit()`, inspect."""
-
-    def __init__(self, client: RunnerClient, description: dict[str, Any]) -> None:
-        self.description = description
-        self.lease_id: str = description["lease_id"]
-        self.height: int = description["height"]
-        self.width: int = description["width"]
-        self.channels: int = description["channels"]
-        self._client = client
-        self._shm: Any = seg.attach_segment(description["segment"])
-        shape = (self.height, self.width, self.channels)
-        self._array: np.ndarray | None = seg.payload_array(self._shm.buf, shape, np.uint8)
-        self._seqs = itertools.count(1)
-        self.seq = 0
-        self.busy = False
-
-    @property
-    def segment(self) -> str:
-        """The name of the leased segment."""
-        return str(self.description["segment"])
-
-    @property
-    def array(self) -> np.ndarray:
-        """A writable H x W x C view of the segment's payload."""
-        if self._array is None:
-            raise RuntimeError(f"lease {self.lease_id} was released")
-        return self._array
-
-    def write(self, frame: np.ndarray) -> int:
-        """Copy `frame` into the buffer and commit it; returns the committed sequence number."""
-        array = np.asarray(frame)
-        if array.dtype != np.uint8:
-            raise ValueError(f"frames are uint8, not {array.dtype}")
-        target = self.array
-        if array.ndim == 2:
-            array = array[:, :, None]
-        if array.shape != target.shape:
-            raise ValueError(f"frame shape {array.shape} does not fit lease {target.shape}")
-        seg.set_sequence(self._shm.buf, 0)  # a reader never sees a half-written frame as whole
-        np.copyto(target, array)
-        return self.commit()
-
-    def commit(self) -> int:
-        """Publish what was written into `array` under a fresh sequence number."""
-        self.seq = next(self._seqs)
-        seg.set_sequence(self._shm.buf, self.seq)
-        return self.seq
-
-    def close(self) -> None:
-        """Drop this process's mapping (the Runner unlinks the segment)."""
-        self._array = None
-        if self._shm is not None:
-            seg.close_quietly(self._shm)
-            self._shm = None
-
-    def release(self) -> None:
-        """Give the lease back to the Runner and unmap it."""
-        self.close()
-        self._client._release_lease(self.lease_id)
-
-
 class RunnerClient:
     """Client of one Runner service (thread-safe: one keep-alive connection per thread)."""
 
@@ -112,6 +49,7 @@ class RunnerClient:
         transport: str = "auto",
         client_id: str | None = None,
         leases_per_shape: int = 4,
+        local_socket: bool = True,
     ) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -136,20 +74,36 @@ class RunnerClient:
         self._all: list[FrameBuffer] = []
         self._leases_per_shape = leases_per_shape
         self._closed = False
+        # Lease calls go through the Runner's local socket when it offers one (learnt from a
+        # lease's description): the same request and answer, fewer wake-ups than over TCP.
+        self.local_socket = local_socket and hasattr(socket, "AF_UNIX")
+        self._socket_path: str | None = None
+
+    @property
+    def socket_path(self) -> str | None:
+        """The Runner's local socket that lease calls go through now (None: over TCP)."""
+        return self._socket_path
 
     # ------------------------------------------------------------------ HTTP
 
-    def _connection(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
+    def _connection(self, via_socket: bool = False) -> tuple[str, Connection]:
+        """(which, connection) of this thread: "socket" (the local socket) or "tcp"."""
+        path = self._socket_path if via_socket else None
+        which = "tcp" if path is None else "socket"
+        conn: Connection | None = getattr(self._local, which, None)
         if conn is None:
-            if self._scheme == "https":
+            if path is not None:
+                conn = WireConnection(
+                    self._host, self._port, self.timeout, "localhost", unix_path=path
+                )
+            elif self._scheme == "https":
                 conn = http.client.HTTPSConnection(self._netloc, timeout=self.timeout)
             else:
                 conn = WireConnection(self._host, self._port, self.timeout, self._netloc)
-            self._local.conn = conn
+            setattr(self._local, which, conn)
             with self._lock:
                 self._connections.append(conn)
-        return conn
+        return which, conn
 
     def request(
         self,
@@ -160,8 +114,12 @@ class RunnerClient:
         content_type: str | None = None,
         query: dict[str, Any] | None = None,
         expect_json: bool = True,
+        via_socket: bool = False,
     ) -> Any:
-        """One HTTP call; returns the decoded JSON (or text); RunnerHTTPError on non-2xx."""
+        """One HTTP call; returns the decoded JSON (or text); RunnerHTTPError on non-2xx.
+
+        `via_socket`: through the Runner's local socket when one is known (else over TCP).
+        """
         target = self._base + path
         if query:
             items = {k: _query_value(v) for k, v in query.items() if v is not None}
@@ -171,17 +129,26 @@ class RunnerClient:
             headers["Authorization"] = f"Bearer {self.token}"
         if content_type:
             headers["Content-Type"] = content_type
-        for attempt in (0, 1):
-            conn = self._connection()
+        retried = False
+        while True:
+            which, conn = self._connection(via_socket)
             try:
                 status, data = exchange(conn, method, target, headers, body)
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # A keep-alive connection the server closed meanwhile: reconnect once.
                 conn.close()
-                self._local.conn = None
-                if attempt:
+                setattr(self._local, which, None)
+                if retried:
                     raise
+                retried = True
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError):
+                if which != "socket":
+                    raise
+                # the local socket is gone or not ours to use: TCP from now on (nothing sent)
+                conn.close()
+                setattr(self._local, which, None)
+                self._socket_path = None
         if status >= 300:
             raise http_error(status, data)
         if not expect_json:
@@ -235,7 +202,11 @@ class RunnerClient:
         form.update(frame=buffer.lease_id, frame_seq=str(buffer.seq))
         body = urllib.parse.urlencode(form).encode("ascii")
         result: dict[str, Any] = self.request(
-            "POST", "/inspect", body=body, content_type="application/x-www-form-urlencoded"
+            "POST",
+            "/inspect",
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            via_socket=True,
         )
         return result
 
@@ -263,6 +234,9 @@ class RunnerClient:
             {"height": height, "width": width, "channels": channels, "client_pid": os.getpid()}
         ).encode()
         description = self.request("POST", "/frames", body=body, content_type="application/json")
+        offered = description.get("local_socket")
+        if self.local_socket and isinstance(offered, str) and offered:
+            self._socket_path = offered
         buffer = FrameBuffer(self, description)
         with self._lock:
             self._all.append(buffer)

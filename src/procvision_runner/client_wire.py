@@ -26,13 +26,22 @@ _MAX_HEADERS = 100
 
 
 class WireConnection:
-    """One keep-alive connection to `host:port`; every read and write has the timeout."""
+    """One keep-alive connection to `host:port` (or a Unix socket); reads and writes time out."""
 
-    def __init__(self, host: str, port: int, timeout: float, host_header: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        host_header: str,
+        *,
+        unix_path: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.host_header = host_header  # the URL's netloc (IPv6 hosts keep their brackets)
+        self.unix_path = unix_path  # the Runner's local socket instead of TCP
         self._sock: socket.socket | None = None
         self._file: Any = None
 
@@ -67,8 +76,17 @@ class WireConnection:
             raise
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.unix_path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._file = sock.makefile("rb")
 

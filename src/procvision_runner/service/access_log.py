@@ -10,7 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessLog"]
+__all__ = ["AccessLog", "log_request"]
 
 log = logging.getLogger("procvision_runner.access")
 
@@ -40,20 +40,23 @@ class AccessLog:
         finally:
             ms = round((time.perf_counter() - started) * 1000.0, 3)
             client = scope.get("client")
-            host = client[0] if client else None
-            method, path = scope["method"], scope["path"]
-            log.info(
-                "%s %s %s %d %.1f ms",
-                host,
-                method,
-                path,
-                status,
-                ms,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": ms,
-                    "client": host,
-                },
-            )
+            log_request(scope["method"], scope["path"], status, ms, client[0] if client else None)
+
+
+def log_request(method: str, path: str, status: int, ms: float, client: str | None) -> None:
+    """The one access record of a request (HTTP or the local socket)."""
+    log.info(
+        "%s %s %s %d %.1f ms",
+        client,
+        method,
+        path,
+        status,
+        ms,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": ms,
+            "client": client,
+        },
+    )

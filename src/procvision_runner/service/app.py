@@ -24,6 +24,7 @@ from .guard import RequestGuard
 from .health import health_router
 from .lease_lane import LeaseLane
 from .live import LiveFeed
+from .local_lane import start_local_socket
 from .openapi30 import to_openapi_30
 from .routes_describe import describe_router
 from .routes_frames import frames_router
@@ -88,11 +89,16 @@ def _lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        local = await anyio.to_thread.run_sync(start_local_socket, ctx, leases, _is_protected)
+        ctx.local_socket = None if local is None else local.path
         startup.thread = threading.Thread(target=start_worker, name="procvision-start", daemon=True)
         startup.thread.start()
         try:
             yield
         finally:
+            if local is not None:
+                ctx.local_socket = None
+                await anyio.to_thread.run_sync(local.close)
             await anyio.to_thread.run_sync(leases.close)  # the leases' segments go with the app
             await anyio.to_thread.run_sync(ctx.decoder.close)
             # queued installs are cancelled, a running one is given its deadline to finish

@@ -59,6 +59,7 @@ class ServiceContext:
     decoder: Decoder = field(init=False)
     jobs: JobRegistry = field(init=False)  # install jobs (POST /algorithms/install?async=true)
     live: LiveFeed | None = None  # the operator page's feed (set by create_app)
+    local_socket: Path | None = None  # where the local socket listens (set at start-up)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(

@@ -140,6 +140,11 @@ class FrameLease(BaseModel):
     layout_version: int
     seq_offset: int = Field(description="offset of the 8-byte little-endian sequence number")
     idle_timeout_s: float
+    local_socket: str | None = Field(
+        None,
+        description="a Unix socket on this host that answers POST /inspect forms naming "
+        "this lease faster than TCP (same request and answer); absent when off",
+    )
 
 
 class ParamSpec(BaseModel):

@@ -71,6 +71,12 @@ def client_of(client: str | None) -> str:
     return client
 
 
+def _with_socket(ctx: ServiceContext, description: dict[str, Any]) -> dict[str, Any]:
+    if ctx.local_socket is not None:
+        description["local_socket"] = str(ctx.local_socket)
+    return description
+
+
 def frames_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
     """Lease routes; every one is refused off loopback."""
     router = APIRouter()
@@ -89,11 +95,12 @@ def frames_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         require_local(request)
         who = client_of(client)
         try:
-            return await run_in_threadpool(
+            made = await run_in_threadpool(
                 leases.create, who, body.height, body.width, body.channels, body.client_pid
             )
         except LeaseError as exc:
             raise lease_error(exc) from None
+        return _with_socket(ctx, made)
 
     @router.get(
         "/frames/{lease_id}",
@@ -107,7 +114,7 @@ def frames_router(ctx: ServiceContext, leases: LeaseRegistry) -> APIRouter:
         """The lease's segment name, size and layout."""
         require_local(request)
         try:
-            return leases.describe(lease_id, client_of(client))
+            return _with_socket(ctx, leases.describe(lease_id, client_of(client)))
         except LeaseError as exc:
             raise lease_error(exc) from None
 

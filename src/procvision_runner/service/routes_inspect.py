@@ -26,6 +26,7 @@ from .routes_frames import ClientId, client_of, lease_error, require_local
 
 __all__ = [
     "answer_form",
+    "answer_lease_now",
     "decode_image",
     "error_result",
     "inspect_router",
@@ -113,12 +114,8 @@ def parse_json_list(name: str, text: str) -> list[Any]:
     return value
 
 
-@contextlib.asynccontextmanager
-async def guide_inputs(
-    ctx: ServiceContext, form: InspectForm, files: dict[str, UploadFile]
-) -> AsyncIterator[dict[str, Any]]:
-    """The execute-only fields of /inspect; a decoded guide image stays in the decode budget
-    until the call is answered. An undecodable guide image yields `guide_error`."""
+def guide_fields(form: InspectForm, files: Mapping[str, UploadFile]) -> dict[str, Any]:
+    """The execute-only fields that need no decoding (step_desc, guide_info), checked."""
     out: dict[str, Any] = {}
     if form.step_desc is not None:
         out["step_desc"] = form.step_desc
@@ -127,6 +124,20 @@ async def guide_inputs(
     guide_image, guide_raw = files.get("guide_image"), files.get("guide_raw")
     if guide_image is not None and guide_raw is not None:
         raise ApiError(422, INVALID_PARAMS, "send at most one of 'guide_image', 'guide_raw'")
+    geometry = (form.guide_width, form.guide_height, form.guide_channels)
+    if guide_raw is None and any(v is not None for v in geometry):
+        raise ApiError(422, INVALID_PARAMS, "guide_width/height/channels go with 'guide_raw'")
+    return out
+
+
+@contextlib.asynccontextmanager
+async def guide_inputs(
+    ctx: ServiceContext, form: InspectForm, files: dict[str, UploadFile]
+) -> AsyncIterator[dict[str, Any]]:
+    """The execute-only fields of /inspect; a decoded guide image stays in the decode budget
+    until the call is answered. An undecodable guide image yields `guide_error`."""
+    out = guide_fields(form, files)
+    guide_image, guide_raw = files.get("guide_image"), files.get("guide_raw")
     if guide_raw is not None:
         array, space = await _raw_frame(
             guide_raw,
@@ -138,8 +149,6 @@ async def guide_inputs(
         )
         yield {**out, "guide_frame": array, "guide_color_space": space}
         return
-    if any(v is not None for v in (form.guide_width, form.guide_height, form.guide_channels)):
-        raise ApiError(422, INVALID_PARAMS, "guide_width/height/channels go with 'guide_raw'")
     if guide_image is None:
         yield out
         return
@@ -206,7 +215,7 @@ def _unreadable(ctx: ServiceContext, target: _Target, message: str, *, at: str) 
     return JSONResponse({"pre_execute": None, "execute": None, at: failed})
 
 
-async def _inspect_leased(
+def run_leased(
     ctx: ServiceContext,
     leases: LeaseRegistry,
     target: _Target,
@@ -215,14 +224,40 @@ async def _inspect_leased(
     seq: int | None,
     geometry: tuple[int | None, int | None, int | None],
     color_space: str | None,
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """Check the lease out, run the call on its frame, hand it back (blocks: not on the loop)."""
     try:
         with leases.checkout(lease, who, seq=seq, geometry=geometry) as shared:
-            run = target.run(ctx.runner, shared, color_space or "RGB")
-            # the client's buffer is reused for its next frame: the page gets no pixels
-            return await _answered(ctx, target, run, None)
+            answer = target.run(ctx.runner, shared, color_space or "RGB")()
     except LeaseError as exc:
         raise lease_error(exc) from None
+    # the client's buffer is reused for its next frame: the page gets no pixels
+    ctx.publish(target.pid, target.step_index, target.session_id, answer, None)
+    return answer
+
+
+def answer_lease_now(
+    ctx: ServiceContext, leases: LeaseRegistry, values: Mapping[str, str], client: str | None
+) -> dict[str, Any]:
+    """Answer a form naming a lease in the calling thread (the local socket's connections).
+
+    The same validation, checks and call as `POST /inspect` with `frame`; the caller is on
+    this host by construction (a Unix socket).
+    """
+    form, files = read_inspect_form(values)
+    target = target_of(form, guide_fields(form, files))
+    if form.frame is None or files:
+        raise ApiError(
+            422,
+            INVALID_PARAMS,
+            "the local socket takes forms naming a frame lease (frame=<lease id>); "
+            "upload images to POST /inspect over HTTP",
+        )
+    geometry = (form.height, form.width, form.channels)
+    who = client_of(client)
+    return run_leased(
+        ctx, leases, target, form.frame, who, form.frame_seq, geometry, form.color_space
+    )
 
 
 async def _inspect_image(ctx: ServiceContext, target: _Target, image: UploadFile) -> JSONResponse:
@@ -232,6 +267,21 @@ async def _inspect_image(ctx: ServiceContext, target: _Target, image: UploadFile
         if decoded is None:
             return _unreadable(ctx, target, why, at="pre_execute")
         return await _answered(ctx, target, target.run(ctx.runner, decoded, "RGB"), decoded)
+
+
+def target_of(form: InspectForm, guide: Mapping[str, Any]) -> _Target:
+    """What a validated form asks the Runner to run (its JSON fields parsed and checked)."""
+    params = parse_json_field("user_params", form.user_params)
+    context = parse_json_field("session_context", form.session_context)
+    fields = {
+        "user_params": params,
+        "session_id": form.session_id,
+        "session_context": context,
+        "camera_id": form.camera_id,
+        "timestamp_ms": form.timestamp_ms,
+        **{k: v for k, v in guide.items() if k != "guide_error"},
+    }
+    return _Target(form.pid, form.step_index, form.phase, form.session_id, fields)
 
 
 async def inspect_fields(
@@ -245,21 +295,11 @@ async def inspect_fields(
 ) -> JSONResponse:
     """Run the inspection a validated form asks for (image, raw pixels or a lease)."""
     image, raw, frame = files.get("image"), files.get("raw"), form.frame
-    params = parse_json_field("user_params", form.user_params)
-    context = parse_json_field("session_context", form.session_context)
+    target = target_of(form, guide)
     if sum(x is not None for x in (image, raw, frame)) != 1:
         raise ApiError(
             422, INVALID_PARAMS, "send exactly one of the parts 'image', 'raw' or 'frame'"
         )
-    fields = {
-        "user_params": params,
-        "session_id": form.session_id,
-        "session_context": context,
-        "camera_id": form.camera_id,
-        "timestamp_ms": form.timestamp_ms,
-        **{k: v for k, v in guide.items() if k != "guide_error"},
-    }
-    target = _Target(form.pid, form.step_index, form.phase, form.session_id, fields)
     if "guide_error" in guide:
         return _unreadable(ctx, target, guide["guide_error"], at="execute")
     width, height, channels, space = form.width, form.height, form.channels, form.color_space
@@ -267,9 +307,8 @@ async def inspect_fields(
         require_local(request)
         geometry = (height, width, channels)
         who = client_of(client)
-        return await _inspect_leased(
-            ctx, leases, target, frame, who, form.frame_seq, geometry, space
-        )
+        run = (ctx, leases, target, frame, who, form.frame_seq, geometry, space)
+        return JSONResponse(await run_in_threadpool(run_leased, *run))
     if raw is not None:
         limit = ctx.cfg.max_inspect_bytes
         array, got = await _raw_frame(raw, width, height, channels, space, limit)

@@ -43,6 +43,9 @@ class ServiceConfig:
     lease_max_total_bytes: int = 4 * 1024**3
     lease_idle_s: float = 300.0  # an unused lease is reclaimed after this
     operator_page: bool = True  # GET /, its live feed and the result archive
+    # A Unix socket where same-host clients' lease calls skip the event loop's thread hops
+    # (service/local_socket.py): "auto" (<store>/runner.sock when the path fits), "off", or a path.
+    local_socket: str = "auto"
     # The operator page's archive of inspected frames (NG always, every Nth OK when set).
     archive_dir: str | None = None  # default: <store>/archive
     archive_max_count: int = 200
@@ -107,6 +110,8 @@ class ServiceConfig:
             raise ValueError("service.log_level must be debug, info, warning, error or critical")
         if cfg.log_file is not None and not (isinstance(cfg.log_file, str) and cfg.log_file):
             raise ValueError("service.log_file must be a path string")
+        if not isinstance(cfg.local_socket, str) or not cfg.local_socket:
+            raise ValueError('service.local_socket must be "auto", "off" or a path string')
         if cfg.archive_dir is not None and not isinstance(cfg.archive_dir, str):
             raise ValueError("service.archive_dir must be a path string")
         if cfg.token is not None and not isinstance(cfg.token, str):
