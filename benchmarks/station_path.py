@@ -6,7 +6,9 @@
 At 1920x1200x3 and 5472x3648x3, one no-op step (pre_execute + execute) per call:
   floor      in-process `Runner.run_step` (the frame copied into the worker's slot, no HTTP)
   lease      `RunnerClient` on this host: frame written into a leased segment, `POST /inspect`
-             names the lease (the worker reads that segment; no copy after the client's write)
+             names the lease (the worker reads that segment; no copy after the client's write),
+             sent through the Runner's local socket (the client's default when a lease offers it)
+  lease tcp  the same lease call over TCP through uvicorn (`RunnerClient(local_socket=False)`)
   raw        `POST /inspect/raw`: the pixels as the request body, streamed into a segment
   multipart  `POST /inspect` with a `raw` part (what station software used before)
   mp pre-15  the same request to a second server whose app has the two costs issue 15 removed
@@ -168,8 +170,10 @@ def form_call(port: int, body: bytes, ctype: str) -> Callable[[], None]:
 CLIENTS: list[RunnerClient] = []
 
 
-def client_call(url: str, transport: str, frame: np.ndarray) -> Callable[[], None]:
-    client = RunnerClient(url, transport=transport)
+def client_call(
+    url: str, transport: str, frame: np.ndarray, local_socket: bool = True
+) -> Callable[[], None]:
+    client = RunnerClient(url, transport=transport, local_socket=local_socket)
     CLIENTS.append(client)
 
     def call() -> None:
@@ -211,6 +215,7 @@ def variants(
     return {
         "floor run_step": floor,
         "lease": lambda: client_call(url, "lease", frame),
+        "lease tcp": lambda: client_call(url, "lease", frame, local_socket=False),
         "raw upload": lambda: client_call(url, "raw", frame),
         "multipart raw": lambda: form_call(port, *raw_mp),
         "mp raw pre-15": lambda: form_call(servers["pre15"][1], *raw_mp),
