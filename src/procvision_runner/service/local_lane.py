@@ -31,7 +31,6 @@ __all__ = ["local_handler", "local_socket_path", "start_local_socket"]
 log = logging.getLogger("procvision_runner.service")
 
 _FORM = "application/x-www-form-urlencoded"
-DEFAULT_NAME = "runner.sock"
 
 
 def local_handler(
@@ -93,12 +92,12 @@ def _lease_form(request: LocalRequest) -> dict[str, str]:
     return dict(pairs)  # a repeated key: the last wins (as the HTTP lane has it)
 
 
-def local_socket_path(setting: str, store_root: Path) -> Path | None:
-    """The socket's path for the `local_socket` setting ("auto", "off" or a path)."""
+def local_socket_path(setting: str, default: Path) -> Path | None:
+    """The socket's path for the `local_socket` setting ("auto": `default`, "off", a path)."""
     if setting == "off":
         return None
     if setting == "auto":
-        return store_root / DEFAULT_NAME
+        return default
     return Path(setting)
 
 
@@ -108,7 +107,7 @@ def start_local_socket(
     is_protected: Callable[[str, str], bool],
 ) -> LocalSocketServer | None:
     """Start the local socket the settings ask for; None when off or (for "auto") not possible."""
-    path = local_socket_path(ctx.cfg.local_socket, Path(ctx.manager.store.root))
+    path = local_socket_path(ctx.cfg.local_socket, ctx.manager.store.local_socket)
     if path is None:
         return None
     server = LocalSocketServer(

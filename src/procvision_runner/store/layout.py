@@ -64,6 +64,7 @@ class PackageStore:
         self.tmp = self.root / "tmp"
         self.registry_path = self.root / "registry.json"
         self.backup_path = self.root / "registry.json.bak"
+        self.local_socket = self.root / "runner.sock"  # the serving Runner's (service.local_socket)
         self.lock = StoreLock(self.root / ".lock", timeout_s=lock_timeout_s)
         self.audit = AuditLog(self.logs / "audit.jsonl")
         self._opened = False
