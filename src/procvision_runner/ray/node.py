@@ -47,10 +47,11 @@ class NodeRunner:
             return {"installed": installed, "active": self.manager.active(), "removed": stale}
 
     def _install(self, zips: tuple[Path, ...]) -> list[str]:
-        have = {(e["name"], e["version"], e.get("sha256")) for e in self.manager.list()}
+        have = {e.get("sha256") for e in self.manager.list()}
         done = []
         for path in zips:
-            if any(sha == _sha256(path) for _n, _v, sha in have):
+            # one hash per zip (it used to be hashed again for every installed entry)
+            if _sha256(path) in have:
                 continue  # the same zip bytes are installed already
             entry = self.manager.install(path)
             done.append(f"{entry['name']} {entry['version']}")
