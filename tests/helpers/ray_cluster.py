@@ -108,6 +108,9 @@ class LocalRayCluster:
             # a raylet waits this long for its dashboard agent (slow to import under load)
             "RAY_agent_register_timeout_ms": "180000",
             "PV_RAY_NODE_WAIT_S": "180",
+            # no idle workers started ahead of need (the tests' actors start their own)
+            "RAY_enable_worker_prestart": "0",
+            "RAY_prestart_worker_first_driver": "0",
         }
         self.object_store_bytes = object_store_bytes
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -115,9 +118,13 @@ class LocalRayCluster:
         self.node_count = nodes
         self.metrics_ports: list[int] = []  # each node's Prometheus endpoint (Ray's metrics)
 
-    def start(self) -> LocalRayCluster:
-        """Start the head, then the other nodes, each once its `ray start` says it started."""
-        for index in range(self.node_count):
+    def start(self, nodes: int | None = None) -> LocalRayCluster:
+        """Start the head, then the other nodes, each once its `ray start` says it started.
+
+        With `nodes`, only up to that many nodes run after this call; a later `start()` starts
+        the rest (a caller can deploy on the head while the other nodes come up).
+        """
+        for index in range(len(self.procs), min(nodes or self.node_count, self.node_count)):
             self._start_node(index)
         return self
 
@@ -145,6 +152,8 @@ class LocalRayCluster:
             "--num-cpus=2",
             f"--object-store-memory={self.object_store_bytes}",
             "--disable-usage-stats",
+            # drivers connect with log_to_driver=False: nobody reads what a log monitor ships
+            "--include-log-monitor=false",
             f"--resources={json.dumps({f'node_{index}': 1})}",
             f"--dashboard-agent-listen-port={free_port()}",
             f"--dashboard-agent-grpc-port={free_port()}",
@@ -159,7 +168,8 @@ class LocalRayCluster:
                 f"--port={self.port}",
                 "--include-dashboard=false",
                 "--dashboard-host=127.0.0.1",
-                f"--ray-client-server-port={free_port()}",
+                # no autoscaler on a fixed local cluster
+                "--no-monitor",
                 f"--temp-dir={self.temp_dir}",
             ]
         else:
@@ -193,10 +203,11 @@ class LocalRayCluster:
             namespace=namespace,
             log_to_driver=False,
         )
-        self._wait_nodes(self.node_count)
+        self.wait_nodes(len(self.procs))
         return ray
 
-    def _wait_nodes(self, count: int) -> None:
+    def wait_nodes(self, count: int) -> None:
+        """Wait until `count` nodes are alive in the cluster (a connected driver asks)."""
         import ray
 
         deadline = time.monotonic() + START_TIMEOUT_S

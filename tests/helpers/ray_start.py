@@ -54,6 +54,17 @@ def patient_node_lookup() -> None:
     services.get_node = patient
 
 
+def no_client_server() -> None:
+    """Start no Ray Client server on the head (`ray start` starts one whenever grpc imports).
+
+    The tests connect as drivers (`ray.init(address=...)`), never through Ray Client, so the
+    server would be one more Python process importing Ray on every head.
+    """
+    import ray.scripts.scripts as scripts
+
+    scripts.get_ray_client_dependency_error = lambda: ImportError("Ray Client is not used")
+
+
 def allow_joining() -> None:
     """Let `ray start --address` join although RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0."""
     from ray._private import ray_constants
@@ -64,6 +75,7 @@ def allow_joining() -> None:
 if __name__ == "__main__":
     pin_to_loopback()
     allow_joining()
+    no_client_server()
     patient_node_lookup()
     from ray.scripts.scripts import main
 

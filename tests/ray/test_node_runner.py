@@ -1,7 +1,9 @@
 """Two nodes' Runners (NodeRunner, the logic each Ray replica holds), real zips, real workers.
 
-Each NodeRunner installs the same zips into its own store with the station's checks; the
-session's state is carried by the caller from one node to the other.
+The first NodeRunner installs the zips into its store with the station's checks; the second
+node's store is provisioned as a copy of the first's (helpers/store_copy.py), so its apply
+finds the same zip bytes installed and only loads them, the way a replica restarted on a node
+does. One store per node; the session's state is carried by the caller from node to node.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.package_zips import make_package_zip
+from helpers.store_copy import copy_store
 
 from procvision_runner.ray.node import NodeRunner
 from procvision_runner.ray.plan import parse_user_config
@@ -39,10 +42,15 @@ def nodes(
     tmp_path_factory: pytest.TempPathFactory, zips: dict[str, Path]
 ) -> Iterator[list[NodeRunner]]:
     base = tmp_path_factory.mktemp("nodes")
-    made = [NodeRunner(base / f"node-{i}") for i in range(2)]
+    plan = parse_user_config(_config(zips, "1.0.0"))
+    made = [NodeRunner(base / "node-0")]
     try:
-        for node in made:
-            node.apply(parse_user_config(_config(zips, "1.0.0")))
+        first = made[0].apply(plan)
+        assert sorted(first["installed"]) == [f"{NAME} 1.0.0", f"{NAME} 1.0.1"], first
+        made.append(NodeRunner(copy_store(base / "node-0", base / "node-1")))
+        second = made[1].apply(plan)
+        assert second["installed"] == [] and second["active"] == first["active"], second
+        assert made[1].readiness()["ready"], made[1].readiness()
         yield made
     finally:
         for node in made:

@@ -1,9 +1,12 @@
 """The Runner as a Ray Serve deployment on a real local Ray cluster of two simulated nodes.
 
 Two `ray start` nodes on 127.0.0.1 (tests/helpers/ray_cluster.py: every address and port pinned
-to loopback), one replica per node, each installing the same real zips into its own store and
-running real workers. One cluster per module. `.ci/run` installs the `ray` extra and sets
-PROCVISION_REQUIRE_RAY=1, so there the tests fail instead of skipping when Ray is missing.
+to loopback), one replica per node, each with its own store and real workers. The first replica
+installs the real zips inside Ray; the second node's store is then provisioned as a copy of the
+first's (helpers/store_copy.py), so the second replica finds the same zip bytes installed and
+only loads them, as a replica restarted on its node does. One cluster per module. `.ci/run`
+installs the `ray` extra and sets PROCVISION_REQUIRE_RAY=1, so there the tests fail instead of
+skipping when Ray is missing.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import pytest
 from helpers.package_zips import make_package_zip
 from helpers.ray_cluster import LocalRayCluster, free_port
+from helpers.store_copy import copy_store
 from PIL import Image
 
 from procvision_algorithm_sdk.segment import SEGMENT_PREFIX, owner_pid_from_name
@@ -62,14 +66,14 @@ class Deployed:
     zips: dict[str, Path]
     http: dict[str, Any]
 
-    def deploy(self, version: str) -> None:
+    def deploy(self, version: str, replicas: int = 2) -> None:
         """Apply the Serve config with this version active (a user_config change: in place)."""
         from ray import serve
 
         from procvision_runner.ray.rollout import apply_config, serve_config
 
         user_config = _config(self.zips, version)
-        config = serve_config(str(self.store_root), user_config, replicas=2, http=self.http)
+        config = serve_config(str(self.store_root), user_config, replicas=replicas, http=self.http)
         apply_config(config, timeout_s=DEADLINE_S)
         self.handle = serve.get_app_handle(APP)
 
@@ -103,13 +107,13 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     cluster = LocalRayCluster(nodes=2)
     pids: set[int] = set()
     try:
-        cluster.start()
+        cluster.start(nodes=1)  # the other node starts while the head's replica installs
         cluster.connect(f"pv-{uuid.uuid4().hex[:8]}")
         http = {"host": "127.0.0.1", "port": free_port()}
         serve.start(proxy_location="HeadOnly", http_options=http)
         url = f"http://127.0.0.1:{http['port']}"
         found = Deployed(cluster, None, url, base / "stores", zips, http)
-        found.deploy("1.0.0")
+        _deploy_from_one_install(found, ray)
         yield found
     finally:
         for index in range(len(cluster.procs)):
@@ -123,6 +127,39 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     assert not cluster.leftovers(), cluster.leftovers()
     assert not _cluster_segments(pids | cluster._seen)
     assert not cluster.temp_dir.exists()
+
+
+def _deploy_from_one_install(found: Deployed, ray: Any) -> None:
+    """One replica installs the zips while the other node starts; that node gets a copy of the
+    first replica's store, then a replica of its own."""
+    from procvision_runner.ray.deployment import node_store_root
+
+    errors: list[BaseException] = []
+
+    def deploy_one() -> None:
+        try:
+            found.deploy("1.0.0", replicas=1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    installing = threading.Thread(target=deploy_one)
+    installing.start()
+    try:
+        found.cluster.start()
+        found.cluster.wait_nodes(found.cluster.node_count)
+    finally:
+        installing.join(timeout=DEADLINE_S + 60)
+    assert not installing.is_alive() and not errors, errors
+    (first,) = found.states(want_nodes=1)
+    (other,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != first]
+    source = node_store_root(found.store_root, first)
+    copy = copy_store(source, node_store_root(found.store_root, other))
+    found.deploy("1.0.0")
+    # the second replica loaded the copied install: the same entries, none built again
+    registries = [json.loads((s / "registry.json").read_text()) for s in (source, copy)]
+    built = [sorted((e["version"], e["created_ns"]) for e in r["packages"]) for r in registries]
+    assert len(built[0]) == 2 and built[0] == built[1], built
+    assert set(found.states()) == {first, other}
 
 
 @pytest.fixture

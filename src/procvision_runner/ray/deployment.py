@@ -27,7 +27,7 @@ from .http import inspect_request
 from .node import NodeRunner
 from .plan import config_digest, parse_user_config
 
-__all__ = ["RunnerDeployment", "app_builder", "build_app", "request_timeout_s"]
+__all__ = ["RunnerDeployment", "app_builder", "build_app", "node_store_root", "request_timeout_s"]
 
 _RAY_MARGIN_S = 5.0
 
@@ -36,6 +36,12 @@ def request_timeout_s(config: RunnerConfig) -> float:
     """Ray's request timeout for a step: above the Runner's own deadlines (queue + pre + exec)."""
     runner_ms = config.queue_timeout_ms + config.pre_execute_timeout_ms + config.execute_timeout_ms
     return runner_ms / 1000 + _RAY_MARGIN_S
+
+
+def node_store_root(store_root: str | Path, node_id: str) -> Path:
+    """The store of the replica on node `node_id`: one store per node under `store_root`."""
+    # simulated nodes of one machine share the root, so the node id keeps their stores apart
+    return Path(store_root) / f"node-{node_id[:16]}"
 
 
 @serve.deployment(
@@ -51,9 +57,8 @@ class RunnerDeployment:
 
     def __init__(self, store_root: str, runner_config: dict[str, Any] | None = None) -> None:
         self.node_id = ray.get_runtime_context().get_node_id()
-        # one store per node: a node's workers run from its own disk (simulated nodes of one
-        # machine share the root, so the node id keeps them apart)
-        root = Path(store_root) / f"node-{self.node_id[:16]}"
+        # one store per node: a node's workers run from its own disk
+        root = node_store_root(store_root, self.node_id)
         self.node = NodeRunner(root, RunnerConfig.from_dict(dict(runner_config or {})))
         self.applied = ""  # config_digest of the user_config applied last
         tags: Any = ("node", "pid", "status")  # Ray's stubs say tuple[str]; it takes any
