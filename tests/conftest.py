@@ -87,11 +87,14 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
 def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
     """The example's zips and template stores (helpers/station.py), built once per run.
 
-    Tests copy a template (`stations.copy`) and never change the shared files.
+    Tests copy a template (`stations.copy`) and never change the shared files. An xdist worker
+    that finds another building a template builds its own in its basetemp instead of waiting.
     """
     from helpers.station import Stations  # imports the Runner: only for the tests that use it
 
-    return Stations(shared_dir(tmp_path_factory, "stations"))
+    own = tmp_path_factory.getbasetemp() / "own-stations"
+    private = own if os.environ.get("PYTEST_XDIST_WORKER") else None
+    return Stations(shared_dir(tmp_path_factory, "stations"), private=private)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from helpers.package_zips import EXAMPLE, make_package_zip
 from procvision_runner.store.crashpoints import ENV as CRASH_ENV
@@ -103,14 +103,29 @@ class Stations:
 
     Several processes may share one `base`: each build runs under `base/.build.lock` and is
     marked done only when complete, so a process killed mid-build leaves nothing half-used.
+    With a `private` directory, a process that finds another one building a template builds
+    its own copy there instead of waiting (its core would idle), and takes the shared ones
+    that are done.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        private: Path | None = None,
+        zips: dict[str, Path] | None = None,
+        keep_one: Path | None = None,
+    ) -> None:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         # the deadline covers another process building all three templates (3 installs)
         self._lock = FileLock(str(base / ".build.lock"), timeout=BUILD_LOCK_TIMEOUT_S)
-        with self._lock:
+        self._private = private
+        self._own: Stations | None = None
+        if zips is not None and keep_one is not None:
+            self.zips, self.keep_one = zips, keep_one
+            return
+        with self._lock:  # a zip takes a second or two: waiting for it is fine
             self.zips = {v: self._zip(v, nested=v == "1.0.2") for v in VERSIONS}
             self.keep_one = base / "keep-one.toml"
             if not self.keep_one.exists():
@@ -127,7 +142,14 @@ class Stations:
         """The template store with `versions` ("1.0.0", "1.0.0+1.0.1", ...) installed."""
         store = self.base / "templates" / versions
         done = store.with_name(f"{versions}.done")
-        with self._lock:  # reentrant: the recursive call below holds it once more
+        if done.exists():
+            return store
+        try:
+            # reentrant: the recursive call below holds it once more
+            self._lock.acquire(timeout=0 if self._private is not None else BUILD_LOCK_TIMEOUT_S)
+        except Timeout:  # another process is building: build our own rather than wait
+            return self._own_stations().template(versions)
+        try:
             if done.exists():
                 return store
             if store.exists():  # a build that did not finish
@@ -141,7 +163,15 @@ class Stations:
                 shutil.copytree(previous, store, symlinks=True, copy_function=_link_deployed)
                 self._run(store, "install", str(self.zips[wanted[-1]]))
             done.touch()
+        finally:
+            self._lock.release()
         return store
+
+    def _own_stations(self) -> Stations:
+        assert self._private is not None
+        if self._own is None:
+            self._own = Stations(self._private, zips=self.zips, keep_one=self.keep_one)
+        return self._own
 
     def copy(self, versions: str, dest: Path) -> Path:
         """A private copy of a template store at `dest`."""
