@@ -99,12 +99,25 @@ def stations(tmp_path_factory: pytest.TempPathFactory) -> Stations:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the files that hold a slow test first (a stable sort: otherwise in collected order).
+    """Put slow files first: slow as a whole, then holding a slow test (a stable sort).
 
     `--dist loadfile` hands out whole files in collection order as workers get free, so a long
     file collected last would run alone at the end while the other core idles; the short files
-    fill in at the end instead. Tests keep their order within a file, and `--random-order` (a
-    later hook) still shuffles.
+    fill in at the end instead. The longest files are marked slow as a whole (`pytestmark`).
+    Tests keep their order within a file, and `--random-order` (a later hook) still shuffles.
     """
-    has_slow = {i.nodeid.split("::")[0] for i in items if i.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in has_slow)
+    whole: set[str] = set()
+    some: set[str] = set()
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        module = item.getparent(pytest.Module)
+        if module is not None and any(m.name == "slow" for m in module.own_markers):
+            whole.add(path)
+        if item.get_closest_marker("slow"):
+            some.add(path)
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return 0 if path in whole else 1 if path in some else 2
+
+    items.sort(key=rank)

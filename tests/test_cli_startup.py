@@ -128,6 +128,7 @@ def test_dev_init_scaffolds_without_numpy_or_pinyin(tmp_path: Path) -> None:
     assert _heavy(found["modules"]) == []
 
 
+@pytest.mark.slow
 def test_dev_init_of_a_chinese_name_still_spells_it_in_pinyin(tmp_path: Path) -> None:
     pytest.importorskip("pypinyin")  # an optional extra: without it the slug is a hash
     found = _run(tmp_path, "dev", "init", "产线检测", "-d", str(tmp_path / "proj"))

@@ -12,6 +12,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 SDK, RUNNER, DEVTOOLS = "procvision_algorithm_sdk", "procvision_runner", "procvision_devtools"
 
@@ -124,6 +126,7 @@ def test_the_scan_sees_the_three_packages() -> None:
     assert any(_top(dst) == RUNNER for dst in edges[f"{DEVTOOLS}._runner_session"])
 
 
+@pytest.mark.slow
 def test_the_sdk_imports_nothing_of_the_runner_or_the_devtools() -> None:
     bad = [
         edge
@@ -138,6 +141,7 @@ def test_the_only_sdk_to_devtools_edge_is_the_shim() -> None:
     assert set(_edges_into(DEVTOOLS, SDK)) == SHIM_EDGES
 
 
+@pytest.mark.slow
 def test_the_runner_imports_nothing_of_the_devtools() -> None:
     bad = _edges_into(DEVTOOLS, RUNNER) + [
         (src, dst) for src, dst in _edges_into(SDK, RUNNER) if _inside(dst, f"{SDK}.cli")

@@ -115,6 +115,7 @@ def test_python_dash_m_works_and_usage_errors_exit_2() -> None:
 # init
 
 
+@pytest.mark.slow
 def test_init_names_become_safe_and_code_stays_valid(tmp_path: Path) -> None:
     for name in (CHINESE_NAME, 'it\'s "x"\\n', "123 go", "class", "numpy", "ok-name"):
         assert is_safe_name(manifest_name_for(name))
@@ -148,6 +149,7 @@ def test_init_names_become_safe_and_code_stays_valid(tmp_path: Path) -> None:
     assert test.returncode == 0, test.stdout + test.stderr
 
 
+@pytest.mark.slow
 def test_init_refuses_to_overwrite_without_force(project: Path) -> None:
     main_files = list(project.glob("*/main.py"))
     main_files[0].write_text("# my work\n", encoding="utf-8")
@@ -166,6 +168,7 @@ def test_init_refuses_to_overwrite_without_force(project: Path) -> None:
 # validate
 
 
+@pytest.mark.slow
 def test_validate_console_script_human_and_json(project: Path) -> None:
     human = cli("validate", str(project))
     assert human.returncode == 0, human.stdout
@@ -222,6 +225,7 @@ def test_validate_refuses_a_name_of_65_characters_and_takes_64(tmp_path: Path) -
         assert [c for c in failures(taken) if c["name"] == "manifest"] == [], failures(taken)
 
 
+@pytest.mark.slow
 def test_broken_rules_fail_through_the_console_script_with_exit_1(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", execute='{"status": "NG", "data": {}}')
     result = cli("validate", str(root))
@@ -256,6 +260,7 @@ def test_validating_twice_in_one_process_imports_fresh_code(tmp_path: Path) -> N
     assert "broken_algo" not in sys.modules
 
 
+@pytest.mark.slow
 def test_seed_style_algorithm_validates_and_runs(seed_project: Path, tmp_path: Path) -> None:
     report = validate(seed_project)
     assert report["summary"]["status"] == "PASS", failures(report)
@@ -269,6 +274,7 @@ def test_seed_style_algorithm_validates_and_runs(seed_project: Path, tmp_path: P
     assert out["execute"]["data"]["ng_reason"] == "scratch found"
 
 
+@pytest.mark.slow
 def test_validate_full_catches_contract_breaks_and_passes_clean(tmp_path: Path) -> None:
     clean = write_project(
         tmp_path / "clean",
@@ -290,6 +296,7 @@ def test_validate_full_catches_contract_breaks_and_passes_clean(tmp_path: Path) 
 # run and overlay
 
 
+@pytest.mark.slow
 def test_run_console_script_exit_codes_and_errors(project: Path, tmp_path: Path) -> None:
     bright = write_image(tmp_path / "bright.png", 120)
     dark = write_image(tmp_path / "dark.bmp", 5)
@@ -337,6 +344,7 @@ def test_run_python_api_never_raises(project: Path, tmp_path: Path) -> None:
     assert run(project, "p001", image, "[1]")["pre_execute"]["error_code"] == "1006"
 
 
+@pytest.mark.slow
 def test_all_steps_session_and_overlay_colours(seed_project: Path, tmp_path: Path) -> None:
     image = write_image(tmp_path / "frame.png", 30, (400, 300))
     overlay = tmp_path / "overlay.png"
@@ -525,6 +533,7 @@ def test_package_skip_download_ships_project_wheels(project: Path, tmp_path: Pat
 # bench
 
 
+@pytest.mark.slow
 def test_bench_reports_percentiles_and_breakdown(project: Path, tmp_path: Path) -> None:
     image = write_image(tmp_path / "b.png")
     result = cli(

@@ -166,6 +166,7 @@ def _fake_venv(project: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_quick_validate_keeps_modules_of_a_venv_inside_the_project(
     project: Path, tmp_path: Path
 ) -> None:

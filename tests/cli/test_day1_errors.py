@@ -34,6 +34,7 @@ def _with_entry(tmp_path: Path, entry: str) -> Path:
     return write_project(tmp_path / "p", manifest={**MANIFEST, "entry_point": entry})
 
 
+@pytest.mark.slow
 def test_an_import_error_is_one_readable_block_printed_once(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", prelude="import numpyy")
     user_file = str((project / "broken_algo" / "main.py").resolve())

@@ -70,6 +70,7 @@ def test_run_verbose_shows_each_steps_own_lines_with_level_and_time(tmp_path: Pa
     assert plain.returncode == 0 and "printed mean" not in plain.stdout + plain.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_step_shows_its_logs_and_a_traceback_ending_at_the_authors_line(
     tmp_path: Path,
 ) -> None:
@@ -97,6 +98,7 @@ def test_a_failing_step_shows_its_logs_and_a_traceback_ending_at_the_authors_lin
     assert "np.linalg.inv(np.ones((2, 3)))" in text.stdout  # the author's line is quoted
 
 
+@pytest.mark.slow
 def test_an_execute_only_run_shows_its_lines_too(tmp_path: Path) -> None:
     project = tmp_path / "x"
     (project / "algo").mkdir(parents=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from algos.cli.broken import write_project
 from PIL import Image
 
@@ -29,6 +30,7 @@ def _image(path: Path, value: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_json_has_one_shape_and_every_image_runs(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p")
     a, b = _image(tmp_path / "a.png", 10), _image(tmp_path / "b.png", 200)
@@ -55,6 +57,7 @@ def test_runner_version_and_utf8_json() -> None:
     assert dump_json({"标签": "划痕"}) == '{\n  "标签": "划痕"\n}'
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_both_clis_quietly(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p")
     commands = [

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from algos.cli.broken import _ng, write_project
 from PIL import Image
 
@@ -43,6 +44,7 @@ def test_numpy_values_warn_and_convert_in_quick_validate(tmp_path: Path) -> None
     assert "numpy" in warns[0]["message"] and warns[0]["code"] == "1008"
 
 
+@pytest.mark.slow
 def test_numpy_values_pass_full_validate_and_run_with_a_logged_warning(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", execute=NUMPY_RECT)
     full = _cli("validate", str(project), "--full", "--json")
@@ -52,6 +54,7 @@ def test_numpy_values_pass_full_validate_and_run_with_a_logged_warning(tmp_path:
     assert "verdict: NG" in run.stdout
 
 
+@pytest.mark.slow
 def test_quick_validate_reports_1005_for_an_execute_that_never_returns(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", prelude="import time", execute=SLEEPS)
     result = _cli("validate", str(project), "--timeout", "2", "--json")
@@ -66,6 +69,7 @@ def test_quick_validate_reports_1005_for_an_execute_that_never_returns(tmp_path:
     )
 
 
+@pytest.mark.slow
 def test_run_reports_1005_past_its_timeout(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p", prelude="import time", execute=SLEEPS)
     image = _image(tmp_path / "i.png")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from procvision_algorithm_sdk.cli import init_project, validate
 
 BIN = Path(sys.executable).parent
@@ -23,6 +25,7 @@ def failed(report: dict) -> dict[str, str]:
     return {c["name"]: c["message"] for c in report["checks"] if c["result"] == "FAIL"}
 
 
+@pytest.mark.slow
 def test_init_api_execute_only_passes_validate(tmp_path: Path) -> None:
     made = cli("init", "零件 检测", "-d", str(tmp_path / "p"), "--api", "execute-only", "--json")
     assert made.returncode == 0, made.stderr

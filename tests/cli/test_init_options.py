@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 CLI = Path(sys.executable).with_name("procvision-cli")
 
 
@@ -34,6 +36,7 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_module_and_class_options_name_the_code(tmp_path: Path) -> None:
     project = tmp_path / "p"
     made = _cli("init", "产线检测", "-d", str(project), "--module", "blob", "--class", "Blob")
@@ -56,6 +59,7 @@ def test_bad_module_and_class_names_are_refused_with_1006(tmp_path: Path) -> Non
         assert not (tmp_path / value).exists()
 
 
+@pytest.mark.slow
 def test_a_version_bump_is_one_edit_in_the_manifest(tmp_path: Path) -> None:
     project = tmp_path / "p"
     assert _cli("init", "demo", "-d", str(project), "--pids", "A1,A2").returncode == 0

@@ -82,6 +82,7 @@ def test_run_always_returns_dicts_for_both_phases(project: Path, tmp_path: Path)
         assert execute["error_code"] == code and execute["message"].startswith("not run: ")
 
 
+@pytest.mark.slow
 def test_run_adapter_and_validate_adapter(project: Path, tmp_path: Path) -> None:
     image = _image(tmp_path / "frame.png")
     result = seed_cli.run_adapter(str(project), "p002", str(image), None, 1)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers.original_sdk import run_with_original_sdk
 from PIL import Image
 
@@ -49,6 +50,7 @@ def test_contract_accepts_index_0_and_names_it() -> None:
     assert check_manifest(manifest)[0].where == "manifest.steps[0].index"
 
 
+@pytest.mark.slow
 def test_original_init_project_validates_with_a_warning_and_runs(tmp_path: Path) -> None:
     project = _original_project(tmp_path)
     report = seed_cli.validate(str(project))

@@ -99,6 +99,7 @@ def _generation(directory: Path, known: set[int]) -> list[int]:
     return sorted(set(_helpers(directory)) - known)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cgroups", [False, True])
 def test_escaping_helpers_die_on_timeout_restart_and_close(tmp_path: Path, cgroups: bool) -> None:
     if cgroups and own_cgroup_dir() is None:

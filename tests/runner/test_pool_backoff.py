@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from helpers.runner_kit import FAULTY, FRAME, Tracked, ok, wait_for
 
 
@@ -21,6 +22,7 @@ def _crash_and_wait_for_the_replacement(tracked: Tracked, crashes: int) -> int:
     return int(runner.packages()[0]["restart_backoff_ms"])
 
 
+@pytest.mark.slow
 def test_restart_backoff_doubles_per_failure_up_to_the_cap_and_resets_after_success(
     make_runner: Callable[..., Tracked],
 ) -> None:

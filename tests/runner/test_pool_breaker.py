@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from procvision_algorithm_sdk.errors import is_retryable
 from procvision_runner import Runner, RunnerConfig
@@ -40,6 +41,7 @@ def _crash(runner: Runner) -> None:
     assert (out["execute"] or out["pre_execute"])["status"] == "ERROR"
 
 
+@pytest.mark.slow
 def test_breaker_opens_tries_one_worker_after_cooldown_and_closes(tmp_path: Path) -> None:
     flag = tmp_path / "model-store-down"
     config = RunnerConfig(
@@ -105,6 +107,7 @@ def _ready(runner: Runner) -> list[int]:
     return [w["pid"] for w in runner.stats()["workers"] if w["state"] == "READY"]
 
 
+@pytest.mark.slow
 def test_a_trial_worker_that_fails_before_any_call_succeeds_reopens_at_once(
     tmp_path: Path,
 ) -> None:

@@ -19,6 +19,7 @@ CALLS_PER_THREAD = 100  # a shared budget of calls bounds the run, not a clock
 EXECUTE_MS = "5"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [3, 8])
 def test_callers_share_two_workers_in_turn(threads: int) -> None:
     config = RunnerConfig(

@@ -49,6 +49,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_worker_above_its_rss_bound_is_recycled_without_a_failed_call() -> None:
     # The bound comes from the package's own table (the Runner-wide value stays off).
     config = _config(package_limits={"faulty": {"max_worker_rss_mb": 200}})
@@ -87,6 +88,7 @@ def test_worker_above_its_rss_bound_is_recycled_without_a_failed_call() -> None:
         assert stats["memory_recycles"] == 1 and stats["crashes"] == 0 and stats["restarts"] == 0
 
 
+@pytest.mark.slow
 def test_worker_above_the_hard_limit_is_killed_and_the_call_answers_1004() -> None:
     with Runner(_config(worker_memory_limit_mb=250)) as runner:
         runner.load(FAULTY)

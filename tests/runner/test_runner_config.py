@@ -120,6 +120,7 @@ def test_the_file_is_read_once_into_every_table(tmp_path: Path) -> None:
     assert ServiceConfig.from_document(doc, environ={"PROCVISION_TOKEN": "t"}).token == "t"
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_typo_in_the_service_table_with_an_error_line(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
     path.write_text("[service]\nprot = 8766\n", encoding="utf-8")

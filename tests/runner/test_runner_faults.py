@@ -25,6 +25,7 @@ from helpers.runner_kit import ALGOS, FAULTY, FRAME, alive, ok, package_copy, wa
         ("fatal", "1009", "the device is gone"),
     ],
 )
+@pytest.mark.slow
 def test_fault_gives_coded_result_then_next_call_succeeds(
     make_runner: Any, mode: str, code: str, words: str
 ) -> None:
@@ -49,6 +50,7 @@ def test_fault_gives_coded_result_then_next_call_succeeds(
     tracked.worker_pids()
 
 
+@pytest.mark.slow
 def test_worker_sigkilled_mid_call(make_runner: Any) -> None:
     tracked = make_runner(execute_timeout_ms=30000)
     runner = tracked.runner
@@ -70,6 +72,7 @@ def test_worker_sigkilled_mid_call(make_runner: Any) -> None:
     assert runner.stats()["crashes"] >= 1
 
 
+@pytest.mark.slow
 def test_stopped_worker_with_a_large_call_does_not_stall_other_packages(
     make_runner: Any,
 ) -> None:
@@ -133,6 +136,7 @@ def test_ten_megabytes_of_output_never_stalls(make_runner: Any) -> None:
     ok(runner.run_step("f1", 1, FRAME, user_params={"tag": "after"})["execute"])
 
 
+@pytest.mark.slow
 def test_helper_processes_die_with_their_worker_and_readers_end(
     make_runner: Any, tmp_path: Path
 ) -> None:
@@ -169,6 +173,7 @@ def test_helper_processes_die_with_their_worker_and_readers_end(
     assert readers() == []
 
 
+@pytest.mark.slow
 def test_worker_that_closes_its_pipes_but_runs_on_is_killed(
     make_runner: Any, tmp_path: Path
 ) -> None:
@@ -188,6 +193,7 @@ def test_worker_that_closes_its_pipes_but_runs_on_is_killed(
     assert worker.pid not in tracked.ready_pids()
 
 
+@pytest.mark.slow
 def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
     tracked = make_runner(crash_loop_failures=3)
     runner = tracked.runner
@@ -208,6 +214,7 @@ def test_crash_loop_marks_package_failed(make_runner: Any) -> None:
     assert runner.package_info(key)["name"] == "faulty"
 
 
+@pytest.mark.slow
 def test_close_right_after_a_timeout_does_not_wait_for_the_dead_worker(make_runner: Any) -> None:
     # The timed-out worker is still in its SIGTERM grace period when close() comes; it cannot
     # answer a shutdown frame, so close() must not wait shutdown_timeout_ms (twice) for one.

@@ -6,9 +6,11 @@ import threading
 from typing import Any
 
 import numpy as np
+import pytest
 from helpers.runner_kit import FAULTY, FRAME, ok, wait_for
 
 
+@pytest.mark.slow
 def test_many_threads_each_get_their_own_result(make_runner: Any) -> None:
     tracked = make_runner(queue_size=16)
     runner = tracked.runner
@@ -42,6 +44,7 @@ def test_many_threads_each_get_their_own_result(make_runner: Any) -> None:
     assert runner.stats()["shm_bytes_in_use"] == 0
 
 
+@pytest.mark.slow
 def test_full_queue_answers_busy_at_once(make_runner: Any) -> None:
     tracked = make_runner(queue_size=0)
     runner = tracked.runner

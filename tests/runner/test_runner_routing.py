@@ -40,6 +40,7 @@ def test_routing_and_unknown_pid(make_runner: Any, tmp_path: Path) -> None:
     assert [p["name"] for p in runner.packages()] == ["faulty"]
 
 
+@pytest.mark.slow
 def test_call_routed_before_a_switch_is_answered_by_the_old_version(
     make_runner: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 from helpers.runner_kit import FAULTY, FRAME, ok, wait_for
 
 
+@pytest.mark.slow
 def test_session_survives_worker_restart(make_runner: Any) -> None:
     tracked = make_runner()
     runner = tracked.runner

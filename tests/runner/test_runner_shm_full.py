@@ -63,6 +63,7 @@ def _unshare_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_full_dev_shm_gives_coded_results_not_sigbus(tmp_path: Path) -> None:
     why = _unshare_unavailable()
     if why is not None:

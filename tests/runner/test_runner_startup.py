@@ -38,6 +38,7 @@ def test_start_failures_mark_package_failed(
     assert runner.stats()["restarts"] == 0  # no restart storm
 
 
+@pytest.mark.slow
 def test_slow_setup_is_kept_alive_by_heartbeats(make_runner: Any, tmp_path: Path) -> None:
     # The adapter gives up after 3 x 500 + 500 ms without a frame; setup takes 5 s, well inside
     # setup_timeout_ms, so only pings sent while the worker is still starting keep it alive.

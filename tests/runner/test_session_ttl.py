@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from helpers.runner_kit import FAULTY, FRAME, Tracked, ok, wait_for
 
 from procvision_runner.sessions import SessionStore
@@ -40,6 +41,7 @@ def test_get_forgets_an_expired_session_before_any_sweep() -> None:
     assert store.restore("s", None, {"carried": 1}) is True  # adopted as a new session
 
 
+@pytest.mark.slow
 def test_the_runner_supervisor_expires_idle_sessions(make_runner: Callable[..., Tracked]) -> None:
     tracked = make_runner(session_ttl_s=0.3)
     runner = tracked.runner

@@ -346,6 +346,7 @@ def test_sweep_leaves_live_owners_alone() -> None:
         assert all(_exists(n) for n in ring.names)
 
 
+@pytest.mark.slow
 def test_ten_thousand_cycles_without_fd_or_mapping_growth(reader: ReaderProcess) -> None:
     cycles = 10_000
     generation_length = 50  # a fresh ring every 50 frames: create, attach, retire, unlink churn

@@ -46,6 +46,7 @@ def test_hello_comes_first_with_versions_and_capabilities(adapter: AdapterProces
     assert adapter.log_lines() == ["init"]  # constructed before hello, setup not yet run
 
 
+@pytest.mark.slow
 def test_ping_is_answered_during_a_long_execute_and_a_second_call_is_refused(
     adapter: AdapterProcess,
 ) -> None:

@@ -112,6 +112,7 @@ def _huge_request_id(message: dict) -> bytes:
         ),
     ],
 )
+@pytest.mark.slow
 def test_an_answer_too_large_to_echo_becomes_1010_with_a_null_request_id(
     adapter: AdapterProcess, message: dict, words: str
 ) -> None:

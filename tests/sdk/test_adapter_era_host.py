@@ -187,6 +187,7 @@ def frames(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_example_verdicts_through_the_adapter_era_host(frames: Path) -> None:
     host = AdapterEraHost(EXAMPLE, frames)
     try:

@@ -67,6 +67,7 @@ def _manifest(directory: Path, entry: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_entry_discovery_order(tmp_path: Path) -> None:
     project = tmp_path / "project"
     _manifest(project, PROBE)
@@ -179,6 +180,7 @@ def test_sigterm_runs_teardown_once_and_exits_0(tmp_path: Path) -> None:
         assert adapter.log_lines() == ["init", "setup", "teardown"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_call_lets_it_finish_then_tears_down(tmp_path: Path) -> None:
     with AdapterProcess(tmp_path) as adapter:
         adapter.send(
@@ -212,6 +214,7 @@ def test_runner_heartbeat_settings_make_a_silent_runner_count_as_lost(tmp_path: 
         assert "no frame for" in adapter.stderr()
 
 
+@pytest.mark.slow
 def test_pings_keep_a_heartbeat_worker_alive(tmp_path: Path) -> None:
     with AdapterProcess(tmp_path) as adapter:
         adapter.send(protocol.hello_from_runner("test", 100, 100))
@@ -231,6 +234,7 @@ def _wait_for_log(adapter: AdapterProcess, words: str, deadline_s: float = 20.0)
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_later_hello_with_heartbeat_0_disarms_the_watchdog_and_another_rearms_it(
     tmp_path: Path,
 ) -> None:

@@ -877,6 +877,7 @@ def _assert_problems(problems: object) -> None:
 @settings(
     max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
+@pytest.mark.slow
 @given(value=garbage, width=garbage, height=garbage, extra=garbage)
 def test_checks_never_raise_on_garbage(
     check: str, value: object, width: object, height: object, extra: object
@@ -893,6 +894,7 @@ def test_checks_never_raise_on_garbage(
 @settings(
     max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
+@pytest.mark.slow
 @given(value=garbage)
 def test_to_jsonable_agrees_with_find_unjsonable(value: object) -> None:
     problems = find_unjsonable(value, "v")
@@ -929,6 +931,7 @@ plain_json = st.recursive(
 @settings(
     max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
+@pytest.mark.slow
 @given(value=st.one_of(garbage, plain_json))
 def test_fast_path_only_passes_what_the_full_walk_passes(value: object) -> None:
     from procvision_algorithm_sdk.contract import _plainly_json, _walk_json

@@ -283,6 +283,7 @@ def _pixel_digest(path: Path) -> tuple[str, np.ndarray]:
     return hashlib.sha256(pixels.tobytes()).hexdigest(), pixels
 
 
+@pytest.mark.slow
 def test_generator_reproduces_the_committed_samples(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(IMAGES_DIR / "generate.py"), "--out", str(tmp_path)],

@@ -98,6 +98,7 @@ def test_raw_frame_read_in_another_process(reader: ReaderProcess, kind: str, siz
         assert sm.dev_clear_shared_memory(_id(f"cam-{kind}"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["2mp", "20mp"])
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_encoded_frame_decoded_in_another_process(

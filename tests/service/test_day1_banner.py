@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers.server import RunnerServer
 
 from procvision_algorithm_sdk._version import __version__
 
 
+@pytest.mark.slow
 def test_serve_prints_a_banner(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with RunnerServer(store) as server:

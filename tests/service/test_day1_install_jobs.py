@@ -118,6 +118,7 @@ def test_an_async_install_is_a_job_with_its_phases_log_and_entry(tmp_path: Path)
         assert sync.status_code == 200 and sync.json()["version"] == "1.0.0", sync.text
 
 
+@pytest.mark.slow
 def test_jobs_are_bounded_wait_for_the_store_lock_and_end_with_the_server(
     tmp_path: Path,
 ) -> None:

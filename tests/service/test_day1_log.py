@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers.server import RUNNER_CLI, RunnerServer
 
 SCHEMA = ("time", "level", "logger", "message")
@@ -42,6 +43,7 @@ def access_lines(recs: list[dict]) -> list[dict]:
     return [r for r in recs if r["logger"] == "procvision_runner.access"]
 
 
+@pytest.mark.slow
 def test_serve_logs_json_lines_to_a_file_and_rotates_it(tmp_path: Path) -> None:
     log_file = tmp_path / "logs" / "runner.log"
     config = {"service": {"log_file": str(log_file), "log_max_bytes": 4000, "log_backup_count": 2}}
@@ -67,6 +69,7 @@ def test_serve_logs_json_lines_to_a_file_and_rotates_it(tmp_path: Path) -> None:
     assert "GET /healthz HTTP/1.1" not in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_log_file_flag_and_stderr_by_default(tmp_path: Path) -> None:
     log_file = tmp_path / "flag.log"
     with (
@@ -91,6 +94,7 @@ def test_log_file_flag_and_stderr_by_default(tmp_path: Path) -> None:
     assert "/healthz" in {r["path"] for r in access_lines(recs)}, recs
 
 
+@pytest.mark.slow
 def test_a_log_file_that_cannot_be_opened_is_a_coded_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

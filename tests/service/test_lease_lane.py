@@ -90,6 +90,7 @@ def summary(result: dict | None) -> tuple[object, ...] | None:
     )
 
 
+@pytest.mark.slow
 def test_a_lease_form_answers_as_the_multipart_route_does(server: StationServer) -> None:
     with httpx.Client(base_url=server.url, timeout=60, headers=AUTH) as http:
         d = leased(http, "cam-a", marked(48, 64, (3, 4, 5, 6)))

@@ -77,6 +77,7 @@ class _Response:
         return self._body
 
 
+@pytest.mark.slow
 def test_lease_forms_over_the_socket_answer_as_over_http(server: StationServer) -> None:
     with httpx.Client(base_url=server.url, timeout=60, headers=AUTH) as http:
         d = leased(http, "cam-a", marked(48, 64, (3, 4, 5, 6)))

@@ -50,6 +50,7 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_metrics_count_calls_and_requests(client: httpx.Client) -> None:
     labels = {
         "pid": "",  # an unrouted pid is not a label value: any client could invent new ones

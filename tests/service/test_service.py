@@ -53,6 +53,7 @@ def client(server: RunnerServer) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.mark.slow
 def test_health_readiness_and_openapi_are_served(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -355,6 +356,7 @@ def token_server(tmp_path: Path) -> Iterator[RunnerServer]:
         yield srv
 
 
+@pytest.mark.slow
 def test_token_is_enforced_on_every_mutating_endpoint(token_server: RunnerServer) -> None:
     good = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=token_server.url, timeout=60.0) as c:
@@ -399,6 +401,7 @@ def test_token_is_enforced_on_every_mutating_endpoint(token_server: RunnerServer
         )
 
 
+@pytest.mark.slow
 def test_env_token_and_bind_refusals(tmp_path: Path) -> None:
     # PROCVISION_TOKEN alone turns enforcement on, on loopback too
     with RunnerServer(tmp_path / "a", env={"PROCVISION_TOKEN": TOKEN}) as srv:

@@ -62,6 +62,7 @@ def _request(sock: socket.socket, path: str = "/healthz") -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_trickled_headers_are_closed_after_the_timeout(slow: RunnerServer) -> None:
     fresh, kept = _connect(slow), _connect(slow)
     try:
@@ -93,6 +94,7 @@ def test_trickled_headers_are_closed_after_the_timeout(slow: RunnerServer) -> No
     assert httpx.get(f"{slow.url}/healthz", timeout=60).status_code == 200
 
 
+@pytest.mark.slow
 def test_connections_over_the_bound_are_refused(bounded: RunnerServer) -> None:
     held = [_connect(bounded) for _ in range(BOUND)]
     try:

@@ -93,6 +93,7 @@ def _ok(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.slow
 def test_over_the_budget_answers_503_with_retry_after(runner: Runner, tmp_path: Path) -> None:
     app, server = _serve(runner, tmp_path, wait_ms=300)
     budget = app.state.decoder.budget

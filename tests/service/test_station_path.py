@@ -95,6 +95,7 @@ def inspect_lease(client: httpx.Client, who: str, lease_id: str, **fields: str) 
     return client.post("/inspect", data=data, headers={"X-ProcVision-Client": who})
 
 
+@pytest.mark.slow
 def test_python_client_leases_writes_inspects_and_reuses(server: StationServer) -> None:
     box = (40, 25, 17, 9)
     with RunnerClient(server.url) as client:
@@ -257,6 +258,7 @@ def non_loopback_address() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_leases_are_refused_off_loopback(tmp_path: Path) -> None:
     address = non_loopback_address()
     if address is None:
@@ -353,6 +355,7 @@ def operation_schema(doc: dict, method: str, template: str, status: int) -> dict
     return None if content is None else content["schema"]
 
 
+@pytest.mark.slow
 def test_openapi_31_and_30_are_valid_and_describe_real_responses(server: StationServer) -> None:
     from jsonschema import Draft202012Validator
     from openapi_schema_validator import OAS30Validator
