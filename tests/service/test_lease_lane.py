@@ -91,29 +91,34 @@ def summary(result: dict | None) -> tuple[object, ...] | None:
 
 
 @pytest.mark.slow
+def lease_cases(lease_id: str) -> dict[str, tuple[dict[str, str], str | None]]:
+    """Lease forms by name, each with the client id that sends it (None: no header)."""
+    base = {"pid": "m1", "step_index": "1", "frame": lease_id}
+    return {
+        "ok": (base, "cam-a"),
+        "ok with seq, geometry and a session": (
+            {**base, "frame_seq": "1", "width": "64", "height": "48", "session_id": "b-1"},
+            "cam-a",
+        ),
+        "forged lease": ({**base, "frame": "fl_" + "q" * 20}, "cam-a"),
+        "bad lease id": ({**base, "frame": "../../dev/shm/x"}, "cam-a"),
+        "another client's lease": (base, "cam-b"),
+        "no client header": (base, None),
+        "wrong geometry": ({**base, "width": "65"}, "cam-a"),
+        "stale sequence number": ({**base, "frame_seq": "9"}, "cam-a"),
+        "bad pid": ({**base, "pid": "p 1"}, "cam-a"),
+        "no step": ({"pid": "m1", "frame": lease_id}, "cam-a"),
+        "unknown pid": ({**base, "pid": "zz9"}, "cam-a"),
+        "user_params not JSON": ({**base, "user_params": "{nope"}, "cam-a"),
+        "phase pre only": ({**base, "phase": "pre"}, "cam-a"),
+    }
+
+
 def test_a_lease_form_answers_as_the_multipart_route_does(server: StationServer) -> None:
     with httpx.Client(base_url=server.url, timeout=60, headers=AUTH) as http:
         d = leased(http, "cam-a", marked(48, 64, (3, 4, 5, 6)))
         lease_id = d["lease_id"]
-        base = {"pid": "m1", "step_index": "1", "frame": lease_id}
-        cases = {
-            "ok": (base, "cam-a"),
-            "ok with seq, geometry and a session": (
-                {**base, "frame_seq": "1", "width": "64", "height": "48", "session_id": "b-1"},
-                "cam-a",
-            ),
-            "forged lease": ({**base, "frame": "fl_" + "q" * 20}, "cam-a"),
-            "bad lease id": ({**base, "frame": "../../dev/shm/x"}, "cam-a"),
-            "another client's lease": (base, "cam-b"),
-            "no client header": (base, None),
-            "wrong geometry": ({**base, "width": "65"}, "cam-a"),
-            "stale sequence number": ({**base, "frame_seq": "9"}, "cam-a"),
-            "bad pid": ({**base, "pid": "p 1"}, "cam-a"),
-            "no step": ({"pid": "m1", "frame": lease_id}, "cam-a"),
-            "unknown pid": ({**base, "pid": "zz9"}, "cam-a"),
-            "user_params not JSON": ({**base, "user_params": "{nope"}, "cam-a"),
-            "phase pre only": ({**base, "phase": "pre"}, "cam-a"),
-        }
+        cases = lease_cases(lease_id)
         seen = {}
         for name, (fields, who) in cases.items():
             lane, route = (outcome(post(http, e, fields, who)) for e in ("form", "multipart"))

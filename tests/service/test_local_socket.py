@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.station_server import ALGOS, StationServer
-from test_lease_lane import answered, leased, marked, outcome
+from test_lease_lane import answered, lease_cases, leased, marked, outcome
 
 from procvision_runner.client import RunnerClient
 from procvision_runner.client_wire import WireConnection
@@ -85,24 +85,7 @@ def test_lease_forms_over_the_socket_answer_as_over_http(server: StationServer) 
         assert Path(path) == server.root / "store" / "runner.sock"
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
-        base = {"pid": "m1", "step_index": "1", "frame": d["lease_id"]}
-        cases = {
-            "ok": (base, "cam-a"),
-            "ok with seq, geometry, session": (
-                {**base, "frame_seq": "1", "width": "64", "height": "48", "session_id": "s-1"},
-                "cam-a",
-            ),
-            "forged lease": ({**base, "frame": "fl_" + "q" * 20}, "cam-a"),
-            "bad lease id": ({**base, "frame": "../../dev/shm/x"}, "cam-a"),
-            "another client's lease": (base, "cam-b"),
-            "no client header": (base, None),
-            "wrong geometry": ({**base, "width": "65"}, "cam-a"),
-            "stale sequence number": ({**base, "frame_seq": "9"}, "cam-a"),
-            "bad pid": ({**base, "pid": "p 1"}, "cam-a"),
-            "unknown pid": ({**base, "pid": "zz9"}, "cam-a"),
-            "user_params not JSON": ({**base, "user_params": "{nope"}, "cam-a"),
-            "phase pre only": ({**base, "phase": "pre"}, "cam-a"),
-        }
+        cases = lease_cases(d["lease_id"])
         before = answered(http)
         seen = {}
         for name, (fields, who) in cases.items():

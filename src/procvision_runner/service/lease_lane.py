@@ -21,7 +21,7 @@ from .context import ServiceContext
 from .errors import response_for
 from .routes_inspect import answer_form
 
-__all__ = ["LeaseLane"]
+__all__ = ["LeaseLane", "form_values"]
 
 _FORM = b"application/x-www-form-urlencoded"
 
@@ -75,10 +75,17 @@ def _lease_form(message: Message) -> dict[str, str] | None:
     if message["type"] != "http.request" or message.get("more_body", False):
         return None
     body = bytes(message.get("body", b""))
-    if b"frame=" not in body or not body.isascii():
+    if b"frame=" not in body:
         return None
-    values = dict(urllib.parse.parse_qsl(body.decode("ascii"), keep_blank_values=True))
-    return values if values.get("frame") else None
+    values = form_values(body)
+    return values if values and values.get("frame") else None
+
+
+def form_values(body: bytes) -> dict[str, str] | None:
+    """The fields of a urlencoded form (a repeated key: the last wins); None if not ASCII."""
+    if not body.isascii():
+        return None
+    return dict(urllib.parse.parse_qsl(body.decode("ascii"), keep_blank_values=True))
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

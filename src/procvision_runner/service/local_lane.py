@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .access_log import log_request
 from .context import ServiceContext
 from .errors import ApiError, response_for
 from .guard import UNAUTHORIZED_MESSAGE, token_matches
+from .lease_lane import form_values
 from .local_socket import LocalReply, LocalRequest, LocalSocketServer, socket_path_problem
 from .routes_inspect import answer_lease_now
 
@@ -86,10 +86,10 @@ def _lease_form(request: LocalRequest) -> dict[str, str]:
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != _FORM:
         raise ApiError(422, INVALID_PARAMS, f"the local socket takes {_FORM} forms")
-    if not request.body.isascii():
+    values = form_values(request.body)
+    if values is None:
         raise ApiError(422, INVALID_PARAMS, "a urlencoded form is ASCII")
-    pairs = urllib.parse.parse_qsl(request.body.decode("ascii"), keep_blank_values=True)
-    return dict(pairs)  # a repeated key: the last wins (as the HTTP lane has it)
+    return values
 
 
 def local_socket_path(setting: str, default: Path) -> Path | None:
