@@ -9,6 +9,7 @@ the developer tools, and the module graph has no cycle.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
+# Parsing all of src/ is most of this file's time and src/ does not change during a run: one
+# scan serves every test (none of them changes the graph it is given).
+@functools.cache
 def graph() -> dict[str, set[str]]:
     """Module -> imported modules, for every module under src/."""
     mods = modules()
