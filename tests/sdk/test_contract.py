@@ -875,7 +875,7 @@ def _assert_problems(problems: object) -> None:
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
 @settings(
-    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @pytest.mark.slow
 @given(value=garbage, width=garbage, height=garbage, extra=garbage)
@@ -892,7 +892,7 @@ def test_checks_never_raise_on_garbage(
 
 
 @settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @pytest.mark.slow
 @given(value=garbage)
@@ -929,7 +929,7 @@ plain_json = st.recursive(
 
 
 @settings(
-    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=160, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @pytest.mark.slow
 @given(value=st.one_of(garbage, plain_json))
