@@ -22,6 +22,7 @@ from helpers.package_zips import EXAMPLE, REPO, dependency_wheels, sdk_wheel
 from procvision_algorithm_sdk._version import __version__
 from procvision_runner import Runner
 from procvision_runner.config import RunnerConfig
+from procvision_runner.store.venv import find_uv
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,24 +82,19 @@ def sdk_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
     )
     python = venv / "bin" / "python"
-    wheels = [sdk_wheel(), *dependency_wheels()]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--disable-pip-version-check",
-            "--python",
-            str(python),
-            "install",
-            "-q",
-            "--no-index",
-            "--no-deps",
-            *map(str, wheels),
-        ],
-        check=True,
-        timeout=600,
-    )
+    wheels = [str(w) for w in (sdk_wheel(), *dependency_wheels())]
+    uv = find_uv()
+    # As the store builds package venvs: uv (a dependency of the station side) when present,
+    # and no .pyc written at install. Compiling all of numpy cost about 5 CPU-s here; the three
+    # processes this file starts in the venv compile only the modules they import.
+    if uv is not None:
+        install = [uv, "pip", "install", "-q", "--python", str(python), "--offline"]
+        install += ["--no-index", "--no-deps", *wheels]
+    else:
+        install = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--python"]
+        install += [str(python), "install", "-q", "--no-index", "--no-deps", "--no-compile"]
+        install += wheels
+    subprocess.run(install, check=True, timeout=600)
     return python
 
 
