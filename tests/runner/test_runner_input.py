@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers.runner_kit import FAULTY, FRAME, ok
+from helpers.runner_kit import FAULTY, FRAME, Tracked, ok
+
+from procvision_runner.calls import PackageKey
+
+
+@pytest.fixture(scope="module")
+def faulty(module_runner: Callable[..., Tracked]) -> tuple[Tracked, PackageKey]:
+    """One Runner with the faulty package loaded, shared by the tests that change nothing in it.
+
+    Refused input never reaches the worker and accepted input leaves no state there, so one
+    worker serves them all (a worker start per test was most of this module's CPU).
+    """
+    tracked = module_runner()
+    return tracked, tracked.runner.load(FAULTY)
 
 
 @pytest.mark.parametrize(
@@ -27,11 +41,10 @@ from helpers.runner_kit import FAULTY, FRAME, ok
     ],
 )
 def test_bad_input_is_a_coded_result_before_any_worker_call(
-    make_runner: Any, kwargs: dict[str, Any], code: str
+    faulty: tuple[Tracked, PackageKey], kwargs: dict[str, Any], code: str
 ) -> None:
-    tracked = make_runner()
+    tracked, _key = faulty
     runner = tracked.runner
-    runner.load(FAULTY)
     calls = tracked.calls()
     frame = kwargs.pop("frame", FRAME)
     step = kwargs.pop("step", 1)
@@ -62,11 +75,10 @@ def _nested(depth: int) -> list[Any]:
     ids=["deep", "nan", "bytes", "set", "int-key"],
 )
 def test_unjsonable_input_is_1006_not_an_exception(
-    make_runner: Any, field: str, bad: dict[Any, Any]
+    faulty: tuple[Tracked, PackageKey], field: str, bad: dict[Any, Any]
 ) -> None:
-    tracked = make_runner()
+    tracked, _key = faulty
     runner = tracked.runner
-    runner.load(FAULTY)
     calls = tracked.calls()
     out = runner.run_step("f1", 1, FRAME, **{field: bad})
     assert out["execute"] is None
@@ -77,10 +89,8 @@ def test_unjsonable_input_is_1006_not_an_exception(
     ok(runner.run_step("f1", 1, FRAME)["execute"])
 
 
-def test_numpy_scalars_in_input_are_converted(make_runner: Any) -> None:
-    tracked = make_runner()
-    runner = tracked.runner
-    runner.load(FAULTY)
+def test_numpy_scalars_in_input_are_converted(faulty: tuple[Tracked, PackageKey]) -> None:
+    runner = faulty[0].runner
     result = ok(
         runner.execute(
             "f1",
@@ -104,10 +114,11 @@ def test_numpy_scalars_in_input_are_converted(make_runner: Any) -> None:
     )
 
 
-def test_worker_call_with_unencodable_fields_is_a_1006_frame(make_runner: Any) -> None:
-    tracked = make_runner()
+def test_worker_call_with_unencodable_fields_is_a_1006_frame(
+    faulty: tuple[Tracked, PackageKey],
+) -> None:
+    tracked, key = faulty
     runner = tracked.runner
-    key = runner.load(FAULTY)
     worker = runner._pools[key].workers()[0]
     for bad in ({1, 2}, float("inf"), _nested(5000)):
         frame = worker.call("info", {"extra": bad}, 5000)
@@ -117,10 +128,8 @@ def test_worker_call_with_unencodable_fields_is_a_1006_frame(make_runner: Any) -
     assert worker.call("info", {}, 5000)["status"] == "OK"
 
 
-def test_defaults_applied_and_gray_frames(make_runner: Any) -> None:
-    tracked = make_runner()
-    runner = tracked.runner
-    runner.load(FAULTY)
+def test_defaults_applied_and_gray_frames(faulty: tuple[Tracked, PackageKey]) -> None:
+    runner = faulty[0].runner
     gray = np.full((10, 12), 42, dtype=np.uint8)
     data = ok(runner.execute("f1", 1, gray, user_params={"tag": "g"}))["data"]
     assert data["user_params"] == {"tag": "g", "mode": "ok", "count": 0, "threshold": 0.5}
