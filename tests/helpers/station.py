@@ -14,6 +14,8 @@ xdist workers share (the `stations` fixture of tests/conftest.py): the templates
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -49,6 +51,27 @@ def cli(
     )
 
 
+def cli_here(store: Path, *args: str) -> subprocess.CompletedProcess:
+    """`procvision-runner --store STORE ARGS` through its `main()` in this process.
+
+    The same parsing, commands, output and exit status as `cli`, without a Python start and
+    the Runner's imports: for the checks where the process boundary is not the point (a
+    restart is opening the store again; an inspect runs its worker as a real process either
+    way).
+    """
+    from procvision_runner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--store", str(store), *args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(
+        ["procvision-runner", *args], code, out.getvalue(), err.getvalue()
+    )
+
+
 def spawn(store: Path, *args: str) -> subprocess.Popen:
     """Start `procvision-runner --store STORE ARGS` without waiting (the caller reaps it)."""
     return subprocess.Popen(
@@ -62,7 +85,7 @@ def spawn(store: Path, *args: str) -> subprocess.Popen:
 
 def inspect_version(store: Path) -> str:
     """The version that answers p001 step 1 through `procvision-runner inspect`."""
-    r = cli(store, "inspect", "--pid", "p001", "--step", "1", "--image", str(IMAGE), "--json")
+    r = cli_here(store, "inspect", "--pid", "p001", "--step", "1", "--image", str(IMAGE), "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert set(result) >= {"pre_execute", "execute"}
@@ -72,7 +95,7 @@ def inspect_version(store: Path) -> str:
 
 def assert_consistent(store: Path) -> dict:
     """Restart (open) the store and check registry, disk, zips and bindings agree."""
-    r = cli(store, "list", "--json")  # opening the store is the restart: it reconciles
+    r = cli_here(store, "list", "--json")  # opening the store is the restart: it reconciles
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     registry = json.loads((store / "registry.json").read_text())

@@ -68,15 +68,15 @@ def test_a_package_pinned_to_0_0_7_installs_substituted_and_runs(tmp_path: Path)
     assert f"procvision-algorithm-sdk=={__version__}" in (deployed / "requirements.txt").read_text()
     assert runner_cli(store, "activate", NAME, "1.0.0", "--pid", "p001").returncode == 0
     truth = json.loads((EXAMPLE / "images" / "ground_truth.json").read_text())["images"]
-    for name in ("ok_01.png", "ng_missing_2.png"):
-        inspected = runner_cli(
-            store, "inspect", "--pid", "p001", "--step", "1", "--step", "2",
-            "--image", str(EXAMPLE / "images" / name), "--json",
-        )  # fmt: skip
-        assert inspected.returncode == 0, inspected.stderr
-        steps = [json.loads(line) for line in inspected.stdout.splitlines()]
-        verdicts = [s["execute"]["data"]["result_status"] for s in steps]
-        assert verdicts == [truth[name]["step1"], truth[name]["step2"]]
+    names = ("ok_01.png", "ng_missing_2.png")
+    images = [a for name in names for a in ("--image", str(EXAMPLE / "images" / name))]
+    inspected = runner_cli(
+        store, "inspect", "--pid", "p001", "--step", "1", "--step", "2", *images, "--json"
+    )  # one worker for both images: each image's two steps, image by image
+    assert inspected.returncode == 0, inspected.stderr
+    steps = [json.loads(line) for line in inspected.stdout.splitlines()]
+    verdicts = [s["execute"]["data"]["result_status"] for s in steps]
+    assert verdicts == [truth[name][step] for name in names for step in ("step1", "step2")]
 
 
 def test_package_keeps_an_original_pin_visible(tmp_path: Path) -> None:

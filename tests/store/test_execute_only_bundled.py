@@ -38,7 +38,40 @@ def runner_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_pinned_to_0_3_2_installs_substituted_and_runs(tmp_path: Path) -> None:
+def test_pinned_to_0_3_2_installs_substituted_and_runs(original_zip: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    installed = runner_cli(store, "install", str(original_zip))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    (entry,) = json.loads(runner_cli(store, "list", "--json").stdout)["packages"]
+    assert entry["sdk"] == f"substituted 0.3.2 -> {__version__}"
+    assert entry["api"] == "execute-only" and entry["supported_pids"] == []
+    activated = runner_cli(store, "activate", "part-presence", "1.0.0", "--pid", PID)
+    assert activated.returncode == 0, activated.stderr
+    guide_info = IMAGES / TRUTH["guide_info"]
+    names = ("cur_ok_02.jpg", "cur_ng_1_4.png")
+    images = [a for name in names for a in ("--image", str(IMAGES / name))]
+    inspected = runner_cli(
+        store, "inspect", "--pid", PID, "--step", "1", *images,
+        "--guide-image", str(IMAGES / TRUTH["guide_image"]), "--step-desc",
+        TRUTH["step_desc"], "--guide-info", f"@{guide_info}", "--json",
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    lines = inspected.stdout.splitlines()
+    assert len(lines) == len(names), inspected.stdout  # one JSON line per image (one step)
+    for name, line in zip(names, lines, strict=True):
+        truth = TRUTH["samples"][name]
+        result = json.loads(line)["execute"]
+        assert result["data"]["result_status"] == truth["result_status"], name
+        assert sorted(r["label"] for r in result["data"]["defect_rects"]) == truth["missing"]
+
+
+@pytest.fixture(scope="module")
+def original_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example pinned to 0.3.2, zipped by the original 0.3.2 package() itself.
+
+    Built once per module: the tests only read it (an install copies what it needs).
+    """
+    tmp_path = tmp_path_factory.mktemp("original-zip")
     project = tmp_path / "part-presence"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("images", "__pycache__"))
     wheels = [*dependency_wheels(), original_sdk_wheel("0.3.2")]
@@ -56,57 +89,18 @@ def test_pinned_to_0_3_2_installs_substituted_and_runs(tmp_path: Path) -> None:
     )  # the original tool's own package(), skip_download=True (wheels/ is filled above)
     made = run_with_original_sdk("0.3.2", tmp_path / "orig", code)
     assert made.returncode == 0 and "'OK'" in made.stdout, made.stdout + made.stderr
-    store = tmp_path / "store"
-    installed = runner_cli(store, "install", str(out))
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    (entry,) = json.loads(runner_cli(store, "list", "--json").stdout)["packages"]
-    assert entry["sdk"] == f"substituted 0.3.2 -> {__version__}"
-    assert entry["api"] == "execute-only" and entry["supported_pids"] == []
-    activated = runner_cli(store, "activate", "part-presence", "1.0.0", "--pid", PID)
-    assert activated.returncode == 0, activated.stderr
-    guide_info = IMAGES / TRUTH["guide_info"]
-    for name in ("cur_ok_02.jpg", "cur_ng_1_4.png"):
-        truth = TRUTH["samples"][name]
-        inspected = runner_cli(
-            store, "inspect", "--pid", PID, "--step", "1", "--image", str(IMAGES / name),
-            "--guide-image", str(IMAGES / TRUTH["guide_image"]), "--step-desc",
-            TRUTH["step_desc"], "--guide-info", f"@{guide_info}", "--json",
-        )  # fmt: skip
-        assert inspected.returncode == 0, inspected.stdout + inspected.stderr
-        result = json.loads(inspected.stdout.splitlines()[-1])["execute"]
-        assert result["data"]["result_status"] == truth["result_status"], name
-        assert sorted(r["label"] for r in result["data"]["defect_rects"]) == truth["missing"]
-
-
-def _original_zip(tmp_path: Path) -> Path:
-    """The example pinned to 0.3.2, zipped by the original 0.3.2 package() itself."""
-    project = tmp_path / "part-presence"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("images", "__pycache__"))
-    wheels = [*dependency_wheels(), original_sdk_wheel("0.3.2")]
-    (project / "wheels").mkdir()
-    for wheel in wheels:
-        shutil.copyfile(wheel, project / "wheels" / wheel.name)
-    (project / "requirements.txt").write_text(requirements_for(wheels), encoding="utf-8")
-    out = tmp_path / "part-presence-offline.zip"
-    code = (
-        "from procvision_algorithm_sdk.cli import package\n"
-        f"print(package({str(project)!r}, {str(out)!r}, None, False, None, None, None, None,"
-        " True, False, None, None, None))\n"
-    )
-    made = run_with_original_sdk("0.3.2", tmp_path / "orig", code)
-    assert made.returncode == 0 and "'OK'" in made.stdout, made.stdout + made.stderr
     return out
 
 
 def test_keep_bundled_0_3_2_runs_on_the_legacy_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    original_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from procvision_runner import Runner, RunnerConfig, legacy_transport
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     store = tmp_path / "store"
-    installed = runner_cli(store, "install", str(_original_zip(tmp_path)), "--keep-bundled-sdk")
+    installed = runner_cli(store, "install", str(original_zip), "--keep-bundled-sdk")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     (entry,) = json.loads(runner_cli(store, "list", "--json").stdout)["packages"]
     assert (entry["sdk"], entry["transport"]) == ("bundled 0.3.2 (kept)", "files")

@@ -118,13 +118,14 @@ def test_original_layout_validates_installs_and_inspects(tmp_path: Path) -> None
     activated = runner_cli(store, "activate", NAME, "1.0.0", "--pid", "p001")
     assert activated.returncode == 0, activated.stderr
     truth = json.loads((EXAMPLE / "images" / "ground_truth.json").read_text())["images"]
-    for name in ("ok_01.png", "ng_missing_1.png"):
-        inspected = runner_cli(
-            store, "inspect", "--pid", "p001", "--step", "2",
-            "--image", str(EXAMPLE / "images" / name), "--json",
-        )  # fmt: skip
-        assert inspected.returncode == 0, inspected.stderr
-        result = json.loads(inspected.stdout)
+    names = ("ok_01.png", "ng_missing_1.png")
+    images = [a for name in names for a in ("--image", str(EXAMPLE / "images" / name))]
+    inspected = runner_cli(store, "inspect", "--pid", "p001", "--step", "2", *images, "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    lines = inspected.stdout.splitlines()  # one JSON line per image, in the given order
+    assert len(lines) == len(names), inspected.stdout
+    for name, line in zip(names, lines, strict=True):
+        result = json.loads(line)
         assert result["execute"]["data"]["result_status"] == truth[name]["step2"]
 
 

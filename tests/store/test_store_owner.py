@@ -23,7 +23,7 @@ import httpx
 import pytest
 from helpers.package_zips import EXAMPLE
 from helpers.server import RunnerServer
-from helpers.station import Stations
+from helpers.station import Stations, cli_here
 
 from procvision_runner.store import PackageManager, PackageStore
 from procvision_runner.store.owner import live_owner, read_owner
@@ -61,14 +61,17 @@ def store(stations: Stations, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def bind(store: Path, **pids: str) -> None:
-    """Bind each pid to a version directly (no server may own the store now)."""
+    """Bind each pid to a version directly (no server may own the store now).
+
+    Set-up, not what a test checks: the CLI's commands run in this process (`cli_here`).
+    """
     assert live_owner(store) is None
-    active = json.loads(cli(store, "list", "--json").stdout)["active"]
+    active = json.loads(cli_here(store, "list", "--json").stdout)["active"]
     for pid, version in pids.items():
         if pid not in active:
-            r = cli(store, "activate", NAME, version, "--pid", pid)
+            r = cli_here(store, "activate", NAME, version, "--pid", pid)
         elif active[pid]["version"] != version:
-            r = cli(store, "switch", NAME, version, "--pid", pid)
+            r = cli_here(store, "switch", NAME, version, "--pid", pid)
         else:
             continue
         assert r.returncode == 0, r.stderr
