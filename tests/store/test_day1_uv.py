@@ -48,6 +48,10 @@ def test_uv_is_found_and_builds_the_same_venv_as_pip(tmp_path: Path) -> None:
             timeout=120,
         )
         assert ok.returncode == 0, ok.stderr
+        if installer == "uv":  # hard-linked from a cache of the build's own, removed since
+            assert not pkg.with_name(f"{pkg.name}.uv-cache").exists()
+            files = [p for p in (pkg / "venv").rglob("*") if p.is_file() and not p.is_symlink()]
+            assert len(files) > 100 and all(p.stat().st_nlink == 1 for p in files)
     assert built["uv"] == built["pip"] and any(n.startswith("numpy==") for n in built["uv"])
 
 
@@ -59,3 +63,4 @@ def test_both_installers_refuse_a_missing_wheel_with_2004(tmp_path: Path, instal
     with pytest.raises(StoreError) as err:
         venv.build_venv(pkg, sys.executable, timeout_s=600, installer=installer)
     assert err.value.error_code == "2004", err.value.message
+    assert not pkg.with_name(f"{pkg.name}.uv-cache").exists()  # uv's cache goes on failure too

@@ -25,6 +25,12 @@ from procvision_algorithm_sdk.errors import INSTALL_FAILED, WHEELS_MISSING
 from .lock import StoreError
 
 _TAIL = 1500
+# uv unpacks the wheels into a cache of this build's own beside the package directory (the
+# venv's file system; beside, not inside, so no zip entry can pose as it) and hard-links the
+# venv's files to it: no second copy of every file is written, and removing the cache
+# afterwards leaves the venv sharing nothing. In the store it is named like the build directory
+# (`.tmp-...`), so a reconcile removes what a killed install left of it.
+_UV_CACHE_SUFFIX = ".uv-cache"
 
 
 def venv_python(package_dir: Path) -> Path:
@@ -230,7 +236,8 @@ def build_venv(
     """Create `<package_dir>/venv` with `python` and install `requirements` from wheels/ only.
 
     `installer` "uv" or "pip"; None: uv when present (about 15x faster), else pip. Both run
-    offline from wheels/ only, binary wheels only, no config files. Returns (venv python, the
+    offline from wheels/ only, binary wheels only, no config files; uv hard-links the venv's
+    files to a private cache it removes afterwards. Returns (venv python, the
     installer's output). StoreError 2004 when no wheel matches (a transitive dependency missing
     from wheels/), 2005 for any other failure or the deadline. `on_step(message)` hears of
     each step as it starts.
@@ -243,12 +250,13 @@ def build_venv(
     venv_dir = package_dir / "venv"
     vpy = venv_python(package_dir)
     wheels, req = str(package_dir / "wheels"), str(package_dir / requirements)
+    cache = package_dir.with_name(package_dir.name + _UV_CACHE_SUFFIX)
     if uv is not None:
         # no --seed: pip would come from an index; the store never runs the venv's pip
         make = [uv, "venv", "--python", python, str(venv_dir)]
         install = [uv, "pip", "install", "--python", str(vpy), "--offline", "--no-index"]
-        install += ["--find-links", wheels, "--only-binary", ":all:", "--no-cache"]
-        install += ["--link-mode", "copy", "-r", req]
+        install += ["--find-links", wheels, "--only-binary", ":all:", "--cache-dir", str(cache)]
+        install += ["--link-mode", "hardlink", "-r", req]
     else:
         make = [python, "-m", "venv", str(venv_dir)]
         install = [str(vpy), "-m", "pip", "install", "--no-index", "--find-links", wheels]
@@ -259,6 +267,10 @@ def build_venv(
     count = len(list((package_dir / "wheels").glob("*.whl")))
     say(f"installing {requirements} from wheels/ ({count} wheels) with {tool}")
     started = time.monotonic()
-    log = _run(install, package_dir, deadline, "installing from wheels/", pgid_dir)
+    try:
+        log = _run(install, package_dir, deadline, "installing from wheels/", pgid_dir)
+    finally:
+        # the venv's files are the only remaining links to what uv unpacked here
+        shutil.rmtree(cache, ignore_errors=True)
     say(f"wheels installed in {time.monotonic() - started:.1f} s")
     return vpy, log
