@@ -23,6 +23,10 @@ from procvision_runner.store.wheels import TargetEnv
 HERE = TargetEnv.current()
 LINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "linux_x86_64")
 LINUX_310 = TargetEnv(python_version="3.10", implementation="cp", abi="cp310", platforms=LINUX)
+# what `package` writes for a glibc station: the manylinux ladder, no plain linux_x86_64
+STRICT_310 = TargetEnv(
+    python_version="3.10", abi="cp310", platforms=("manylinux_2_28_x86_64", "manylinux_2_17_x86_64")
+)
 WINDOWS = TargetEnv(
     python_version="3.11", implementation="cp", abi="cp311", platforms=("win_amd64",)
 )
@@ -87,6 +91,15 @@ def _case(name: str, wheels: Path) -> tuple[str, TargetEnv]:
         _wheel(wheels, "pv-c", "2.0", tag="cp310-cp310-manylinux_2_17_x86_64")
         _wheel(wheels, "pv-plain", "1.0", tag="cp310-cp310-linux_x86_64")
         return "pv-a\npv-plain\n", LINUX_310
+    if name == "plain linux wheel, manylinux target":
+        _wheel(wheels, "pv-a", "1.0", ("pv-plain",))
+        _wheel(wheels, "pv-c", "2.0", tag="cp310-cp310-manylinux_2_17_x86_64")
+        _wheel(wheels, "pv-plain", "1.0", tag="cp310-cp310-linux_x86_64")
+        return "pv-a\npv-c\n", STRICT_310
+    if name == "installs (manylinux)":
+        _wheel(wheels, "pv-c", "2.0", tag="cp310-cp310-manylinux_2_17_x86_64")
+        _wheel(wheels, "pv-both", "1.0", tag="cp310-cp310-manylinux_2_28_x86_64.linux_x86_64")
+        return "pv-c\npv-both\n", STRICT_310
     assert name == "installs (windows)"
     _wheel(wheels, "pv-native", "1.0", tag="cp311-cp311-win_amd64")
     return "pv-native\n", WINDOWS
@@ -100,6 +113,8 @@ EXPECTED = {
     "conflict": [("wheels/", "2004")],
     "wrong python": [("wheels/", "2003")],
     "installs (linux)": [],
+    "plain linux wheel, manylinux target": [("wheels/pv-plain", "2004")],
+    "installs (manylinux)": [],
     "installs (windows)": [],
 }
 
@@ -114,6 +129,8 @@ def test_both_resolvers_give_the_same_verdict(tmp_path: Path, case: str, resolve
     text = " ".join(p.message for p in problems)
     if case == "missing transitive":
         assert "pv-missing-dep>=2" in text and "needed by pv-needs-dep" in text
+    elif case == "plain linux wheel, manylinux target":
+        assert "needed by pv-a" in text and target.describe() in text
     elif case in ("missing direct", "wrong platform"):
         assert "named in requirements.txt" in text and target.describe() in text
     elif case == "conflict":
@@ -137,17 +154,17 @@ def test_uv_is_the_default_resolver_and_pip_stays_on_request(
 
 def test_targets_uv_cannot_spell_are_left_to_pip() -> None:
     assert uv_platform(LINUX_310) == "x86_64-manylinux_2_28"
+    # uv is shown wheels/ without plain linux_x86_64 wheels for this one (wheels_for_uv)
+    assert uv_platform(STRICT_310) == "x86_64-manylinux_2_28"
     assert uv_platform(WINDOWS) == "x86_64-pc-windows-msvc"
     assert uv_platform(TargetEnv(python_version="3.11", platforms=())) == ""  # this machine
     pypy = TargetEnv(python_version="3.10", implementation="pp", platforms=LINUX)
     free_threaded = TargetEnv(python_version="3.13", abi="cp313t", platforms=LINUX)
     mac = TargetEnv(python_version="3.11", platforms=("macosx_11_0_arm64",))
     musl = TargetEnv(python_version="3.11", platforms=("musllinux_1_2_x86_64",))
-    # uv's manylinux triples take linux_x86_64 wheels, which this target refuses
-    strict = TargetEnv(python_version="3.11", platforms=("manylinux_2_28_x86_64",))
     odd_level = TargetEnv(
         python_version="3.11", platforms=("manylinux_2_27_x86_64", "linux_x86_64")
     )
-    for target in (pypy, free_threaded, mac, musl, strict, odd_level):
+    for target in (pypy, free_threaded, mac, musl, odd_level):
         assert uv_platform(target) is None, target
         assert resolver_for(target) == ("pip", None)

@@ -4,8 +4,10 @@ uv answers the same question as pip (`pip install --dry-run` over wheels/ alone,
 interpreter) in about a tenth of pip's CPU, so `closure.check_closure` asks uv when it is
 installed and uv can express the target. uv has no `--abi`/`--implementation`, and its
 `--python-platform` is one of a fixed list of triples, so a target uv cannot spell exactly
-(another implementation or ABI, macOS, musl, a manylinux level uv does not list, a platform list
-without its plain `linux_<arch>` tag) is left to pip: `uv_platform` returns None for it. uv's
+(another implementation or ABI, macOS, musl, a manylinux level uv does not list) is left to
+pip: `uv_platform` returns None for it. uv's manylinux triples also take plain `linux_<arch>`
+wheels; for a target that refuses those (what `package` writes for a glibc station: the
+manylinux ladder alone), uv is shown wheels/ without them (`wheels_for_uv`). uv's
 refusals are read into the same problems as pip's: a missing or wrong-platform wheel is 2004
 naming the distribution and who needs it, a Python the wheels refuse is 2003, anything else
 (a conflict) is 2004 with uv's own explanation.
@@ -13,16 +15,20 @@ naming the distribution and who needs it, a Python the wheels refuse is 2003, an
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from procvision_algorithm_sdk.contract import Problem
 from procvision_algorithm_sdk.errors import INCOMPATIBLE_PYTHON, WHEELS_MISSING
 
 from .wheels import TargetEnv
 
-__all__ = ["uv_command", "uv_platform", "uv_problems"]
+__all__ = ["uv_command", "uv_platform", "uv_problems", "wheels_for_uv"]
 
 # The manylinux levels uv's --python-platform offers (x86_64-manylinux_2_17 ... _2_40).
 _UV_MANYLINUX = {17, *range(28, 41)}
@@ -57,13 +63,49 @@ def uv_platform(target: TargetEnv) -> str | None:
             arches.add(plat.removeprefix("linux_"))
         else:
             return None
-    if len(arches) != 1 or not levels:
+    if len(arches) != 1 or not levels or max(levels) not in _UV_MANYLINUX:
         return None
-    arch = arches.pop()
-    # uv's manylinux triples accept linux_<arch> wheels as well: only when the target does too
-    if f"linux_{arch}" not in platforms or max(levels) not in _UV_MANYLINUX:
-        return None
-    return f"{arch}-manylinux_2_{max(levels)}"
+    return f"{arches.pop()}-manylinux_2_{max(levels)}"
+
+
+def _plain_linux_only(wheel: Path) -> bool:
+    """True for a wheel whose every platform tag is a plain `linux_<arch>` (no manylinux)."""
+    try:
+        tags = parse_wheel_filename(wheel.name)[3]
+    except InvalidWheelFilename:
+        return False  # uv refuses it as pip does
+    return bool(tags) and all(t.platform.startswith("linux_") for t in tags)
+
+
+def _link(src: Path, dst: Path) -> None:
+    # a hard link where the temp dir shares the file system, else a symlink, else a copy
+    for make in (os.link, os.symlink):
+        try:
+            make(src, dst)
+            return
+        except OSError:
+            continue
+    shutil.copyfile(src, dst)
+
+
+def wheels_for_uv(wheels_dir: Path, target: TargetEnv, scratch: Path) -> Path:
+    """wheels/ as uv must see it for `target`: no plain `linux_<arch>` wheel if it refuses them.
+
+    uv's manylinux triples take `linux_<arch>` wheels too, which pip refuses for a target that
+    lists only manylinux tags; those wheels are left out of a view made in `scratch`, so uv
+    reports them as missing, as pip does.
+    """
+    refuses = any(p.startswith("manylinux") for p in target.platforms) and not any(
+        p.startswith("linux_") for p in target.platforms
+    )
+    wheels = sorted(wheels_dir.glob("*.whl")) if refuses else []
+    if not any(_plain_linux_only(w) for w in wheels):
+        return wheels_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    for wheel in wheels:
+        if not _plain_linux_only(wheel):
+            _link(wheel, scratch / wheel.name)
+    return scratch
 
 
 def uv_command(uv: str, requirements: Path, wheels_dir: Path, target: TargetEnv) -> list[str]:
@@ -74,7 +116,8 @@ def uv_command(uv: str, requirements: Path, wheels_dir: Path, target: TargetEnv)
     command = [uv, "pip", "install", "--dry-run", "--quiet", "--python", sys.executable]
     # --target: resolve for an empty directory, not for what this interpreter has installed
     command += ["--target", str(requirements.parent / "target"), "--offline", "--no-config"]
-    command += ["--no-cache", "--no-index", "--find-links", str(wheels_dir)]
+    wheels = wheels_for_uv(wheels_dir, target, requirements.parent / "wheels-for-uv")
+    command += ["--no-cache", "--no-index", "--find-links", str(wheels)]
     command += ["--only-binary", ":all:", "--python-version", target.python_version]
     if platform:
         command += ["--python-platform", platform]
