@@ -75,35 +75,39 @@ class RunnerServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    self._register_document()
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        # one client for every poll: each new httpx client loads the CA bundle (~0.05 CPU-s),
+        # which polling with httpx.get paid once per poll
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        self._register_document(client)
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not answer /healthz in {self.startup_timeout_s} s")
 
-    def _register_document(self) -> None:
+    def _register_document(self, client: httpx.Client) -> None:
         # the tests' httpx responses from this server are checked against what it serves
-        doc31 = httpx.get(f"{self.url}/openapi.json", timeout=60.0).raise_for_status().json()
-        doc30 = httpx.get(f"{self.url}/openapi-3.0.json", timeout=60.0).raise_for_status().json()
+        doc31 = client.get("/openapi.json", timeout=60.0).raise_for_status().json()
+        doc30 = client.get("/openapi-3.0.json", timeout=60.0).raise_for_status().json()
         CHECKER.register_origin(self.url, doc31, doc30)
 
     def wait_ready(self, timeout_s: float = 180.0) -> dict[str, Any]:
         """Poll /readyz until 200 (deadline); returns its body."""
         deadline = time.monotonic() + timeout_s
         body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            r = httpx.get(f"{self.url}/readyz", timeout=10.0)
-            body = r.json()
-            if r.status_code == 200:
-                return body
-            time.sleep(0.05)
+        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+            while time.monotonic() < deadline:
+                r = client.get("/readyz")
+                body = r.json()
+                if r.status_code == 200:
+                    return body
+                time.sleep(0.05)
         raise RuntimeError(f"not ready after {timeout_s} s: {body}")
 
     def log(self) -> str:
