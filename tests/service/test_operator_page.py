@@ -14,12 +14,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from helpers.package_zips import EXAMPLE, make_package_zip
+from helpers.package_zips import EXAMPLE
 from helpers.server import RunnerServer
+
+if TYPE_CHECKING:
+    from helpers.station import Stations
 
 pytestmark = pytest.mark.slow
 
@@ -38,25 +41,12 @@ def _browser_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, stations: Stations) -> Iterator[RunnerServer]:
     _browser_or_skip()
-    root = tmp_path_factory.mktemp("page")
-    zips = {v: make_package_zip(root / f"example-{v}.zip", v) for v in ("1.0.0", "1.1.0")}
-    config = {"service": {"max_upload_bytes": 256 * 1024 * 1024}}
-    with RunnerServer(root / "store", config=config) as srv:
-        with httpx.Client(base_url=srv.url, timeout=600.0) as c:
-            for version in ("1.0.0", "1.1.0"):
-                body = zips[version].read_bytes()
-                r = c.post(
-                    "/algorithms/install",
-                    content=body,
-                    headers={"content-type": "application/zip"},
-                )
-                assert r.status_code == 200, r.text
-            r = c.post(
-                "/algorithms/activate", json={"name": NAME, "version": "1.0.0", "pids": ["p001"]}
-            )
-            assert r.status_code == 200, r.text
+    # the example's 1.0.0 (active on p001 and p002) and 1.0.1 installed: a copy of the run's
+    # template store (installing over HTTP is tests/service/test_service_flow.py's part)
+    store = stations.copy("1.0.0+1.0.1", tmp_path_factory.mktemp("page") / "store")
+    with RunnerServer(store) as srv:
         srv.wait_ready(120)
         yield srv
 
@@ -189,13 +179,13 @@ def test_page_shows_live_results_archive_and_switches_from_the_page(
     assert "_created" not in metrics
 
     # a switch done through the page (with its confirmation) moves the pid
-    row = browser.find_element(By.CSS_SELECTOR, "#installed tr[data-version='1.1.0']")
+    row = browser.find_element(By.CSS_SELECTOR, "#installed tr[data-version='1.0.1']")
     row.find_element(By.CSS_SELECTOR, "input.pids").send_keys("p001")
     row.find_element(By.CSS_SELECTOR, "button[data-action='switch']").click()
     wait_for(lambda: browser.switch_to.alert).accept()
     wait_for(
         lambda: (
-            "1.1.0"
+            "1.0.1"
             in browser.find_element(By.CSS_SELECTOR, "#routes tr[data-pid='p001'] .package").text
         ),
         timeout_s=120,
@@ -203,7 +193,7 @@ def test_page_shows_live_results_archive_and_switches_from_the_page(
     before = shown["seq"]
     inspect(server.url, "ok_01.png", 1, "board-2")
     after = wait_for(lambda: (c := card(browser)) and c["seq"] != before and c)
-    assert "algorithm-example 1.1.0" in after["package"]
+    assert "algorithm-example 1.0.1" in after["package"]
     assert after["verdict"] == "OK"
 
     # nothing the page loaded came from anywhere but this Runner
