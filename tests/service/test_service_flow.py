@@ -12,12 +12,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from helpers.package_zips import EXAMPLE, make_package_zip
 from helpers.server import RunnerServer
+
+if TYPE_CHECKING:
+    from helpers.station import Stations
 
 pytestmark = pytest.mark.slow
 
@@ -234,16 +237,12 @@ def test_install_activate_inspect_switch_rollback_uninstall(
 
 @pytest.mark.timeout(600)
 def test_readiness_follows_the_active_packages_across_restarts(
-    tmp_path: Path, zips: dict[str, Path]
+    tmp_path: Path, stations: Stations
 ) -> None:
-    store = tmp_path / "store"
-    with RunnerServer(store) as srv, httpx.Client(base_url=srv.url, timeout=600.0) as c:
-        with open(zips["1.0.0"], "rb") as f:
-            assert c.post("/algorithms/install", files={"file": f}).status_code == 200
-        r = c.post(
-            "/algorithms/activate", json={"name": NAME, "version": "1.0.0", "pids": ["p001"]}
-        )
-        assert r.status_code == 200, r.text
+    # A store where an earlier process installed 1.0.0 and activated it (p001, p002): a copy of
+    # the run's template. Installing and activating over HTTP is the flow test's part; this
+    # test is about what a restarted server makes of the store.
+    store = stations.copy("1.0.0", tmp_path / "store")
     # a restart warms every active version before /readyz says ready
     with RunnerServer(store) as srv, httpx.Client(base_url=srv.url, timeout=600.0) as c:
         ready = srv.wait_ready(120)
@@ -255,11 +254,11 @@ def test_readiness_follows_the_active_packages_across_restarts(
     # an active version that cannot start keeps /readyz at 503 with the reason; /healthz is fine
     python = store / "deployed" / NAME / "1.0.0" / "venv" / "bin" / "python"
     python.unlink()
-    with RunnerServer(store) as srv:
+    with RunnerServer(store) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         deadline = time.monotonic() + 120
         body: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            r = httpx.get(f"{srv.url}/readyz", timeout=30)
+            r = c.get("/readyz")
             assert r.status_code == 503, r.text
             body = r.json()
             if body["started"]:
@@ -267,4 +266,4 @@ def test_readiness_follows_the_active_packages_across_restarts(
             time.sleep(0.05)
         assert body["started"] and not body["ready"]
         assert any("p001" in problem for problem in body["problems"]), body
-        assert httpx.get(f"{srv.url}/healthz").status_code == 200
+        assert c.get("/healthz").status_code == 200
