@@ -1,4 +1,4 @@
-"""Build a package's venv offline: stdlib `venv`, then pip from `wheels/` only, with deadlines.
+"""Build a package's venv offline: uv (else `venv` and our pip), from `wheels/` only, in time.
 
 A venv embeds absolute paths only in its console scripts (and `pyvenv.cfg`'s informational
 `command`); `venv/bin/python` finds its prefix from where it sits, so a venv built in a
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from procvision_algorithm_sdk.errors import INSTALL_FAILED, WHEELS_MISSING
@@ -134,7 +135,7 @@ def _group_members(pgid: int, started_from: int, cwd: str) -> list[int]:
 def kill_recorded_groups(pgid_dir: Path) -> list[int]:
     """SIGKILL what is left of the process groups an interrupted install recorded.
 
-    Their leader died with the install, but grandchildren such as ensurepip's pip may still be
+    Their leader died with the install, but grandchildren (what pip or uv started) may still be
     writing into the store. A group is ours only in the same boot: with its leader alive and
     of the recorded start time, or without it, its members started no earlier than the leader
     and working in the recorded directory. Anything else is left alone.
@@ -211,6 +212,18 @@ def _run(cmd: list[str], cwd: Path, deadline: float, what: str, pgid_dir: Path |
     return out or ""
 
 
+_PIP_MIN = "22.3"  # pip's `--python`: run against another interpreter's environment
+
+
+def pip_beside_us() -> bool:
+    """Whether this interpreter has a pip that can install into another venv (`--python`)."""
+    try:
+        found = tuple(int(part) for part in version("pip").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return found >= tuple(int(part) for part in _PIP_MIN.split("."))
+
+
 def find_uv() -> str | None:
     """The `uv` binary (the PyPI wheel installed beside us, else on PATH), or None."""
     if os.environ.get("PROCVISION_INSTALLER", "").lower() == "pip":
@@ -235,12 +248,12 @@ def build_venv(
 ) -> tuple[Path, str]:
     """Create `<package_dir>/venv` with `python` and install `requirements` from wheels/ only.
 
-    `installer` "uv" or "pip"; None: uv when present (about 15x faster), else pip. Both run
-    offline from wheels/ only, binary wheels only, no config files; uv hard-links the venv's
-    files to a private cache it removes afterwards. Returns (venv python, the
-    installer's output). StoreError 2004 when no wheel matches (a transitive dependency missing
-    from wheels/), 2005 for any other failure or the deadline. `on_step(message)` hears of
-    each step as it starts.
+    `installer` "uv" or "pip"; None: uv when present (faster), else pip. Both run
+    offline from wheels/ only, binary wheels only, no config files, into a venv without pip;
+    uv hard-links the venv's files to a private cache it removes afterwards; pip is this
+    interpreter's (`--python`). Returns (venv python, the installer's output). StoreError 2004
+    when no wheel matches (a transitive dependency missing from wheels/), 2005 for any other
+    failure or the deadline. `on_step(message)` hears of each step as it starts.
     """
     say = on_step or (lambda _message: None)
     uv = find_uv() if installer in (None, "uv") else None
@@ -258,9 +271,16 @@ def build_venv(
         install += ["--find-links", wheels, "--only-binary", ":all:", "--cache-dir", str(cache)]
         install += ["--link-mode", "hardlink", "-r", req]
     else:
-        make = [python, "-m", "venv", str(venv_dir)]
-        install = [str(vpy), "-m", "pip", "install", "--no-index", "--find-links", wheels]
-        install += ["--only-binary", ":all:", "--no-compile", "--no-cache-dir", "-r", req]
+        if not pip_beside_us():
+            raise StoreError(
+                INSTALL_FAILED,
+                f"installer pip needs pip {_PIP_MIN} or later in {sys.executable}",
+            )
+        # like uv's, the venv gets no pip (ensurepip cost seconds): ours installs into it
+        make = [python, "-m", "venv", "--without-pip", str(venv_dir)]
+        install = [sys.executable, "-m", "pip", "--python", str(vpy), "install", "--no-index"]
+        install += ["--find-links", wheels, "--only-binary", ":all:", "--no-compile"]
+        install += ["--no-cache-dir", "-r", req]
     tool = "uv" if uv is not None else "pip"
     say(f"creating the venv with {tool} ({python})")
     _run(make, package_dir, deadline, "creating the venv", pgid_dir)
