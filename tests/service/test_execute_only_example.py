@@ -144,7 +144,21 @@ def server(package_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield srv
 
 
-def test_inspect_over_http(server: RunnerServer) -> None:
+@pytest.fixture
+def served(server: RunnerServer) -> RunnerServer:
+    """The module's server, started again if a test stopped it (the CLI test does), and ready.
+
+    A restarted server warms the active package first: until then the package's info (from
+    its worker) is not known yet.
+    """
+    if server.proc is None:
+        server.start()
+        server.wait_ready(120)
+    return server
+
+
+def test_inspect_over_http(served: RunnerServer) -> None:
+    server = served
     with httpx.Client(base_url=server.url, timeout=120) as client:
         listed = client.get("/algorithms").json()
         mine = [p for p in listed if p["name"] == "part-presence"]
@@ -203,27 +217,24 @@ def test_inspect_over_http(server: RunnerServer) -> None:
 
 
 def test_runner_cli_inspect(server: RunnerServer) -> None:
-    server.stop()  # the store has one owner at a time
-    try:
-        result = runner_cli(
-            server.store,
-            "inspect",
-            "--pid",
-            PID,
-            "--step",
-            "1",
-            "--image",
-            str(IMAGES / "cur_ng_2.png"),
-            "--guide-image",
-            str(GUIDE),
-            "--step-desc",
-            TRUTH["step_desc"],
-            "--guide-info",
-            f"@{GUIDE_INFO}",
-            "--json",
-        )
-    finally:
-        server.start()  # the module's other tests use the server, in any order
+    server.stop()  # the store has one owner at a time; `served` starts it again when needed
+    result = runner_cli(
+        server.store,
+        "inspect",
+        "--pid",
+        PID,
+        "--step",
+        "1",
+        "--image",
+        str(IMAGES / "cur_ng_2.png"),
+        "--guide-image",
+        str(GUIDE),
+        "--step-desc",
+        TRUTH["step_desc"],
+        "--guide-info",
+        f"@{GUIDE_INFO}",
+        "--json",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     answer = json.loads(result.stdout.splitlines()[-1])
     assert answer["execute"]["data"]["result_status"] == "NG"
