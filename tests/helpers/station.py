@@ -203,6 +203,6 @@ class Stations:
 
     @staticmethod
     def _run(store: Path, *args: str) -> None:
-        r = cli(store, *args)
+        r = cli_here(store, *args)  # building a template checks nothing: no process of its own
         if r.returncode != 0:
             raise RuntimeError(f"procvision-runner {' '.join(args)} failed: {r.stderr}")

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 from helpers.package_zips import EXAMPLE
-from helpers.station import IMAGE, NAME, Stations, assert_consistent, cli, inspect_version, spawn
+from helpers.station import (
+    IMAGE,
+    NAME,
+    Stations,
+    assert_consistent,
+    cli,
+    cli_here,
+    inspect_version,
+    spawn,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +118,7 @@ def test_installs_from_several_processes_are_serialised(station) -> None:
     assert [a["outcome"] for a in audit] == ["ok", "refused", "refused"]
     # the refusals waited for the lock: they are written after the successful install
     assert audit[0]["timestamp_ms"] <= audit[1]["timestamp_ms"] <= audit[2]["timestamp_ms"]
-    doc = json.loads(cli(store, "list", "--json").stdout)
+    doc = json.loads(cli_here(store, "list", "--json").stdout)
     assert [p["version"] for p in doc["packages"]] == ["1.0.0", "1.0.1"]
 
 
@@ -189,7 +198,7 @@ def test_switch_rollback_deactivate_uninstall(station_two) -> None:
     r = cli(store, "uninstall", NAME, "1.0.0", "--force")
     assert r.returncode == 0, r.stderr
     assert "deactivated p001" in r.stdout
-    doc = json.loads(cli(store, "list", "--json").stdout)
+    doc = json.loads(cli_here(store, "list", "--json").stdout)
     assert doc["active"] == {}
     assert not (store / "active" / "p001.json").exists()
 

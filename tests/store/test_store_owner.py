@@ -264,7 +264,8 @@ def test_uninstall_of_a_version_another_process_runs_is_refused(
         assert f"pid {holder.pid} (holder" in r.stderr
         assert inspected_version(srv) == "1.0.0"
     assert venv_python.exists()
-    assert json.loads(cli(store, "list", "--json").stdout)["active"]["p001"]["version"] == "1.0.0"
+    listed = json.loads(cli_here(store, "list", "--json").stdout)
+    assert listed["active"]["p001"]["version"] == "1.0.0"
 
 
 def test_prune_keeps_a_version_another_process_runs(
@@ -276,7 +277,7 @@ def test_prune_keeps_a_version_another_process_runs(
     keep_one.write_text("[store]\nkeep_versions = 1\n", encoding="utf-8")
     r = cli(store, "--config", str(keep_one), "install", str(stations.zips["1.0.2"]))
     assert r.returncode == 0, r.stderr
-    listed = json.loads(cli(store, "list", "--json").stdout)
+    listed = json.loads(cli_here(store, "list", "--json").stdout)
     # 1.0.2 is the one kept by count, 1.0.1 is bound, 1.0.0 runs in the holder: none pruned
     assert [p["version"] for p in listed["packages"]] == ["1.0.0", "1.0.1", "1.0.2"]
     assert (store / "deployed" / NAME / "1.0.0" / "venv" / "bin" / "python").exists()
