@@ -32,7 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerServer]:
     assert srv.proc is None
 
 
-@pytest.fixture()
+# one client for the module: a new httpx client loads the CA bundle (~60 ms CPU)
+@pytest.fixture(scope="module")
 def client(server: RunnerServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60.0) as c:
         yield c
