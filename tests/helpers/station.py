@@ -148,14 +148,24 @@ class Stations:
         if zips is not None and keep_one is not None:
             self.zips, self.keep_one = zips, keep_one
             return
+        self.keep_one = base / "keep-one.toml"
+        self.zips = {v: self._zip_path(v) for v in VERSIONS}
+        if self.keep_one.exists() and all(z.exists() for z in self.zips.values()):
+            # all made already (each is renamed into place when complete): no lock, since
+            # another process may hold it for a template build that takes much longer
+            return
         with self._lock:  # a zip takes a second or two: waiting for it is fine
             self.zips = {v: self._zip(v, nested=v == "1.0.2") for v in VERSIONS}
-            self.keep_one = base / "keep-one.toml"
             if not self.keep_one.exists():
-                self.keep_one.write_text("[store]\nkeep_versions = 1\n")
+                part = self.keep_one.with_name("keep-one.toml.part")
+                part.write_text("[store]\nkeep_versions = 1\n")
+                part.replace(self.keep_one)
+
+    def _zip_path(self, version: str) -> Path:
+        return self.base / "in" / f"a-{version}.zip"
 
     def _zip(self, version: str, *, nested: bool) -> Path:
-        out = self.base / "in" / f"a-{version}.zip"
+        out = self._zip_path(version)
         if not out.exists():
             part = make_package_zip(out.with_name(f"{out.name}.part"), version, nested=nested)
             part.replace(out)
