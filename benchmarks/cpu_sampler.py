@@ -16,34 +16,28 @@ from pathlib import Path
 
 import pytest
 
+from procvision_runner.proctable import descendants
+
 _SEEN: dict[int, float] = {}
 _STOP = threading.Event()
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _children() -> dict[int, list[tuple[int, float]]]:
-    kids: dict[int, list[tuple[int, float]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # the name may hold spaces: count after ')'
-        cpu = (int(fields[11]) + int(fields[12])) / _TICK
-        kids.setdefault(int(fields[1]), []).append((int(entry), cpu))
-    return kids
+def _cpu_s(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name may hold spaces: count after ')'
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _sample() -> None:
     while not _STOP.is_set():
-        kids = _children()
-        todo = [os.getpid()]
-        while todo:
-            for child, cpu in kids.get(todo.pop(), []):
-                _SEEN[child] = max(_SEEN.get(child, 0.0), cpu)
-                todo.append(child)
+        for proc in descendants(os.getpid()):
+            cpu = _cpu_s(proc.pid)
+            if cpu is not None:
+                _SEEN[proc.pid] = max(_SEEN.get(proc.pid, 0.0), cpu)
         _STOP.wait(0.25)
 
 

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers.ray_start import pin_to_loopback
+from helpers.runner_kit import alive
+from procvision_runner.proctable import descendants
 
-__all__ = ["LocalRayCluster", "descendants", "free_port"]
+__all__ = ["LocalRayCluster", "free_port"]
 
 RAY_START = Path(__file__).with_name("ray_start.py")  # `ray start`, patient with slow nodes
 START_TIMEOUT_S = 300.0
@@ -46,41 +48,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _children_map() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # the command name may hold spaces or parentheses: the ppid follows the last ')'
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (from /proc)."""
-    children = _children_map()
-    found: list[int] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, []))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class LocalRayCluster:
@@ -219,7 +186,7 @@ class LocalRayCluster:
     def node_processes(self, index: int) -> list[int]:
         """The live processes of node `index` (its `ray start` and everything below it)."""
         proc = self.procs[index]
-        pids = [proc.pid, *descendants(proc.pid)] if proc.poll() is None else []
+        pids = [proc.pid, *(p.pid for p in descendants(proc.pid))] if proc.poll() is None else []
         self._seen.update(pids)
         return pids
 
@@ -238,10 +205,10 @@ class LocalRayCluster:
 
     def _wait_gone(self, pids: list[int]) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(_alive(p) for p in pids):
+        while any(alive(p) for p in pids):
             if time.monotonic() > deadline:
                 for pid in pids:
-                    if _alive(pid):
+                    if alive(pid):
                         with contextlib.suppress(OSError):
                             os.kill(pid, signal.SIGKILL)
                 break
@@ -249,7 +216,7 @@ class LocalRayCluster:
 
     def leftovers(self) -> list[int]:
         """Processes this cluster started that are still alive."""
-        return sorted(p for p in self._seen if _alive(p))
+        return sorted(p for p in self._seen if alive(p))
 
     def close(self) -> None:
         """Stop every node, last first; remove the temp dir."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from procvision_algorithm_sdk.segment import SEGMENT_PREFIX
 from procvision_runner import Runner, RunnerConfig
+from procvision_runner.proctable import read_proc
 
 ALGOS = Path(__file__).resolve().parents[1] / "algos" / "runner"
 FAULTY = ALGOS / "faulty"
@@ -42,11 +43,8 @@ def runner_config(**overrides: Any) -> RunnerConfig:
 
 def alive(pid: int) -> bool:
     """Whether `pid` is a live (non-zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+    proc = read_proc(pid)
+    return proc is not None and not proc.zombie
 
 
 def our_segments(pid: int | None = None) -> set[str]:

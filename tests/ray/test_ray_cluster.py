@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from helpers.package_zips import make_package_zip
 from helpers.ray_cluster import LocalRayCluster, free_port
+from helpers.runner_kit import alive
 from helpers.store_copy import copy_store
 from PIL import Image
 
@@ -342,7 +343,7 @@ def test_killing_one_nodes_replica_leaves_the_other_serving(
         assert answer["result"]["execute"]["status"] == "OK", answer
         served.append(answer["node"])
     # the killed replica's workers died with it (PR_SET_PDEATHSIG)
-    _wait_for(lambda: not [p for p in workers if _pid_alive(p)], "workers of the killed replica")
+    _wait_for(lambda: not [p for p in workers if alive(p)], "workers of the killed replica")
     # Serve starts a new replica on that node; its Runner unlinks the dead one's segments
     replaced = _wait_for(
         lambda: _new_replica(deployed, victim_node, dead_pid), "a new replica on the node"
@@ -356,14 +357,6 @@ def _new_replica(deployed: Deployed, node: str, dead_pid: int) -> dict[str, Any]
     if state is None or state["replica_pid"] == dead_pid or not state["readiness"]["ready"]:
         return None
     return state
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_for(check: Any, what: str) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.runner_kit import alive
 
 from procvision_runner import Runner, RunnerConfig, RunnerError
 from procvision_runner.memory import rss_bytes
@@ -41,14 +42,6 @@ def _wait_for(predicate: Any, timeout_s: float = 30.0) -> bool:
     return bool(predicate())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 @pytest.mark.slow
 def test_worker_above_its_rss_bound_is_recycled_without_a_failed_call() -> None:
     # The bound comes from the package's own table (the Runner-wide value stays off).
@@ -71,7 +64,7 @@ def test_worker_above_its_rss_bound_is_recycled_without_a_failed_call() -> None:
         caller.start()
         try:
             assert _wait_for(lambda: runner.stats()["memory_recycles"] == 1)
-            assert _wait_for(lambda: not _alive(old)), "the bloated worker was not shut down"
+            assert _wait_for(lambda: not alive(old)), "the bloated worker was not shut down"
         finally:
             stop.set()
             caller.join()
@@ -98,7 +91,7 @@ def test_worker_above_the_hard_limit_is_killed_and_the_call_answers_1004() -> No
         assert result is not None and result["status"] == "ERROR"
         assert result["error_code"] == "1004" and result["retryable"] is False
         assert "hard limit of 250 MB" in result["message"]
-        assert _wait_for(lambda: not _alive(old))
+        assert _wait_for(lambda: not alive(old))
         assert _wait_for(lambda: any(w["state"] == "READY" for w in runner.stats()["workers"]))
         again = runner.run_step("f1", 1, FRAME, user_params={"tag": "again"})["execute"]
         assert again["status"] == "OK" and again["data"]["worker_pid"] != old

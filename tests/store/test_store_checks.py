@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from helpers.package_zips import dependency_wheels, make_package_zip, sdk_wheel
+from helpers.runner_kit import alive
 from helpers.store import hold_store_lock, refuse_install
 
 from procvision_runner.store import PackageManager, PackageStore, StoreConfig, StoreError, venv
@@ -357,14 +358,6 @@ def _sleeper(cwd: Path, *, leader_exits: bool = False) -> tuple[subprocess.Popen
     return proc, int(proc.stdout.readline())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _stop(proc: subprocess.Popen, *pids: int) -> None:
     for pid in (proc.pid, *pids):
         with contextlib.suppress(OSError):
@@ -384,15 +377,15 @@ def test_reconcile_never_kills_a_group_that_only_shares_the_recorded_number(env)
             record.write_text(json.dumps({**doc, **wrong}))
             PackageStore(store.root).open()  # reconcile
             assert not record.exists()
-            assert _alive(sleeper), wrong
+            assert alive(sleeper), wrong
         record.write_text(str(proc.pid))  # the old format names no start time: left alone
         PackageStore(store.root).open()
-        assert _alive(sleeper)
+        assert alive(sleeper)
         # the same record, untouched, is ours: reconcile kills the group
         record.write_text(json.dumps(doc))
         assert venv.kill_recorded_groups(store.tmp) == [proc.pid]
         proc.wait(timeout=10)
-        assert not _alive(sleeper)
+        assert not alive(sleeper)
     finally:
         _stop(proc, sleeper)
 
@@ -416,13 +409,13 @@ def test_a_group_whose_leader_died_is_killed_only_in_the_recorded_directory(
         )
         for leader in (ours, theirs):
             leader.communicate("\n", timeout=10)  # the leader exits; its sleep lives on
-        assert _alive(our_sleeper) and _alive(their_sleeper)
+        assert alive(our_sleeper) and alive(their_sleeper)
         assert venv.kill_recorded_groups(records) == [ours.pid]
         deadline = time.monotonic() + 10
-        while _alive(our_sleeper) and time.monotonic() < deadline:
+        while alive(our_sleeper) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not _alive(our_sleeper)
-        assert _alive(their_sleeper)
+        assert not alive(our_sleeper)
+        assert alive(their_sleeper)
         assert list(records.iterdir()) == []
     finally:
         _stop(ours, our_sleeper)
