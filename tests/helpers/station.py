@@ -26,6 +26,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from helpers.package_zips import EXAMPLE, make_package_zip
+from helpers.store_copy import link_copy
 from procvision_runner.store.crashpoints import ENV as CRASH_ENV
 
 NAME = "algorithm-example"
@@ -112,15 +113,6 @@ def assert_consistent(store: Path) -> dict:
     return doc
 
 
-def _link_deployed(src: str, dst: str) -> None:
-    # the store writes neither a deployed file nor a stored zip in place: it builds them
-    # elsewhere and renames, and removes them by unlinking; everything else is copied
-    if f"{os.sep}deployed{os.sep}" in src or f"{os.sep}zips{os.sep}" in src:
-        os.link(src, dst)
-    else:
-        shutil.copy2(src, dst)
-
-
 class Stations:
     """Zips of 1.0.0, 1.0.1 and 1.0.2 (nested) and the template stores, built on first use.
 
@@ -193,7 +185,7 @@ class Stations:
                 self._run(store, "activate", NAME, wanted[0], "--pid", "p001", "--pid", "p002")
             else:
                 previous = self.template("+".join(wanted[:-1]))
-                shutil.copytree(previous, store, symlinks=True, copy_function=_link_deployed)
+                link_copy(previous, store)
                 self._run(store, "install", str(self.zips[wanted[-1]]))
             done.touch()
         finally:
@@ -208,8 +200,7 @@ class Stations:
 
     def copy(self, versions: str, dest: Path) -> Path:
         """A private copy of a template store at `dest`."""
-        shutil.copytree(self.template(versions), dest, symlinks=True, copy_function=_link_deployed)
-        return dest
+        return link_copy(self.template(versions), dest)
 
     @staticmethod
     def _run(store: Path, *args: str) -> None:
